@@ -1,0 +1,100 @@
+//! Element-wise activations: forward, and backward from the saved output.
+
+use rayon::prelude::*;
+
+const PAR_MIN: usize = 1 << 15;
+
+/// The activations MobileNetV2 and its head use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Activation {
+    #[default]
+    Linear,
+    Relu,
+    /// `min(max(x, 0), 6)`, Keras's `ReLU(6.)`.
+    Relu6,
+}
+
+impl Activation {
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::Linear => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// The derivative, computed from the activation's *output* `y` (TensorFlow's rule: zero at the kinks).
+    #[inline(always)]
+    pub fn grad_from_output(self, y: f32) -> f32 {
+        match self {
+            Activation::Linear => 1.0,
+            Activation::Relu => (y > 0.0) as u8 as f32,
+            Activation::Relu6 => (y > 0.0 && y < 6.0) as u8 as f32,
+        }
+    }
+
+    /// Applies the activation in place.
+    pub fn apply_in_place(self, v: &mut [f32]) {
+        if self == Activation::Linear {
+            return;
+        }
+        if v.len() >= PAR_MIN {
+            v.par_chunks_mut(PAR_MIN).for_each(|c| c.iter_mut().for_each(|x| *x = self.apply(*x)));
+        } else {
+            v.iter_mut().for_each(|x| *x = self.apply(*x));
+        }
+    }
+}
+
+/// `y = act(x)`.
+pub fn forward(act: Activation, x: &[f32], y: &mut [f32]) {
+    y.copy_from_slice(x);
+    act.apply_in_place(y);
+}
+
+/// `dx = dy * act'(x)`, with the mask taken from the saved output `y`.
+pub fn backward(act: Activation, y: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let body = |(dx, (dy, y)): (&mut [f32], (&[f32], &[f32]))| {
+        for ((d, g), o) in dx.iter_mut().zip(dy).zip(y) {
+            *d = g * act.grad_from_output(*o);
+        }
+    };
+    if y.len() >= PAR_MIN {
+        dx.par_chunks_mut(PAR_MIN)
+            .zip(dy.par_chunks(PAR_MIN).zip(y.par_chunks(PAR_MIN)))
+            .for_each(body);
+    } else {
+        body((dx, (dy, y)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relu6_clamps_and_masks() {
+        let x = [-1.0, 0.5, 7.0, 6.0, 0.0];
+        let mut y = [0.0; 5];
+        forward(Activation::Relu6, &x, &mut y);
+        assert_eq!(y, [0.0, 0.5, 6.0, 6.0, 0.0]);
+        let mut dx = [0.0; 5];
+        backward(Activation::Relu6, &y, &[1.0; 5], &mut dx);
+        assert_eq!(dx, [0.0, 1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn relu_finite_difference() {
+        let x = [-0.7f32, 0.3, 2.5, -3.0];
+        let mut y = [0.0; 4];
+        forward(Activation::Relu, &x, &mut y);
+        let mut dx = [0.0; 4];
+        backward(Activation::Relu, &y, &[1.0; 4], &mut dx);
+        for i in 0..4 {
+            let e = 1e-3;
+            let fd = (Activation::Relu.apply(x[i] + e) - Activation::Relu.apply(x[i] - e)) / (2.0 * e);
+            assert!((fd - dx[i]).abs() < 1e-3, "{i}: {fd} vs {}", dx[i]);
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Convolutions, NHWC activations and HWIO kernels.
+//!
+//! One strategy a file: `reference` (plain loops, the truth), `im2col` (general KxK: patches + GEMM),
+//! `pointwise` (1x1 stride 1: one GEMM over the `[N*H*W, C]` view) and `depthwise` (per-channel KxK,
+//! vectorised over channels). [`ConvStrategy::choose`] picks once from the shapes.
+
+pub mod depthwise;
+pub mod im2col;
+pub mod pointwise;
+pub mod reference;
+
+use crate::{Activation, Error, PadDim, Padding, Result};
+use ndarray::{Array4, ArrayView4};
+
+/// The resolved geometry of a convolution (regular or depthwise).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub n: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub rows: PadDim,
+    pub cols: PadDim,
+}
+
+impl ConvGeom {
+    /// Geometry of a regular convolution: `x` is `[N, H, W, Cin]`, `w` is HWIO `[kh, kw, Cin, Cout]`.
+    pub fn new(op: &'static str, x: &[usize], w: &[usize], stride: usize, padding: Padding) -> Result<Self> {
+        let (x, w) = (dims4(op, "input", x)?, dims4(op, "kernel", w)?);
+        if w[2] != x[3] {
+            return Err(Error::Shape {
+                op,
+                expected: vec![w[0], w[1], x[3], w[3]],
+                got: w.to_vec(),
+            });
+        }
+        let (rows, cols) = padding.resolve(x[1], x[2], w[0], w[1], stride).map_err(|e| with_op(op, e))?;
+        Ok(ConvGeom { n: x[0], cin: x[3], cout: w[3], kh: w[0], kw: w[1], stride, rows, cols })
+    }
+
+    /// Geometry of a depthwise convolution: `w` is `[kh, kw, C, 1]` (Keras's depthwise layout).
+    pub fn depthwise(op: &'static str, x: &[usize], w: &[usize], stride: usize, padding: Padding) -> Result<Self> {
+        let (x, w) = (dims4(op, "input", x)?, dims4(op, "kernel", w)?);
+        if w[2] != x[3] || w[3] != 1 {
+            return Err(Error::Shape {
+                op,
+                expected: vec![w[0], w[1], x[3], 1],
+                got: w.to_vec(),
+            });
+        }
+        let (rows, cols) = padding.resolve(x[1], x[2], w[0], w[1], stride).map_err(|e| with_op(op, e))?;
+        Ok(ConvGeom { n: x[0], cin: x[3], cout: x[3], kh: w[0], kw: w[1], stride, rows, cols })
+    }
+
+    pub fn in_shape(&self) -> [usize; 4] {
+        [self.n, self.rows.input, self.cols.input, self.cin]
+    }
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.rows.out, self.cols.out, self.cout]
+    }
+    /// Multiply-adds of the forward pass (regular convolution).
+    pub fn macs(&self) -> usize {
+        self.n * self.rows.out * self.cols.out * self.cout * self.kh * self.kw * self.cin
+    }
+    /// Input pixel for output pixel `o` and kernel tap `k` along one axis, or `None` when in padding.
+    #[inline(always)]
+    pub fn tap(d: &PadDim, stride: usize, o: usize, k: usize) -> Option<usize> {
+        let i = (o * stride + k) as isize - d.before as isize;
+        (i >= 0 && (i as usize) < d.input).then_some(i as usize)
+    }
+}
+
+fn dims4(op: &'static str, what: &str, s: &[usize]) -> Result<[usize; 4]> {
+    s.try_into().map_err(|_| Error::Invalid {
+        op,
+        msg: format!("{what} must be 4-D, got shape {s:?}"),
+    })
+}
+
+fn with_op(op: &'static str, e: Error) -> Error {
+    match e {
+        Error::Invalid { msg, .. } => Error::Invalid { op, msg },
+        other => other,
+    }
+}
+
+/// Which implementation a regular convolution runs, chosen once from its geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvStrategy {
+    Pointwise,
+    Im2col,
+}
+
+impl ConvStrategy {
+    pub fn choose(g: &ConvGeom) -> Self {
+        let unpadded = g.rows.before + g.rows.after + g.cols.before + g.cols.after == 0;
+        if g.kh == 1 && g.kw == 1 && g.stride == 1 && unpadded {
+            ConvStrategy::Pointwise
+        } else {
+            ConvStrategy::Im2col
+        }
+    }
+}
+
+fn contiguous<'a>(a: &ArrayView4<'a, f32>) -> std::borrow::Cow<'a, [f32]> {
+    match a.to_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
+fn check_bias(op: &'static str, bias: Option<&[f32]>, c: usize) -> Result<()> {
+    match bias {
+        Some(b) if b.len() != c => Err(Error::Shape { op, expected: vec![c], got: vec![b.len()] }),
+        _ => Ok(()),
+    }
+}
+
+/// Regular convolution `y = act(conv(x, w) + bias)`; `x` NHWC, `w` HWIO.
+pub fn conv2d(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: Padding,
+    act: Activation,
+) -> Result<Array4<f32>> {
+    let g = ConvGeom::new("conv2d", x.shape(), w.shape(), stride, padding)?;
+    check_bias("conv2d", bias, g.cout)?;
+    let (xs, ws) = (contiguous(&x), contiguous(&w));
+    let mut y = Array4::zeros(g.out_shape());
+    let ys = y.as_slice_mut().expect("fresh array is contiguous");
+    match ConvStrategy::choose(&g) {
+        ConvStrategy::Pointwise => pointwise::forward(&g, &xs, &ws, bias, act, ys),
+        ConvStrategy::Im2col => im2col::forward(&g, &xs, &ws, bias, act, ys),
+    }
+    Ok(y)
+}
+
+/// Gradients of a regular convolution (without activation): returns `(dx, dw)`;
+/// `dx` only when `need_dx` (a frozen stem needs none).
+pub fn conv2d_backward(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    dy: ArrayView4<f32>,
+    stride: usize,
+    padding: Padding,
+    need_dx: bool,
+) -> Result<(Option<Array4<f32>>, Array4<f32>)> {
+    let g = ConvGeom::new("conv2d_backward", x.shape(), w.shape(), stride, padding)?;
+    crate::check_shape("conv2d_backward", &g.out_shape(), dy.shape())?;
+    let (xs, ws, dys) = (contiguous(&x), contiguous(&w), contiguous(&dy));
+    let mut dw = Array4::zeros(w.raw_dim());
+    let dws = dw.as_slice_mut().expect("contiguous");
+    let strategy = ConvStrategy::choose(&g);
+    match strategy {
+        ConvStrategy::Pointwise => pointwise::backward_weights(&g, &xs, &dys, dws),
+        ConvStrategy::Im2col => im2col::backward_weights(&g, &xs, &dys, dws),
+    }
+    let dx = need_dx.then(|| {
+        let mut dx = Array4::zeros(x.raw_dim());
+        let dxs = dx.as_slice_mut().expect("contiguous");
+        match strategy {
+            ConvStrategy::Pointwise => pointwise::backward_input(&g, &dys, &ws, dxs),
+            ConvStrategy::Im2col => im2col::backward_input(&g, &dys, &ws, dxs),
+        }
+        dx
+    });
+    Ok((dx, dw))
+}
+
+/// Depthwise convolution `y = act(dwconv(x, w) + bias)`; `w` is `[kh, kw, C, 1]`.
+pub fn depthwise_conv2d(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: Padding,
+    act: Activation,
+) -> Result<Array4<f32>> {
+    let g = ConvGeom::depthwise("depthwise_conv2d", x.shape(), w.shape(), stride, padding)?;
+    check_bias("depthwise_conv2d", bias, g.cout)?;
+    let (xs, ws) = (contiguous(&x), contiguous(&w));
+    let mut y = Array4::zeros(g.out_shape());
+    depthwise::forward(&g, &xs, &ws, bias, act, y.as_slice_mut().expect("contiguous"));
+    Ok(y)
+}
+
+/// Gradients of a depthwise convolution (without activation): `(dx, dw)`.
+pub fn depthwise_conv2d_backward(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    dy: ArrayView4<f32>,
+    stride: usize,
+    padding: Padding,
+    need_dx: bool,
+) -> Result<(Option<Array4<f32>>, Array4<f32>)> {
+    let g = ConvGeom::depthwise("depthwise_conv2d_backward", x.shape(), w.shape(), stride, padding)?;
+    crate::check_shape("depthwise_conv2d_backward", &g.out_shape(), dy.shape())?;
+    let (xs, ws, dys) = (contiguous(&x), contiguous(&w), contiguous(&dy));
+    let mut dw = Array4::zeros(w.raw_dim());
+    depthwise::backward_weights(&g, &xs, &dys, dw.as_slice_mut().expect("contiguous"));
+    let dx = need_dx.then(|| {
+        let mut dx = Array4::zeros(x.raw_dim());
+        depthwise::backward_input(&g, &dys, &ws, dx.as_slice_mut().expect("contiguous"));
+        dx
+    });
+    Ok((dx, dw))
+}
+
+/// Adds the bias and applies the activation to each `cout`-wide row of `y`.
+pub(crate) fn epilogue(y: &mut [f32], cout: usize, bias: Option<&[f32]>, act: Activation) {
+    match bias {
+        Some(b) => y.chunks_exact_mut(cout).for_each(|row| {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v = act.apply(*v + b));
+        }),
+        None => act.apply_in_place(y),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_mismatch_names_both_shapes() {
+        let x = Array4::<f32>::zeros((1, 5, 5, 3));
+        let w = Array4::<f32>::zeros((3, 3, 4, 8));
+        let e = conv2d(x.view(), w.view(), None, 1, Padding::Same, Activation::Linear).unwrap_err();
+        assert_eq!(e.to_string(), "conv2d: shape mismatch: expected [3, 3, 3, 8], got [3, 3, 4, 8]");
+    }
+
+    #[test]
+    fn kernel_larger_than_input_is_an_error_not_a_panic() {
+        let x = Array4::<f32>::zeros((1, 2, 2, 1));
+        let w = Array4::<f32>::zeros((3, 3, 1, 1));
+        let e = conv2d(x.view(), w.view(), None, 1, Padding::Valid, Activation::Linear).unwrap_err();
+        assert!(e.to_string().starts_with("conv2d: input of 2"), "{e}");
+    }
+
+    #[test]
+    fn strategy_choice() {
+        let g = ConvGeom::new("t", &[1, 4, 4, 3], &[1, 1, 3, 5], 1, Padding::Valid).unwrap();
+        assert_eq!(ConvStrategy::choose(&g), ConvStrategy::Pointwise);
+        let g = ConvGeom::new("t", &[1, 4, 4, 3], &[1, 1, 3, 5], 2, Padding::Valid).unwrap();
+        assert_eq!(ConvStrategy::choose(&g), ConvStrategy::Im2col);
+    }
+}

@@ -1,0 +1,149 @@
+//! Matrix products on row-major slices: `matrixmultiply` for the SIMD micro-kernel, rayon for the cores.
+//!
+//! `C[m x n] = alpha * op(A)[m x k] * op(B)[k x n] + beta * C`, where a transposed operand is
+//! expressed through its strides (no copies).
+
+use rayon::prelude::*;
+
+/// A matrix operand: a slice with row and column strides.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: isize,
+    pub cs: isize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major `rows x cols` matrix.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat { data, rs: cols as isize, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Mat { data, rs: 1, cs: cols as isize }
+    }
+}
+
+/// Serial GEMM into a row-major `m x n` slice `c`.
+pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= m * n, "gemm: output too small");
+    if k == 0 {
+        c[..m * n].iter_mut().for_each(|v| *v *= beta);
+        return;
+    }
+    // SAFETY: the extents `m x k`, `k x n` and `m x n` with the given strides lie inside the slices:
+    // callers build `Mat` from slices of exactly those shapes, and `c` was checked above.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data.as_ptr(),
+            a.rs,
+            a.cs,
+            b.data.as_ptr(),
+            b.rs,
+            b.cs,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Parallel GEMM split over rows of `C` (use when `m` is large).
+pub fn par_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
+    let threads = rayon::current_num_threads().max(1);
+    if m < 64 || threads == 1 || m * n * k < 1 << 16 {
+        return gemm(m, k, n, a, b, beta, c);
+    }
+    let rows = m.div_ceil(threads * 4).max(16);
+    c[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, chunk)| {
+        let r0 = i * rows;
+        let mr = chunk.len() / n;
+        let off = r0 as isize * a.rs;
+        let sub = Mat {
+            data: &a.data[off as usize..],
+            rs: a.rs,
+            cs: a.cs,
+        };
+        gemm(mr, k, n, sub, b, beta, chunk);
+    });
+}
+
+/// Parallel GEMM split over the shared dimension `k` (use when `m x n` is small and `k` large,
+/// as for weight gradients `x^T dy`). Partial products are summed; `A` and `B` advance along `k`
+/// by `a.cs` and `b.rs`.
+pub fn par_gemm_split_k(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
+    let threads = rayon::current_num_threads().max(1);
+    if threads == 1 || k < 256 {
+        return gemm(m, k, n, a, b, beta, c);
+    }
+    let chunk = k.div_ceil(threads);
+    let partial = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let k0 = (t * chunk).min(k);
+            let kk = (k0 + chunk).min(k) - k0;
+            let mut out = vec![0.0f32; m * n];
+            if kk > 0 {
+                let sa = Mat { data: &a.data[(k0 as isize * a.cs) as usize..], ..a };
+                let sb = Mat { data: &b.data[(k0 as isize * b.rs) as usize..], ..b };
+                gemm(m, kk, n, sa, sb, 0.0, &mut out);
+            }
+            out
+        })
+        .reduce_with(|mut x, y| {
+            x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
+            x
+        })
+        .unwrap_or_else(|| vec![0.0; m * n]);
+    for (o, p) in c[..m * n].iter_mut().zip(partial) {
+        *o = beta * *o + p;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn parallel_variants_match_naive() {
+        for &(m, k, n) in &[(300, 70, 33), (5, 1000, 7), (1, 1, 1), (129, 3, 2)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+            let want = naive(m, k, n, &a, &b);
+            let mut c1 = vec![0.0; m * n];
+            par_gemm(m, k, n, Mat::rows(&a, k), Mat::rows(&b, n), 0.0, &mut c1);
+            let mut c2 = vec![1.0; m * n];
+            par_gemm_split_k(m, k, n, Mat::rows(&a, k), Mat::rows(&b, n), 0.0, &mut c2);
+            assert_eq!(c1, want);
+            assert_eq!(c2, want);
+        }
+    }
+
+    #[test]
+    fn transposed_operand_through_strides() {
+        // A^T where A is 3x2 row-major.
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // 3x2
+        let mut c = vec![0.0; 4];
+        gemm(2, 3, 2, Mat::transposed(&a, 2), Mat::rows(&b, 2), 0.0, &mut c);
+        assert_eq!(c, vec![1.0 + 5.0, 3.0 + 5.0, 2.0 + 6.0, 4.0 + 6.0]);
+    }
+}
