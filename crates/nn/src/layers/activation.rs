@@ -1,0 +1,45 @@
+//! `ReLU` and `ReLU(max_value=6)`; backward masks with the saved output.
+
+use crate::layer::{cached, one};
+use crate::{Ctx, Layer, Param, Result, Tensor};
+use tensor_core::{activation, Activation};
+
+pub struct ReLU {
+    name: String,
+    pub act: Activation,
+    y: Option<Tensor>,
+}
+
+impl ReLU {
+    pub fn relu(name: &str) -> Self {
+        ReLU { name: name.to_string(), act: Activation::Relu, y: None }
+    }
+    pub fn relu6(name: &str) -> Self {
+        ReLU { name: name.to_string(), act: Activation::Relu6, y: None }
+    }
+}
+
+impl Layer for ReLU {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
+        let mut y = one(&self.name, inputs)?.clone();
+        self.act.apply_in_place(y.as_slice_mut().expect("contiguous"));
+        self.y = ctx.record.then(|| y.clone());
+        Ok(y)
+    }
+
+    fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
+        let y = cached(&self.name, &self.y)?;
+        Ok(vec![need_dx.then(|| {
+            let mut dx = Tensor::zeros(y.raw_dim());
+            let d = dx.as_slice_mut().expect("contiguous");
+            activation::backward(self.act, y.as_slice().expect("contiguous"), dy.as_slice().expect("contiguous"), d);
+            dx
+        })])
+    }
+
+    fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}
+}

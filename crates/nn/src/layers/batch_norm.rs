@@ -1,0 +1,135 @@
+//! `BatchNormalization` exactly as Keras: a frozen layer always uses its moving statistics, even while
+//! training; a trainable one in training uses batch statistics (biased variance) and updates
+//! `moving = moving * momentum + batch * (1 - momentum)` with that same biased variance.
+
+use crate::layer::{cached, one};
+use crate::{Ctx, Error, Layer, Mode, Param, Result, Tensor};
+use tensor_core::batch_norm::{self, BnCache};
+use tensor_core::Activation;
+
+/// Keras's BatchNormalization options (MobileNetV2: eps 1e-3, momentum 0.999).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BnConfig {
+    pub eps: f32,
+    pub momentum: f32,
+}
+
+impl Default for BnConfig {
+    fn default() -> Self {
+        BnConfig { eps: 1e-3, momentum: 0.999 }
+    }
+}
+
+enum Cache {
+    Batch(BnCache),
+    Moving(Tensor),
+}
+
+pub struct BatchNormalization {
+    name: String,
+    pub gamma: Param,
+    pub beta: Param,
+    pub moving_mean: Param,
+    pub moving_variance: Param,
+    pub cfg: BnConfig,
+    cache: Option<Cache>,
+}
+
+impl BatchNormalization {
+    pub fn new(name: &str, gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor, cfg: BnConfig) -> Result<Self> {
+        let c = gamma.len();
+        for (what, t) in [("beta", &beta), ("moving_mean", &mean), ("moving_variance", &var)] {
+            if t.shape() != [c] {
+                return Err(Error::layer(name, format!("{what} has shape {:?}, gamma has [{c}]", t.shape())));
+            }
+        }
+        Ok(BatchNormalization {
+            gamma: Param::new(format!("{name}/gamma"), gamma, true),
+            beta: Param::new(format!("{name}/beta"), beta, true),
+            moving_mean: Param::state(format!("{name}/moving_mean"), mean),
+            moving_variance: Param::state(format!("{name}/moving_variance"), var),
+            name: name.to_string(),
+            cfg,
+            cache: None,
+        })
+    }
+
+    /// Whether a training forward uses batch statistics (the layer is trainable).
+    pub fn uses_batch_stats(&self, ctx: Ctx) -> bool {
+        ctx.mode == Mode::Train && (self.gamma.trainable || self.beta.trainable)
+    }
+
+    /// `(scale, shift)` of the inference transform.
+    pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
+        batch_norm::scale_shift(
+            self.gamma.slice(),
+            self.beta.slice(),
+            self.moving_mean.slice(),
+            self.moving_variance.slice(),
+            self.cfg.eps,
+        )
+    }
+}
+
+impl Layer for BatchNormalization {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
+        let x = one(&self.name, inputs)?;
+        let c = self.gamma.value.len();
+        if x.shape().last() != Some(&c) {
+            return Err(Error::layer(&self.name, format!("input {:?} does not end in {c} channels", x.shape())));
+        }
+        let mut y = Tensor::zeros(x.raw_dim());
+        let xs = x.as_slice().expect("contiguous");
+        let ys = y.as_slice_mut().expect("contiguous");
+        if self.uses_batch_stats(ctx) {
+            let cache = batch_norm::training_forward(xs, self.gamma.slice(), self.beta.slice(), self.cfg.eps, ys)?;
+            let m = self.cfg.momentum;
+            let update = |p: &mut Param, batch: &[f32]| {
+                let v = p.value.as_slice_mut().expect("contiguous");
+                v.iter_mut().zip(batch).for_each(|(mv, b)| *mv = *mv * m + b * (1.0 - m));
+            };
+            update(&mut self.moving_mean, &cache.mean);
+            update(&mut self.moving_variance, &cache.var);
+            self.cache = ctx.record.then_some(Cache::Batch(cache));
+        } else {
+            let (scale, shift) = self.scale_shift();
+            batch_norm::inference_forward(xs, &scale, &shift, Activation::Linear, ys)?;
+            self.cache = ctx.record.then(|| Cache::Moving(x.clone()));
+        }
+        Ok(y)
+    }
+
+    fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
+        let dys = dy.as_slice().expect("contiguous");
+        let g = match cached(&self.name, &self.cache)? {
+            Cache::Batch(cache) => batch_norm::training_backward(dys, cache, self.gamma.slice(), need_dx)?,
+            Cache::Moving(x) => batch_norm::inference_backward(
+                x.as_slice().expect("contiguous"),
+                dys,
+                self.gamma.slice(),
+                self.moving_mean.slice(),
+                self.moving_variance.slice(),
+                self.cfg.eps,
+                need_dx,
+            )?,
+        };
+        if self.gamma.trainable {
+            self.gamma.accumulate(&g.dgamma);
+        }
+        if self.beta.trainable {
+            self.beta.accumulate(&g.dbeta);
+        }
+        Ok(vec![g.dx.map(|d| Tensor::from_shape_vec(dy.raw_dim(), d).expect("same size as dy"))])
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.gamma);
+        f(&mut self.beta);
+        f(&mut self.moving_mean);
+        f(&mut self.moving_variance);
+    }
+}

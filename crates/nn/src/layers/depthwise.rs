@@ -1,0 +1,60 @@
+//! `DepthwiseConv2D` (depth multiplier 1, no bias), kernel `[kh, kw, C, 1]`.
+
+use super::view4;
+use crate::layer::{cached, one};
+use crate::{Ctx, Layer, Param, Result, Tensor};
+use tensor_core::{conv, Activation, Padding};
+
+pub struct DepthwiseConv2D {
+    name: String,
+    pub kernel: Param,
+    pub stride: usize,
+    pub padding: Padding,
+    x: Option<Tensor>,
+}
+
+impl DepthwiseConv2D {
+    pub fn new(name: &str, kernel: Tensor, stride: usize, padding: Padding) -> Self {
+        DepthwiseConv2D {
+            kernel: Param::new(format!("{name}/depthwise_kernel"), kernel, true),
+            name: name.to_string(),
+            stride,
+            padding,
+            x: None,
+        }
+    }
+}
+
+impl Layer for DepthwiseConv2D {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
+        let x = one(&self.name, inputs)?;
+        let w = view4(&self.name, &self.kernel.value)?;
+        let y = conv::depthwise_conv2d(view4(&self.name, x)?, w, None, self.stride, self.padding, Activation::Linear)?;
+        self.x = ctx.record.then(|| x.clone());
+        Ok(y.into_dyn())
+    }
+
+    fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
+        let x = cached(&self.name, &self.x)?;
+        let (dx, dw) = conv::depthwise_conv2d_backward(
+            view4(&self.name, x)?,
+            view4(&self.name, &self.kernel.value)?,
+            view4(&self.name, dy)?,
+            self.stride,
+            self.padding,
+            need_dx,
+        )?;
+        if self.kernel.trainable {
+            self.kernel.accumulate(dw.as_slice().expect("contiguous"));
+        }
+        Ok(vec![dx.map(|d| d.into_dyn())])
+    }
+
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.kernel);
+    }
+}

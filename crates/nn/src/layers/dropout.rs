@@ -1,0 +1,52 @@
+//! `Dropout(rate)`: inverted dropout in training, identity in inference. Masks come from
+//! `(seed, call counter)`, so a run is reproducible.
+
+use crate::layer::{cached, one};
+use crate::{Ctx, Error, Layer, Mode, Param, Result, Tensor};
+use rand::{Rng, SeedableRng};
+
+pub struct Dropout {
+    name: String,
+    pub rate: f32,
+    seed: u64,
+    /// Number of training forwards so far (part of the checkpointed state via the trainer).
+    pub calls: u64,
+    mask: Option<Tensor>,
+}
+
+impl Dropout {
+    pub fn new(name: &str, rate: f32, seed: u64) -> Result<Self> {
+        if !(0.0..1.0).contains(&rate) {
+            return Err(Error::layer(name, format!("rate must be in [0, 1), got {rate}")));
+        }
+        Ok(Dropout { name: name.to_string(), rate, seed, calls: 0, mask: None })
+    }
+}
+
+impl Layer for Dropout {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
+        let x = one(&self.name, inputs)?;
+        if ctx.mode == Mode::Infer || self.rate == 0.0 {
+            self.mask = ctx.record.then(|| Tensor::ones(x.raw_dim()));
+            return Ok(x.clone());
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ self.calls.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.calls += 1;
+        let keep = 1.0 - self.rate;
+        let mask = x.mapv(|_| if rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 });
+        let y = x * &mask;
+        self.mask = ctx.record.then_some(mask);
+        Ok(y)
+    }
+
+    fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
+        let mask = cached(&self.name, &self.mask)?;
+        Ok(vec![need_dx.then(|| dy * mask)])
+    }
+
+    fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}
+}
