@@ -1,1 +1,17 @@
-//! placeholder
+//! `mobilenet`: MobileNetV2 exactly as `keras.applications.MobileNetV2` builds it (layer names, widths,
+//! `correct_pad`, residual adds), loaded by name from converted ImageNet weights; a frozen part that
+//! runs with batch-norm folded into its convolutions; the study's classifier (base + head) with one
+//! training step; ImageNet labels for the top.
+
+pub mod arch;
+pub mod classifier;
+pub mod error;
+pub mod folded;
+pub mod imagenet;
+pub mod model;
+
+pub use arch::{make_divisible, Alpha};
+pub use classifier::{Classifier, HeadConfig, StepOutput};
+pub use error::{Error, Result};
+pub use folded::FoldedPlan;
+pub use model::{Kind, MobileNetV2, ModelConfig};

@@ -1,0 +1,227 @@
+//! Parity with Keras, data-driven: every fixture directory under `../shared/golden` (or `$GOLDEN_DIR`)
+//! is checked exactly as its `manifest.json` describes. A fixture this test cannot interpret fails.
+
+use mobilenet::{Classifier, HeadConfig, MobileNetV2, ModelConfig};
+use ndarray_npy::read_npy;
+use nn::optim::{Adam, AdamParams};
+use nn::vars::VarStore;
+use nn::Tensor;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn shared() -> PathBuf {
+    std::env::var_os("SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}
+
+fn golden_dir() -> PathBuf {
+    std::env::var_os("GOLDEN_DIR").map(PathBuf::from).unwrap_or_else(|| shared().join("golden"))
+}
+
+fn load(path: &Path) -> Tensor {
+    read_npy::<_, Tensor>(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Compares like numpy `allclose(ours, golden, rtol=rel, atol=abs)`; returns a report line or a failure.
+fn check(name: &str, ours: &Tensor, golden: &Tensor, abs: f64, rel: f64) -> Result<String, String> {
+    let ours = if ours.len() == golden.len() && ours.shape() != golden.shape() { ours.clone().into_shape_with_order(golden.raw_dim()).unwrap() } else { ours.clone() };
+    if ours.shape() != golden.shape() {
+        return Err(format!("{name}: shape {:?}, golden {:?}  NOT OK", ours.shape(), golden.shape()));
+    }
+    let mut worst = 0.0f64;
+    let mut bad = 0usize;
+    for (a, b) in ours.iter().zip(golden) {
+        let d = (*a as f64 - *b as f64).abs();
+        worst = worst.max(d);
+        if d > abs + rel * (*b as f64).abs() || !a.is_finite() {
+            bad += 1;
+        }
+    }
+    let first: Vec<String> = ours.iter().zip(golden).take(3).map(|(a, b)| format!("{a:.6}/{b:.6}")).collect();
+    let line = format!("{name:<45} max|diff| {worst:.3e}  first {}  {}", first.join(" "), if bad == 0 { "OK" } else { "NOT OK" });
+    if bad == 0 {
+        Ok(line)
+    } else {
+        Err(format!("{line} ({bad} of {} outside abs {abs:e} + rel {rel:e})", ours.len()))
+    }
+}
+
+fn model_config(m: &Value) -> ModelConfig {
+    let shape = &m["input_shape"];
+    ModelConfig {
+        alpha: m["alpha"].as_f64().expect("model.alpha") as f32,
+        height: shape[0].as_u64().expect("input_shape") as usize,
+        width: shape[1].as_u64().expect("input_shape") as usize,
+        include_top: m["include_top"].as_bool().expect("model.include_top"),
+    }
+}
+
+fn base(manifest: &Value) -> MobileNetV2 {
+    let m = &manifest["model"];
+    let dir = shared().join("weights").join(m["weights"].as_str().expect("model.weights"));
+    let vs = VarStore::open(&dir).unwrap();
+    MobileNetV2::load(vs, model_config(m)).unwrap()
+}
+
+fn tol(c: &Value) -> (f64, f64) {
+    (c["abs"].as_f64().expect("check.abs"), c["rel"].as_f64().expect("check.rel"))
+}
+
+fn forward_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<String, String>>) {
+    let mut net = base(manifest);
+    let x = load(&dir.join(manifest["input"].as_str().expect("input")));
+    let checks = manifest["checks"].as_array().expect("checks");
+    let mut layers = Vec::new();
+    for c in checks {
+        match c["tensor"].as_str() {
+            Some("layer") => layers.push(c["layer"].as_str().expect("check.layer").to_string()),
+            Some("features") => {}
+            other => lines.push(Err(format!("unknown forward check tensor {other:?}"))),
+        }
+    }
+    layers.push("features".into());
+    let acts: BTreeMap<String, Tensor> = net.activations(&x, &layers).unwrap().into_iter().collect();
+    for c in checks {
+        let (abs, rel) = tol(c);
+        let golden = load(&dir.join(c["file"].as_str().expect("check.file")));
+        let key = if c["tensor"] == "layer" { c["layer"].as_str().unwrap().to_string() } else { "features".to_string() };
+        lines.push(check(&key, &acts[&key], &golden, abs, rel));
+        if key == "features" {
+            // The product's path: batch-norm folded into the convolutions.
+            let mut clf = Classifier::new(net_again(manifest), HeadConfig { dense: 0, dropout: 0.0, classes: 2, seed: 0 }).unwrap();
+            let cut = clf.cut();
+            let frozen = clf.frozen(&x).unwrap();
+            let feats = frozen.values().next().unwrap().clone();
+            assert_eq!(frozen.len(), 1, "one boundary tensor before node {cut}");
+            lines.push(check("features (folded path)", &feats, &golden, abs, rel));
+        }
+    }
+}
+
+fn net_again(manifest: &Value) -> MobileNetV2 {
+    base(manifest)
+}
+
+fn train_step_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<String, String>>) {
+    let head = manifest["head"].as_array().expect("head");
+    assert_eq!(head.len(), 2, "head: Dense(relu) + Dense(softmax)");
+    assert_eq!(head[0]["activation"], "relu");
+    assert_eq!(head[1]["activation"], "softmax");
+    let classes = head[1]["units"].as_u64().unwrap() as usize;
+    let mut clf = Classifier::new(base(manifest), HeadConfig { dense: head[0]["units"].as_u64().unwrap() as usize, dropout: 0.0, classes, seed: 0 }).unwrap();
+    assert_eq!(head[0]["name"], "dense");
+    assert_eq!(head[1]["name"], "dense_1");
+    for (var, file) in manifest["init"].as_object().expect("init") {
+        let v = load(&dir.join(file.as_str().unwrap()));
+        let mut found = false;
+        clf.net.graph.visit_params(&mut |p| {
+            if &p.name == var {
+                p.value.assign(&v);
+                found = true;
+            }
+        });
+        assert!(found, "init names {var}, which the model lacks");
+    }
+    let n = manifest["unfreeze_last"].as_u64().expect("unfreeze_last") as usize;
+    clf.unfreeze_last(n);
+    let names = clf.net.graph.names();
+    let base_len = clf.net.base_len();
+    let unfrozen: Vec<&str> = manifest["unfrozen_layers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(&names[base_len - n..base_len], &unfrozen[..], "Keras's last {n} layers");
+    let mut trainable = Vec::new();
+    clf.net.graph.visit_params(&mut |p| {
+        if p.trainable {
+            trainable.push(p.name.clone())
+        }
+    });
+    let want: Vec<&str> = manifest["trainable"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(trainable, want, "trainable variables in Keras order");
+    assert_eq!(manifest["loss"], "categorical_crossentropy");
+    let o = &manifest["optimizer"];
+    assert_eq!(o["name"], "adam");
+    let mut opt = Adam::new(AdamParams {
+        lr: o["learning_rate"].as_f64().unwrap() as f32,
+        beta_1: o["beta_1"].as_f64().unwrap() as f32,
+        beta_2: o["beta_2"].as_f64().unwrap() as f32,
+        epsilon: o["epsilon"].as_f64().unwrap() as f32,
+    });
+    let x = load(&dir.join(manifest["input"].as_str().unwrap()));
+    let labels: Vec<usize> = read_npy::<_, ndarray::ArrayD<i64>>(dir.join(manifest["labels"].as_str().unwrap())).unwrap().iter().map(|&v| v as usize).collect();
+    let steps = manifest["steps"].as_u64().expect("steps");
+    let checks = manifest["checks"].as_array().expect("checks");
+    let onehot_loss = |probs: &ndarray::Array2<f32>| -> f32 {
+        labels.iter().enumerate().map(|(i, &l)| -(probs[[i, l]] as f64).ln()).sum::<f64>() as f32 / labels.len() as f32
+    };
+    let mut step_out = None;
+    for k in 0..=steps {
+        if k > 0 {
+            step_out = Some(clf.train_step(&x, &labels, &mut opt).unwrap());
+        }
+        let infer = clf.predict(&x).unwrap();
+        let mut params: BTreeMap<String, (Tensor, Tensor)> = BTreeMap::new();
+        clf.net.graph.visit_params(&mut |p| {
+            params.insert(p.name.clone(), (p.value.clone(), p.grad.clone()));
+        });
+        for c in checks.iter().filter(|c| c["step"].as_u64() == Some(k)) {
+            let (abs, rel) = tol(c);
+            let golden = load(&dir.join(c["file"].as_str().unwrap()));
+            let t = c["tensor"].as_str().unwrap_or("?");
+            let var = c["var"].as_str().unwrap_or("");
+            let name = format!("step {k} {t} {var}");
+            let so = step_out.as_ref();
+            let ours: Option<Tensor> = match t {
+                "probs_inference" => Some(infer.clone().into_dyn()),
+                "loss_inference" => Some(Tensor::from_elem(vec![], onehot_loss(&infer))),
+                "grad" => params.get(var).map(|p| p.1.clone()),
+                "weight" => params.get(var).map(|p| p.0.clone()),
+                "moving_stat" => params.get(var).map(|p| p.0.clone()),
+                "features_train" => so.map(|s| s.features.clone()),
+                "hidden_train" => so.and_then(|s| s.hidden.clone()),
+                "logits_train" => so.map(|s| s.logits.clone().into_dyn()),
+                "probs_train" => so.map(|s| s.probs.clone().into_dyn()),
+                "loss_train" => so.map(|s| Tensor::from_elem(vec![], s.loss)),
+                _ => None,
+            };
+            match ours {
+                Some(o) => lines.push(check(&name, &o, &golden, abs, rel)),
+                None => lines.push(Err(format!("{name}: check this test cannot interpret  NOT OK"))),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_golden_fixture_matches_keras() {
+    let root = golden_dir();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e} (the golden fixtures are required)", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no fixtures under {}", root.display());
+    let mut failures = Vec::new();
+    for dir in dirs {
+        let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let manifest: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert_eq!(manifest["schema"], 1, "{}: unknown schema", dir.display());
+        let mut lines = Vec::new();
+        match manifest["kind"].as_str() {
+            Some("forward") => forward_fixture(&dir, &manifest, &mut lines),
+            Some("train_step") => train_step_fixture(&dir, &manifest, &mut lines),
+            other => lines.push(Err(format!("unknown fixture kind {other:?}"))),
+        }
+        println!("== {}", dir.display());
+        assert!(!lines.is_empty(), "{}: no checks", dir.display());
+        for l in lines {
+            match l {
+                Ok(s) => println!("{s}"),
+                Err(s) => {
+                    println!("{s}");
+                    failures.push(format!("{}: {s}", dir.display()));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} checks failed:\n{}", failures.len(), failures.join("\n"));
+}
