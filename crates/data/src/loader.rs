@@ -155,13 +155,13 @@ impl Dataset {
         }
     }
 
-    /// The batches of an epoch, built one ahead on a background thread.
-    pub fn batches(self: &Arc<Self>, epoch: usize, augment: bool) -> impl Iterator<Item = Batch> {
+    /// The batches of an epoch from batch `skip` on, built one ahead on a background thread.
+    pub fn batches(self: &Arc<Self>, epoch: usize, augment: bool, skip: usize) -> impl Iterator<Item = Batch> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let ds = Arc::clone(self);
         std::thread::spawn(move || {
             let order = ds.order(epoch);
-            for chunk in order.chunks(ds.cfg.batch_size) {
+            for chunk in order.chunks(ds.cfg.batch_size).skip(skip) {
                 if tx.send(ds.batch(chunk, epoch, augment)).is_err() {
                     return;
                 }

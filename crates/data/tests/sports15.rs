@@ -57,12 +57,12 @@ fn loader_batches_cover_the_split_reproducibly() {
     let cfg = LoaderConfig { batch_size: 32, shuffle: true, seed: 3, augment: data::Augment::study(), ..Default::default() };
     let ds = std::sync::Arc::new(Dataset::load(&root().join("valid"), None, cfg).unwrap());
     assert_eq!(ds.len(), 75);
-    let batches: Vec<_> = ds.batches(0, true).collect();
+    let batches: Vec<_> = ds.batches(0, true, 0).collect();
     assert_eq!(batches.iter().map(|b| b.labels.len()).collect::<Vec<_>>(), [32, 32, 11], "last partial batch kept");
     let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
     seen.sort();
     assert_eq!(seen, (0..75).collect::<Vec<_>>());
-    let again: Vec<_> = ds.batches(0, true).collect();
+    let again: Vec<_> = ds.batches(0, true, 0).collect();
     assert_eq!(batches[1].x, again[1].x, "same seed and epoch, same batch");
     let other = ds.batch(&batches[1].indices, 1, true);
     assert_ne!(batches[1].x, other.x, "another epoch draws other transforms");

@@ -9,23 +9,20 @@ use rayon::prelude::*;
 
 const ROWS_PER_TASK: usize = 1024;
 
-/// Per-channel sums of `f(row, c)` over all rows, accumulated in f64 (parallel over row blocks).
+/// Per-channel sums of `f(row, c)` over all rows, accumulated in f64: fixed row blocks in parallel,
+/// then added in block order, so the result does not depend on thread count or scheduling.
 pub fn channel_sums(m: usize, c: usize, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
-    (0..m.div_ceil(ROWS_PER_TASK))
+    let partials: Vec<Vec<f64>> = (0..m.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
-        .fold(
-            || vec![0.0f64; c],
-            |mut acc, b| {
-                for r in b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m) {
-                    acc.iter_mut().enumerate().for_each(|(ch, a)| *a += f(r, ch));
-                }
-                acc
-            },
-        )
-        .reduce(|| vec![0.0; c], |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
-            a
+        .map(|b| {
+            let mut acc = vec![0.0f64; c];
+            for r in b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m) {
+                acc.iter_mut().enumerate().for_each(|(ch, a)| *a += f(r, ch));
+            }
+            acc
         })
+        .collect();
+    crate::gemm::sum_in_order(partials, c)
 }
 
 fn check(op: &'static str, len: usize, c: usize, params: &[&[f32]]) -> Result<usize> {

@@ -76,34 +76,39 @@ pub fn par_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut
     });
 }
 
+/// Adds equally long partial sums in their given order (deterministic reductions).
+pub fn sum_in_order<T: Copy + Default + std::ops::AddAssign>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
+    let mut it = partials.into_iter();
+    let mut acc = it.next().unwrap_or_else(|| vec![T::default(); len]);
+    for p in it {
+        acc.iter_mut().zip(&p).for_each(|(a, b)| *a += *b);
+    }
+    acc
+}
+
+/// Length of the `k` blocks of [`par_gemm_split_k`]: fixed, so results do not depend on thread count.
+const SPLIT_K: usize = 2048;
+
 /// Parallel GEMM split over the shared dimension `k` (use when `m x n` is small and `k` large,
-/// as for weight gradients `x^T dy`). Partial products are summed; `A` and `B` advance along `k`
-/// by `a.cs` and `b.rs`.
+/// as for weight gradients `x^T dy`). Partial products of fixed `k` blocks are summed in order;
+/// `A` and `B` advance along `k` by `a.cs` and `b.rs`.
 pub fn par_gemm_split_k(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
-    let threads = rayon::current_num_threads().max(1);
-    if threads == 1 || k < 256 {
+    if k <= SPLIT_K {
         return gemm(m, k, n, a, b, beta, c);
     }
-    let chunk = k.div_ceil(threads);
-    let partial = (0..threads)
+    let partials: Vec<Vec<f32>> = (0..k.div_ceil(SPLIT_K))
         .into_par_iter()
         .map(|t| {
-            let k0 = (t * chunk).min(k);
-            let kk = (k0 + chunk).min(k) - k0;
+            let k0 = t * SPLIT_K;
+            let kk = (k0 + SPLIT_K).min(k) - k0;
             let mut out = vec![0.0f32; m * n];
-            if kk > 0 {
-                let sa = Mat { data: &a.data[(k0 as isize * a.cs) as usize..], ..a };
-                let sb = Mat { data: &b.data[(k0 as isize * b.rs) as usize..], ..b };
-                gemm(m, kk, n, sa, sb, 0.0, &mut out);
-            }
+            let sa = Mat { data: &a.data[(k0 as isize * a.cs) as usize..], ..a };
+            let sb = Mat { data: &b.data[(k0 as isize * b.rs) as usize..], ..b };
+            gemm(m, kk, n, sa, sb, 0.0, &mut out);
             out
         })
-        .reduce_with(|mut x, y| {
-            x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
-            x
-        })
-        .unwrap_or_else(|| vec![0.0; m * n]);
-    for (o, p) in c[..m * n].iter_mut().zip(partial) {
+        .collect();
+    for (o, p) in c[..m * n].iter_mut().zip(sum_in_order(partials, m * n)) {
         *o = beta * *o + p;
     }
 }

@@ -9,8 +9,8 @@ pub struct Dropout {
     name: String,
     pub rate: f32,
     seed: u64,
-    /// Number of training forwards so far (part of the checkpointed state via the trainer).
-    pub calls: u64,
+    /// Number of training forwards so far, a state variable (`<name>/calls`) so checkpoints keep it.
+    calls: Param,
     mask: Option<Tensor>,
 }
 
@@ -19,7 +19,7 @@ impl Dropout {
         if !(0.0..1.0).contains(&rate) {
             return Err(Error::layer(name, format!("rate must be in [0, 1), got {rate}")));
         }
-        Ok(Dropout { name: name.to_string(), rate, seed, calls: 0, mask: None })
+        Ok(Dropout { name: name.to_string(), rate, seed, calls: Param::state(format!("{name}/calls"), Tensor::zeros(vec![1])), mask: None })
     }
 }
 
@@ -34,8 +34,9 @@ impl Layer for Dropout {
             self.mask = ctx.record.then(|| Tensor::ones(x.raw_dim()));
             return Ok(x.clone());
         }
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ self.calls.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        self.calls += 1;
+        let calls = self.calls.value[0] as u64;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ calls.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.calls.value[0] += 1.0;
         let keep = 1.0 - self.rate;
         let mask = x.mapv(|_| if rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 });
         let y = x * &mask;
@@ -48,5 +49,7 @@ impl Layer for Dropout {
         Ok(vec![need_dx.then(|| dy * mask)])
     }
 
-    fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}
+    fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
+        f(&mut self.calls);
+    }
 }

@@ -72,17 +72,20 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     });
 }
 
-/// `dw[ky, kx, c] = sum over pixels of x * dy`; one partial sum per task, then reduced.
+/// `dw[ky, kx, c] = sum over pixels of x * dy`: one partial sum per block of output rows, added in
+/// block order (deterministic whatever the thread count).
 pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    const ROWS: usize = 8;
     let (c, ow, oh) = (g.cin, g.cols.out, g.rows.out);
     let img_in = g.rows.input * g.cols.input * c;
     let klen = g.kh * g.kw * c;
-    let total = dy
-        .par_chunks(ow * c)
+    let partials: Vec<Vec<f32>> = dy
+        .par_chunks(ow * c * ROWS)
         .enumerate()
-        .fold(
-            || vec![0.0f32; klen],
-            |mut acc, (row, dyr)| {
+        .map(|(blk, rows)| {
+            let mut acc = vec![0.0f32; klen];
+            for (r, dyr) in rows.chunks_exact(ow * c).enumerate() {
+                let row = blk * ROWS + r;
                 let (n, oy) = (row / oh, row % oh);
                 let img = &x[n * img_in..][..img_in];
                 for ky in 0..g.kh {
@@ -95,13 +98,9 @@ pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                         }
                     }
                 }
-                acc
-            },
-        )
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
-            a
+            }
+            acc
         })
-        .unwrap_or_else(|| vec![0.0; klen]);
-    dw.copy_from_slice(&total);
+        .collect();
+    dw.copy_from_slice(&crate::gemm::sum_in_order(partials, klen));
 }

@@ -91,31 +91,25 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     });
 }
 
-/// `dw = sum over blocks of col^T * dy`, one partial sum per task, then reduced.
+/// `dw = sum over blocks of col^T * dy`: one partial sum per image, added in image order
+/// (deterministic whatever the thread count).
 pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (ow, cout, kk) = (g.cols.out, g.cout, g.kh * g.kw * g.cin);
     let br = block_rows(g);
     let out_len = g.rows.out * ow * cout;
-    let blocks: Vec<(usize, usize)> =
-        (0..g.n).flat_map(|n| (0..g.rows.out).step_by(br).map(move |oy0| (n, oy0))).collect();
-    let total = blocks
+    let partials: Vec<Vec<f32>> = (0..g.n)
         .into_par_iter()
-        .fold(
-            || (vec![0.0f32; kk * cout], Vec::new()),
-            |(mut acc, mut col), (n, oy0)| {
+        .map_init(Vec::new, |col: &mut Vec<f32>, n| {
+            let mut acc = vec![0.0f32; kk * cout];
+            for oy0 in (0..g.rows.out).step_by(br) {
                 let rows = br.min(g.rows.out - oy0);
                 col.resize(rows * ow * kk, 0.0);
-                gather(g, x, n, oy0, rows, &mut col);
+                gather(g, x, n, oy0, rows, col);
                 let dyb = &dy[n * out_len + oy0 * ow * cout..][..rows * ow * cout];
-                gemm(kk, rows * ow, cout, Mat::transposed(&col, kk), Mat::rows(dyb, cout), 1.0, &mut acc);
-                (acc, col)
-            },
-        )
-        .map(|(acc, _)| acc)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(p, q)| *p += q);
-            a
+                gemm(kk, rows * ow, cout, Mat::transposed(col, kk), Mat::rows(dyb, cout), 1.0, &mut acc);
+            }
+            acc
         })
-        .unwrap_or_else(|| vec![0.0; kk * cout]);
-    dw.copy_from_slice(&total);
+        .collect();
+    dw.copy_from_slice(&crate::gemm::sum_in_order(partials, kk * cout));
 }

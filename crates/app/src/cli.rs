@@ -1,0 +1,158 @@
+//! Command-line flags (clap derive): a short line each for `-h`, more for `--help`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "app", version, about = "Transfer learning of an ImageNet MobileNetV2 to classify photos, on the CPU")]
+pub struct Cli {
+    /// Worker threads (default: RAYON_NUM_THREADS or all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Fine-tune MobileNetV2 + a dense head on `<data>/{train,valid,test}/<class>/*.jpg`.
+    Train(TrainArgs),
+    /// Score a trained run on a split: accuracy, per-class metrics, confusion matrix.
+    Eval(EvalArgs),
+    /// Label images with a trained run, or with ImageNet classes from weights that have the top.
+    Predict(PredictArgs),
+    /// Write the outputs of named layers for an input batch (`.npy`), as Keras's `Model(inputs, layer.output)`.
+    Activations(ActivationsArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The study's first model: base frozen, lr 1e-5, x/255, augmentation.
+    StudyFrozen,
+    /// The study's final model: last 3 base layers unfrozen, lr 1e-4, x/255, augmentation.
+    StudyFinetune,
+    /// Our recommended recipe (see README): frozen base, cached features, lr 1e-3, MobileNet preprocessing.
+    Best,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct TrainArgs {
+    /// Data folder with train/ valid/ [test/] splits [default: data/sports].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// MobileNetV2 weights: a `<layer>/<var>.npy` folder or `.npz` [default: weights/mobilenet_v2_1.0_224_no_top].
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Expected width multiplier; checked against the weights.
+    #[arg(long)]
+    pub alpha: Option<f32>,
+    /// A recipe; explicit flags override its values. Without one, `best` applies.
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerKind>,
+    /// Make the last N base layers trainable (Keras counting: BN, ReLU, padding and add layers count).
+    #[arg(long)]
+    pub unfreeze: Option<usize>,
+    /// Units of the hidden Dense(relu) layer of the head (0: none).
+    #[arg(long)]
+    pub dense: Option<usize>,
+    /// Dropout rate after pooling.
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Augmentation `rotation,width_shift,height_shift,zoom,flip` (e.g. `20,0.2,0.2,0.2,1`), or `off`.
+    #[arg(long)]
+    pub augment: Option<String>,
+    /// Pixel scaling: `mobilenet` (x/127.5-1) or `unit` (x/255).
+    #[arg(long)]
+    pub preprocess: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run folder [default: runs/<timestamp>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run from its folder.
+    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "epochs", "lr", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Use only the first N training images of each class (quick runs).
+    #[arg(long)]
+    pub limit_per_class: Option<usize>,
+    /// A bad image is an error instead of a skipped warning.
+    #[arg(long)]
+    pub strict: bool,
+    /// Plain lines instead of progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Stop as after Ctrl-C once this many batches ran (for tests and scripted interruptions).
+    #[arg(long, hide = true)]
+    pub interrupt_after: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Run folder written by `train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Data folder [default: the run's].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Use the checkpoint with the lowest validation loss (best.npz) instead of the final model (last.npz).
+    #[arg(long)]
+    pub best: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Run folder written by `train` (its final model, last.npz).
+    #[arg(long, conflicts_with = "weights")]
+    pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: the lowest-validation-loss model (best.npz).
+    #[arg(long)]
+    pub best: bool,
+    /// ImageNet weights with the top (prints ImageNet labels).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// `imagenet_class_index.json` [default: beside the weights].
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// How many classes to print per image.
+    #[arg(long, default_value_t = 1)]
+    pub top: usize,
+    /// Resize interpolation: nearest or bilinear.
+    #[arg(long, default_value = "bilinear")]
+    pub interpolation: String,
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ActivationsArgs {
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Input batch, NHWC float32 `.npy`, already preprocessed.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Comma-separated Keras layer names (`features` = pooled out_relu).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Vec<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+}

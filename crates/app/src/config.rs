@@ -1,0 +1,187 @@
+//! The run configuration: resolved once from flags and preset, checked before any work, saved as
+//! `config.json` in the run folder before epoch 1; `eval`, `predict` and `--resume` read it first.
+
+use crate::cli::{OptimizerKind, Preset, TrainArgs};
+use anyhow::{bail, Context, Result};
+use data::{Augment, Preprocess};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const DEFAULT_DATA: &str = "data/sports";
+pub const DEFAULT_WEIGHTS: &str = "weights/mobilenet_v2_1.0_224_no_top";
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AugmentConfig {
+    pub rotation: f32,
+    pub width_shift: f32,
+    pub height_shift: f32,
+    pub zoom: f32,
+    pub horizontal_flip: bool,
+}
+
+impl From<AugmentConfig> for Augment {
+    fn from(a: AugmentConfig) -> Self {
+        Augment { rotation: a.rotation, width_shift: a.width_shift, height_shift: a.height_shift, zoom: a.zoom, horizontal_flip: a.horizontal_flip }
+    }
+}
+
+impl From<Augment> for AugmentConfig {
+    fn from(a: Augment) -> Self {
+        AugmentConfig { rotation: a.rotation, width_shift: a.width_shift, height_shift: a.height_shift, zoom: a.zoom, horizontal_flip: a.horizontal_flip }
+    }
+}
+
+/// Everything that defines a run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunConfig {
+    pub format_version: u32,
+    pub preset: Option<String>,
+    pub data: PathBuf,
+    pub weights: PathBuf,
+    pub alpha: f32,
+    pub height: usize,
+    pub width: usize,
+    pub classes: Vec<String>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub optimizer: String,
+    pub unfreeze: usize,
+    pub dense: usize,
+    pub dropout: f32,
+    pub augment: AugmentConfig,
+    pub preprocess: String,
+    pub interpolation: String,
+    pub seed: u64,
+    pub limit_per_class: Option<usize>,
+}
+
+/// A preset's values (flags override them).
+struct Recipe {
+    epochs: usize,
+    lr: f32,
+    unfreeze: usize,
+    augment: Augment,
+    preprocess: Preprocess,
+}
+
+fn recipe(p: Preset) -> Recipe {
+    match p {
+        Preset::StudyFrozen => Recipe { epochs: 10, lr: 1e-5, unfreeze: 0, augment: Augment::study(), preprocess: Preprocess::Unit },
+        Preset::StudyFinetune => Recipe { epochs: 10, lr: 1e-4, unfreeze: 3, augment: Augment::study(), preprocess: Preprocess::Unit },
+        Preset::Best => Recipe { epochs: 10, lr: 1e-3, unfreeze: 0, augment: Augment::default(), preprocess: Preprocess::Mobilenet },
+    }
+}
+
+pub fn preset_name(p: Preset) -> &'static str {
+    match p {
+        Preset::StudyFrozen => "study-frozen",
+        Preset::StudyFinetune => "study-finetune",
+        Preset::Best => "best",
+    }
+}
+
+/// Parses `rotation,width_shift,height_shift,zoom,flip` or `off`.
+pub fn parse_augment(s: &str) -> Result<Augment> {
+    if s == "off" || s == "none" {
+        return Ok(Augment::default());
+    }
+    let v: Vec<&str> = s.split(',').map(str::trim).collect();
+    if v.len() != 5 {
+        bail!("--augment takes `rotation,width_shift,height_shift,zoom,flip` (e.g. 20,0.2,0.2,0.2,1) or `off`, got {s:?}");
+    }
+    let f = |i: usize| v[i].parse::<f32>().with_context(|| format!("--augment: {:?} is not a number", v[i]));
+    let a = Augment { rotation: f(0)?, width_shift: f(1)?, height_shift: f(2)?, zoom: f(3)?, horizontal_flip: matches!(v[4], "1" | "true" | "yes") };
+    if a.rotation < 0.0 || !(0.0..1.0).contains(&a.width_shift) || !(0.0..1.0).contains(&a.height_shift) || !(0.0..1.0).contains(&a.zoom) {
+        bail!("--augment: rotation must be >= 0 and shifts and zoom in [0, 1), got {s:?}");
+    }
+    Ok(a)
+}
+
+impl RunConfig {
+    /// Flags over preset over defaults; classes, alpha and size are filled in by the trainer.
+    pub fn from_args(a: &TrainArgs) -> Result<Self> {
+        let preset = a.preset.unwrap_or(Preset::Best);
+        let r = recipe(preset);
+        let preprocess = match &a.preprocess {
+            Some(s) => Preprocess::parse(s).with_context(|| format!("--preprocess must be `mobilenet` or `unit`, got {s:?}"))?,
+            None => r.preprocess,
+        };
+        let augment = match &a.augment {
+            Some(s) => parse_augment(s)?,
+            None => r.augment,
+        };
+        let cfg = RunConfig {
+            format_version: FORMAT_VERSION,
+            preset: Some(preset_name(preset).into()),
+            data: a.data.clone().unwrap_or_else(|| DEFAULT_DATA.into()),
+            weights: a.weights.clone().unwrap_or_else(|| DEFAULT_WEIGHTS.into()),
+            alpha: a.alpha.unwrap_or(0.0),
+            height: 224,
+            width: 224,
+            classes: Vec::new(),
+            epochs: a.epochs.unwrap_or(r.epochs),
+            batch_size: a.batch_size.unwrap_or(32),
+            lr: a.lr.unwrap_or(r.lr),
+            optimizer: match a.optimizer.unwrap_or(OptimizerKind::Adam) {
+                OptimizerKind::Adam => "adam".into(),
+                OptimizerKind::Sgd => "sgd".into(),
+            },
+            unfreeze: a.unfreeze.unwrap_or(r.unfreeze),
+            dense: a.dense.unwrap_or(256),
+            dropout: a.dropout.unwrap_or(0.0),
+            augment: augment.into(),
+            preprocess: preprocess.name().into(),
+            interpolation: "nearest".into(),
+            seed: a.seed.unwrap_or(0),
+            limit_per_class: a.limit_per_class,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            bail!("--epochs and --batch-size must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("--dropout must be in [0, 1), got {}", self.dropout);
+        }
+        Ok(())
+    }
+
+    pub fn preprocess(&self) -> Preprocess {
+        Preprocess::parse(&self.preprocess).unwrap_or_default()
+    }
+
+    pub fn interpolation(&self) -> data::Interpolation {
+        if self.interpolation == "bilinear" {
+            data::Interpolation::Bilinear
+        } else {
+            data::Interpolation::Nearest
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        nn::checkpoint::write_atomic(&dir.join("config.json"), |f| {
+            use std::io::Write;
+            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io { path: dir.join("config.json"), source: e })
+        })?;
+        Ok(())
+    }
+
+    pub fn load(dir: &Path) -> Result<Self> {
+        let p = dir.join("config.json");
+        let text = std::fs::read_to_string(&p).with_context(|| format!("{}: not a run folder written by `app train`", dir.display()))?;
+        let cfg: RunConfig = serde_json::from_str(&text).with_context(|| format!("{}: unreadable run configuration", p.display()))?;
+        if cfg.format_version != FORMAT_VERSION {
+            bail!("{}: format version {} but this program reads {FORMAT_VERSION}; retrain or use the matching release", p.display(), cfg.format_version);
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,123 @@
+//! PNG plots with plotters: loss and accuracy curves, the confusion matrix. Text needs a TrueType
+//! font: the first of the usual system fonts found (or `$APP_FONT`); without one, plots carry no text.
+
+use crate::history::EpochRecord;
+use crate::metrics::Confusion;
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FONT_PATHS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+];
+
+/// Registers a font once; whether text can be drawn.
+fn have_font() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        let candidates = std::env::var("APP_FONT").ok().into_iter().chain(FONT_PATHS.iter().map(|s| s.to_string()));
+        for p in candidates {
+            if let Ok(bytes) = std::fs::read(&p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+    move |e| anyhow!("{}: drawing the plot failed: {e:?}", path.display())
+}
+
+/// Two panels: loss and accuracy per epoch, train and validation.
+pub fn curves(path: &Path, h: &[EpochRecord]) -> Result<()> {
+    if h.is_empty() {
+        return Ok(());
+    }
+    let text = have_font();
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (1000, 400)).into_drawing_area();
+        root.fill(&WHITE).map_err(err(path))?;
+        let panels = root.split_evenly((1, 2));
+        let n = h.len() as f64;
+        let series: [(&str, Box<dyn Fn(&EpochRecord) -> f64>, Box<dyn Fn(&EpochRecord) -> f64>); 2] = [
+            ("loss", Box::new(|r| r.loss), Box::new(|r| r.val_loss)),
+            ("accuracy", Box::new(|r| r.accuracy), Box::new(|r| r.val_accuracy)),
+        ];
+        for (area, (name, train, val)) in panels.iter().zip(series.iter()) {
+            let ymax = h.iter().flat_map(|r| [train(r), val(r)]).filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1e-3) * 1.05;
+            let mut b = ChartBuilder::on(area);
+            b.margin(15).x_label_area_size(if text { 30 } else { 0 }).y_label_area_size(if text { 45 } else { 0 });
+            if text {
+                b.caption(*name, ("sans-serif", 20));
+            }
+            let mut chart = b.build_cartesian_2d(1.0..n.max(2.0), 0.0..ymax).map_err(err(path))?;
+            let mut mesh = chart.configure_mesh();
+            if !text {
+                mesh.x_labels(0).y_labels(0);
+            }
+            mesh.x_desc(if text { "epoch" } else { "" }).draw().map_err(err(path))?;
+            let pts = |f: &dyn Fn(&EpochRecord) -> f64| h.iter().map(|r| (r.epoch as f64, f(r))).collect::<Vec<_>>();
+            for (f, color, label) in [(train, BLUE, "train"), (val, RED, "validation")] {
+                let s = chart.draw_series(LineSeries::new(pts(f.as_ref()), color.stroke_width(2))).map_err(err(path))?;
+                if text {
+                    s.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                }
+            }
+            if text {
+                chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err(path))?;
+            }
+        }
+        root.present().map_err(err(path))?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// The confusion matrix as a heat map with counts.
+pub fn confusion(path: &Path, c: &Confusion) -> Result<()> {
+    let text = have_font();
+    let k = c.classes.len();
+    let cell = 40u32;
+    let margin = if text { 140 } else { 10 };
+    let size = (margin + cell * k as u32 + 10, margin + cell * k as u32 + 10);
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(err(path))?;
+        let max = c.matrix.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+        for (i, row) in c.matrix.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let x0 = (margin + j as u32 * cell) as i32;
+                let y0 = (margin + i as u32 * cell) as i32;
+                let shade = 1.0 - v as f64 / max;
+                let color = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
+                root.draw(&Rectangle::new([(x0, y0), (x0 + cell as i32, y0 + cell as i32)], color.filled())).map_err(err(path))?;
+                if text && v > 0 {
+                    let fg = if shade < 0.5 { WHITE } else { BLACK };
+                    root.draw(&Text::new(v.to_string(), (x0 + 12, y0 + 12), ("sans-serif", 15).into_font().color(&fg))).map_err(err(path))?;
+                }
+            }
+            if text {
+                let y = (margin + i as u32 * cell + 12) as i32;
+                root.draw(&Text::new(c.classes[i].clone(), (5, y), ("sans-serif", 14))).map_err(err(path))?;
+                let x = (margin + i as u32 * cell + 10) as i32;
+                root.draw(&Text::new(format!("{i}"), (x, margin as i32 - 20), ("sans-serif", 14))).map_err(err(path))?;
+            }
+        }
+        if text {
+            root.draw(&Text::new("rows: true class, columns: predicted (index)", (5, 5), ("sans-serif", 14))).map_err(err(path))?;
+        }
+        root.present().map_err(err(path))?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! `train`: the fit loop. Keras-style progress and epoch lines, history, plots, best and last
+//! checkpoints, Ctrl-C that saves and says how to resume, bit-identical `--resume`, a stop on a
+//! non-finite loss, the frozen-feature cache, and the test split scored at the end.
+
+use crate::cli::TrainArgs;
+use crate::config::{RunConfig, DEFAULT_DATA};
+use crate::evaluate::{evaluate, load_split, print, EvalResult};
+use crate::history::{self, EpochRecord};
+use anyhow::{bail, Context, Result};
+use data::{Dataset, LoaderConfig};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mobilenet::classifier::Frozen;
+use mobilenet::Classifier;
+use ndarray::Axis;
+use nn::optim::{Adam, AdamParams, Optimizer, Sgd, SgdParams};
+use nn::{NodeId, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where the loop stands, saved beside `last.npz` so `--resume` continues exactly.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+struct TrainerState {
+    /// Epoch in progress (0-based) and the next batch to run in it.
+    epoch: usize,
+    next_batch: usize,
+    loss_sum: f64,
+    correct: u64,
+    seen: u64,
+    seconds: f64,
+    /// Lowest validation loss so far (Keras's `ModelCheckpoint` default monitor).
+    best_val_loss: Option<f64>,
+    iterations: u64,
+    history: Vec<EpochRecord>,
+}
+
+impl TrainerState {
+    fn save(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        let path = dir.join("trainer.json");
+        nn::checkpoint::write_atomic(&path, |f| {
+            use std::io::Write;
+            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io { path: path.clone(), source: e })
+        })?;
+        Ok(())
+    }
+
+    fn load(dir: &Path) -> Result<Self> {
+        let p = dir.join("trainer.json");
+        let text = std::fs::read_to_string(&p).with_context(|| format!("{}: no trainer state to resume from", p.display()))?;
+        Ok(serde_json::from_str(&text).with_context(|| format!("{}: unreadable trainer state", p.display()))?)
+    }
+}
+
+/// Frozen-part outputs of every image of a split, row `i` for image `i`.
+struct FeatureCache {
+    nodes: Vec<NodeId>,
+    data: Vec<Tensor>,
+}
+
+impl FeatureCache {
+    fn build(clf: &mut Classifier, ds: &Dataset, what: &str, quiet: bool) -> Result<Self> {
+        let bar = bar(ds.num_batches() as u64, quiet);
+        bar.set_message(format!("caching {what} features"));
+        let mut parts: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
+        let order: Vec<usize> = (0..ds.len()).collect();
+        for chunk in order.chunks(ds.cfg.batch_size) {
+            let b = ds.batch(chunk, 0, false);
+            for (k, v) in clf.frozen(&b.x)? {
+                parts.entry(k).or_default().push(v);
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let mut nodes: Vec<NodeId> = parts.keys().copied().collect();
+        nodes.sort();
+        let data = nodes
+            .iter()
+            .map(|n| {
+                let views: Vec<_> = parts[n].iter().map(|t| t.view()).collect();
+                ndarray::concatenate(Axis(0), &views).context("stacking cached features")
+            })
+            .collect::<Result<_>>()?;
+        Ok(FeatureCache { nodes, data })
+    }
+
+    fn get(&self, idx: &[usize]) -> Frozen {
+        self.nodes.iter().zip(&self.data).map(|(n, t)| (*n, t.select(Axis(0), idx))).collect()
+    }
+
+    fn bytes(&self) -> usize {
+        self.data.iter().map(|t| t.len() * 4).sum()
+    }
+}
+
+fn bar(len: u64, quiet: bool) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    if quiet {
+        b.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    b.set_style(ProgressStyle::with_template("{pos:>3}/{len} [{bar:30}] {elapsed_precise} ETA {eta} {msg}").expect("valid template").progress_chars("=> "));
+    b
+}
+
+fn optimizer(cfg: &RunConfig) -> Result<Box<dyn Optimizer>> {
+    Ok(match cfg.optimizer.as_str() {
+        "adam" => Box::new(Adam::new(AdamParams { lr: cfg.lr, ..Default::default() })),
+        "sgd" => Box::new(Sgd::new(SgdParams { lr: cfg.lr, momentum: 0.9 })),
+        other => bail!("unknown optimizer {other:?}"),
+    })
+}
+
+fn save_checkpoint(path: &Path, clf: &mut Classifier, opt: &dyn Optimizer) -> Result<()> {
+    let mut t = nn::checkpoint::graph_tensors(&mut clf.net.graph);
+    t.extend(opt.state());
+    nn::checkpoint::save_npz(path, &t).with_context(|| format!("writing checkpoint {}", path.display()))
+}
+
+fn run_dir(args: &TrainArgs) -> PathBuf {
+    args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string()))
+}
+
+/// Validation (or test) loss and accuracy from cached features.
+fn score_cached(clf: &mut Classifier, cache: &FeatureCache, ds: &Dataset) -> Result<(f64, f64)> {
+    let mut loss = 0.0;
+    let mut correct = 0usize;
+    let order: Vec<usize> = (0..ds.len()).collect();
+    for chunk in order.chunks(ds.cfg.batch_size) {
+        let p = clf.predict_frozen(&cache.get(chunk))?;
+        for (row, &i) in p.rows().into_iter().zip(chunk) {
+            let l = ds.labels[i];
+            loss -= (row[l].clamp(1e-7, 1.0) as f64).ln();
+            correct += (nn::loss::argmax(row.as_slice().unwrap_or(&[])) == Some(l)) as usize;
+        }
+    }
+    Ok((loss / ds.len() as f64, correct as f64 / ds.len() as f64))
+}
+
+pub fn run(args: TrainArgs) -> Result<i32> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = Arc::clone(&interrupted);
+        ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond Ctrl-C: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!("\nCtrl-C: finishing the current batch, then saving a checkpoint (Ctrl-C again to quit now)");
+        })
+        .context("installing the Ctrl-C handler")?;
+    }
+    let (mut cfg, dir, resume) = match &args.resume {
+        Some(dir) => (RunConfig::load(dir)?, dir.clone(), Some(TrainerState::load(dir)?)),
+        None => (RunConfig::from_args(&args)?, run_dir(&args), None),
+    };
+    crate::load::require(&cfg.data, DEFAULT_DATA, "data folder")?;
+    let loader = LoaderConfig {
+        height: cfg.height,
+        width: cfg.width,
+        interpolation: cfg.interpolation(),
+        preprocess: cfg.preprocess(),
+        augment: cfg.augment.into(),
+        batch_size: cfg.batch_size,
+        shuffle: true,
+        seed: cfg.seed,
+        strict: args.strict,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let mut train = Dataset::load(&cfg.data.join("train"), None, loader).context("loading the train split")?;
+    for s in &train.skipped {
+        eprintln!("warning: {}: {} (skipped)", s.path.display(), s.reason);
+    }
+    if let Some(n) = cfg.limit_per_class {
+        train.truncate_per_class(n);
+    }
+    if resume.is_some() && cfg.classes != train.classes {
+        bail!("{}: the data's classes changed since the run started: {:?} now, {:?} then", cfg.data.display(), train.classes, cfg.classes);
+    }
+    cfg.classes = train.classes.clone();
+    let train = Arc::new(train);
+    let valid = load_split(&cfg, &cfg.data, "valid", args.strict)?;
+    let test = if cfg.data.join("test").is_dir() { Some(load_split(&cfg, &cfg.data, "test", args.strict)?) } else { None };
+    println!(
+        "Data {}: {} classes; {} train, {} valid, {} test images ({} skipped); loaded in {:.1}s",
+        cfg.data.display(),
+        cfg.classes.len(),
+        train.len(),
+        valid.len(),
+        test.as_ref().map_or(0, |t| t.len()),
+        train.skipped.len() + valid.skipped.len() + test.as_ref().map_or(0, |t| t.skipped.len()),
+        t0.elapsed().as_secs_f64()
+    );
+
+    let mut clf = crate::load::for_training(&mut cfg)?;
+    let mut opt = optimizer(&cfg)?;
+    let mut state = TrainerState::default();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating run folder {}", dir.display()))?;
+    if let Some(s) = resume {
+        let last = dir.join("last.npz");
+        let t = nn::checkpoint::load_npz(&last).with_context(|| format!("reading {}", last.display()))?;
+        nn::checkpoint::restore(&mut clf.net.graph, &t, &last, &crate::load::NON_MODEL)?;
+        opt.load_state(&t)?;
+        if opt.iterations() != s.iterations {
+            bail!("{}: checkpoint is at step {} but trainer.json at {}; the run folder is inconsistent", dir.display(), opt.iterations(), s.iterations);
+        }
+        println!("Resuming {} at epoch {}, batch {}", dir.display(), s.epoch + 1, s.next_batch + 1);
+        state = s;
+    } else {
+        cfg.save(&dir)?;
+    }
+
+    let unfrozen = clf.net.base_len() - clf.cut().min(clf.net.base_len());
+    let use_cache = cfg.augment == data::Augment::default().into();
+    let names = clf.net.graph.names();
+    let trainable: Vec<&str> = names[clf.cut().min(clf.net.base_len())..clf.net.base_len()].iter().map(String::as_str).collect();
+    println!(
+        "Model: MobileNetV2 alpha {} ({} base layers), head GAP{} -> Dense({}, relu) -> Dense({}, softmax); {}",
+        cfg.alpha,
+        clf.net.base_len(),
+        if cfg.dropout > 0.0 { format!(" -> Dropout({})", cfg.dropout) } else { String::new() },
+        cfg.dense,
+        cfg.classes.len(),
+        if unfrozen == 0 { "base frozen".to_string() } else { format!("trainable base layers: {}", trainable.join(", ")) }
+    );
+    let (train_cache, valid_cache) = if use_cache {
+        let t = Instant::now();
+        let tc = FeatureCache::build(&mut clf, &train, "train", args.quiet)?;
+        let vc = FeatureCache::build(&mut clf, &valid, "valid", args.quiet)?;
+        println!(
+            "Feature cache: augmentation is off, so the frozen {} runs once per image ({:.0} MB, {:.1}s)",
+            if unfrozen == 0 { "base" } else { "part of the base" },
+            (tc.bytes() + vc.bytes()) as f64 / 1e6,
+            t.elapsed().as_secs_f64()
+        );
+        (Some(tc), Some(vc))
+    } else {
+        println!("No feature cache: augmentation is on, so the frozen part runs (batch-norm folded) on every batch");
+        (None, None)
+    };
+    println!("Optimizer: {} lr {}; {} epochs, batch {}; preprocessing {}; run folder {}", cfg.optimizer, cfg.lr, cfg.epochs, cfg.batch_size, cfg.preprocess, dir.display());
+
+    let batches = train.num_batches();
+    let mut batches_run = 0u64;
+    while state.epoch < cfg.epochs {
+        let epoch = state.epoch;
+        let started = Instant::now() - std::time::Duration::from_secs_f64(state.seconds);
+        let pb = bar(batches as u64, args.quiet);
+        pb.set_position(state.next_batch as u64);
+        pb.println(format!("Epoch {}/{}", epoch + 1, cfg.epochs));
+        let order = train.order(epoch);
+        let mut stream = (train_cache.is_none()).then(|| train.batches(epoch, true, state.next_batch));
+        while state.next_batch < batches {
+            let b = state.next_batch;
+            let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(train.len())];
+            let labels: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
+            let step = match (&train_cache, stream.as_mut()) {
+                (Some(c), _) => clf.train_step_frozen(&c.get(idx), &labels, opt.as_mut()),
+                (None, Some(s)) => {
+                    let batch = s.next().context("the batch loader stopped early")?;
+                    debug_assert_eq!(batch.indices, idx);
+                    clf.train_step(&batch.x, &labels, opt.as_mut())
+                }
+                (None, None) => unreachable!("a stream exists when there is no cache"),
+            };
+            let out = match step {
+                Ok(o) => o,
+                Err(mobilenet::Error::NonFinite { loss, .. }) => {
+                    pb.abandon();
+                    let last = dir.join("last.npz");
+                    let kept = if last.exists() {
+                        format!("the last good checkpoint is {} (end of epoch {})", last.display(), state.history.len())
+                    } else {
+                        "no checkpoint had been saved yet".into()
+                    };
+                    bail!("the loss became {loss} at epoch {}, batch {}: training stopped; {kept}. Try a lower --lr.", epoch + 1, b + 1);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            state.loss_sum += out.loss as f64 * labels.len() as f64;
+            state.seen += labels.len() as u64;
+            state.correct += out.probs.rows().into_iter().zip(&labels).filter(|(r, &l)| nn::loss::argmax(r.as_slice().unwrap_or(&[])) == Some(l)).count() as u64;
+            state.next_batch += 1;
+            state.iterations = opt.iterations();
+            batches_run += 1;
+            pb.set_position(state.next_batch as u64);
+            pb.set_message(format!("loss: {:.4} - accuracy: {:.4}", state.loss_sum / state.seen as f64, state.correct as f64 / state.seen as f64));
+            if args.interrupt_after.is_some_and(|n| batches_run >= n) {
+                interrupted.store(true, Ordering::SeqCst);
+            }
+            if interrupted.load(Ordering::SeqCst) && state.next_batch < batches {
+                pb.abandon();
+                state.seconds = started.elapsed().as_secs_f64();
+                save_checkpoint(&dir.join("last.npz"), &mut clf, opt.as_ref())?;
+                state.save(&dir)?;
+                println!("Interrupted: saved {} at epoch {}, batch {} of {}.", dir.join("last.npz").display(), epoch + 1, state.next_batch, batches);
+                println!("Resume with: cargo run --release -p app -- train --resume {}", dir.display());
+                return Ok(130);
+            }
+        }
+        drop(stream);
+        pb.finish_and_clear();
+        let (val_loss, val_acc) = match &valid_cache {
+            Some(c) => score_cached(&mut clf, c, &valid)?,
+            None => {
+                let r = evaluate(&mut clf, &valid, "valid")?;
+                (r.loss, r.accuracy)
+            }
+        };
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            seconds: started.elapsed().as_secs_f64(),
+            lr: opt.lr(),
+            loss: state.loss_sum / state.seen.max(1) as f64,
+            accuracy: state.correct as f64 / state.seen.max(1) as f64,
+            val_loss,
+            val_accuracy: val_acc,
+        };
+        println!(
+            "Epoch {}/{} - {:.0}s - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4}",
+            rec.epoch, cfg.epochs, rec.seconds, rec.loss, rec.accuracy, rec.val_loss, rec.val_accuracy
+        );
+        state.history.push(rec);
+        state.epoch += 1;
+        state.next_batch = 0;
+        state.loss_sum = 0.0;
+        state.correct = 0;
+        state.seen = 0;
+        state.seconds = 0.0;
+        if state.best_val_loss.is_none_or(|b| val_loss < b) {
+            state.best_val_loss = Some(val_loss);
+            save_checkpoint(&dir.join("best.npz"), &mut clf, opt.as_ref())?;
+        }
+        save_checkpoint(&dir.join("last.npz"), &mut clf, opt.as_ref())?;
+        state.save(&dir)?;
+        history::write(&dir, &state.history)?;
+        crate::plots::curves(&dir.join("history.png"), &state.history)?;
+        if interrupted.load(Ordering::SeqCst) && state.epoch < cfg.epochs {
+            println!("Interrupted after epoch {}: saved {}.", state.epoch, dir.join("last.npz").display());
+            println!("Resume with: cargo run --release -p app -- train --resume {}", dir.display());
+            return Ok(130);
+        }
+    }
+    println!("Training done in {:.1}s; lowest val_loss {:.4} (best.npz); run folder {}", t0.elapsed().as_secs_f64(), state.best_val_loss.unwrap_or(f64::NAN), dir.display());
+
+    let result: Option<EvalResult> = match &test {
+        Some(test) => {
+            let r = evaluate(&mut clf, test, "test")?;
+            println!("\nTest split, final model (last.npz):");
+            print(&r);
+            let text = serde_json::to_string_pretty(&r)?;
+            std::fs::write(dir.join("eval_test.json"), text)?;
+            crate::plots::confusion(&dir.join("confusion_test.png"), &r.confusion)?;
+            Some(r)
+        }
+        None => None,
+    };
+    crate::report::write(&dir, &cfg, &state.history, result.as_ref())?;
+    println!("Report: {}", dir.join("report.html").display());
+    Ok(0)
+}
