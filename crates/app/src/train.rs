@@ -250,7 +250,11 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         let started = Instant::now() - std::time::Duration::from_secs_f64(state.seconds);
         let pb = bar(batches as u64, args.quiet);
         pb.set_position(state.next_batch as u64);
-        pb.println(format!("Epoch {}/{}", epoch + 1, cfg.epochs));
+        if args.quiet {
+            println!("Epoch {}/{}", epoch + 1, cfg.epochs);
+        } else {
+            pb.println(format!("Epoch {}/{}", epoch + 1, cfg.epochs));
+        }
         let order = train.order(epoch);
         let mut stream = (train_cache.is_none()).then(|| train.batches(epoch, true, state.next_batch));
         while state.next_batch < batches {
