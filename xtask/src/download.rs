@@ -19,7 +19,10 @@ pub struct Request<'a> {
 }
 
 pub fn part_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".part");
     dest.with_file_name(name)
 }
@@ -34,8 +37,19 @@ pub fn download(req: &Request) -> Result<()> {
     if req.quiet {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}").expect("template").progress_chars("=> "));
-    bar.set_message(req.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(
+        req.dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     let mut attempt = 0;
     loop {
         let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
@@ -48,10 +62,17 @@ pub fn download(req: &Request) -> Result<()> {
                 attempt += 1;
                 if attempt >= ATTEMPTS {
                     bar.abandon();
-                    return Err(e.context(format!("downloading {} (partial file kept at {} for the next run)", req.url, part.display())));
+                    return Err(e.context(format!(
+                        "downloading {} (partial file kept at {} for the next run)",
+                        req.url,
+                        part.display()
+                    )));
                 }
                 if !req.quiet {
-                    bar.println(format!("{}: attempt {attempt} failed: {e:#}; resuming", req.url));
+                    bar.println(format!(
+                        "{}: attempt {attempt} failed: {e:#}; resuming",
+                        req.url
+                    ));
                 }
                 std::thread::sleep(std::time::Duration::from_millis(200 * attempt as u64));
             }
@@ -62,16 +83,23 @@ pub fn download(req: &Request) -> Result<()> {
     if let Some(size) = req.size {
         if got != size {
             let _ = std::fs::remove_file(&part);
-            bail!("{}: {got} bytes, expected {size}; the partial file was deleted", req.url);
+            bail!(
+                "{}: {got} bytes, expected {size}; the partial file was deleted",
+                req.url
+            );
         }
     }
-    std::fs::rename(&part, req.dest).with_context(|| format!("moving {} into place", part.display()))?;
+    std::fs::rename(&part, req.dest)
+        .with_context(|| format!("moving {} into place", part.display()))?;
     Ok(())
 }
 
 /// One request from byte `from`; an error leaves what arrived in `part` for the next attempt.
 fn fetch_range(req: &Request, part: &Path, from: u64, bar: &ProgressBar) -> Result<()> {
-    let agent = ureq::AgentBuilder::new().timeout_connect(std::time::Duration::from_secs(20)).timeout_read(std::time::Duration::from_secs(60)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(20))
+        .timeout_read(std::time::Duration::from_secs(60))
+        .build();
     let mut r = agent.get(req.url);
     if from > 0 {
         r = r.set("Range", &format!("bytes={from}-"));
@@ -82,7 +110,9 @@ fn fetch_range(req: &Request, part: &Path, from: u64, bar: &ProgressBar) -> Resu
     let resp = match r.call() {
         Ok(resp) => resp,
         Err(ureq::Error::Status(416, _)) if from > 0 => return Ok(()),
-        Err(ureq::Error::Status(code, resp)) => bail!("HTTP {code} {} for {}", resp.status_text(), req.url),
+        Err(ureq::Error::Status(code, resp)) => {
+            bail!("HTTP {code} {} for {}", resp.status_text(), req.url)
+        }
         Err(e) => return Err(e.into()),
     };
     let (mut file, start) = if resp.status() == 206 && from > 0 {
@@ -90,7 +120,10 @@ fn fetch_range(req: &Request, part: &Path, from: u64, bar: &ProgressBar) -> Resu
     } else {
         (std::fs::File::create(part)?, 0)
     };
-    let total = resp.header("Content-Length").and_then(|v| v.parse::<u64>().ok()).map(|l| l + start);
+    let total = resp
+        .header("Content-Length")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|l| l + start);
     if let Some(t) = req.size.or(total) {
         bar.set_length(t);
     }

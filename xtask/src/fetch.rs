@@ -7,11 +7,28 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 
 /// Keras's own base URL (`keras.applications.mobilenet_v2`).
-pub const KERAS_BASE: &str = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/";
-pub const CLASS_INDEX_URL: &str = "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json";
-pub const KAGGLE_URL: &str = "https://www.kaggle.com/api/v1/datasets/download/gpiosenka/sports-classification";
+pub const KERAS_BASE: &str =
+    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/";
+pub const CLASS_INDEX_URL: &str =
+    "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json";
+pub const KAGGLE_URL: &str =
+    "https://www.kaggle.com/api/v1/datasets/download/gpiosenka/sports-classification";
 pub const STUDY_CLASSES: [&str; 15] = [
-    "archery", "baseball", "basketball", "bmx", "bowling", "boxing", "cheerleading", "football", "golf", "hockey", "rugby", "swimming", "tennis", "volleyball", "weightlifting",
+    "archery",
+    "baseball",
+    "basketball",
+    "bmx",
+    "bowling",
+    "boxing",
+    "cheerleading",
+    "football",
+    "golf",
+    "hockey",
+    "rugby",
+    "swimming",
+    "tennis",
+    "volleyball",
+    "weightlifting",
 ];
 
 #[derive(Args, Debug, Clone, Default)]
@@ -70,43 +87,86 @@ pub fn weights(root: &Path, a: &WeightsArgs, quiet: bool) -> Result<()> {
     let dir = root.join("weights");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut sums = Sums::load(&dir.join("SHA256SUMS"))?;
-    let tops: Vec<bool> = if a.top { vec![true] } else if a.no_top { vec![false] } else { vec![true, false] };
+    let tops: Vec<bool> = if a.top {
+        vec![true]
+    } else if a.no_top {
+        vec![false]
+    } else {
+        vec![true, false]
+    };
     if a.sha256.is_some() && a.alpha.len() * tops.len() != 1 {
         bail!("--sha256 pins one file: name one --alpha and --top or --no-top");
     }
-    let alphas = if a.alpha.is_empty() { vec!["1.0".to_string()] } else { a.alpha.clone() };
+    let alphas = if a.alpha.is_empty() {
+        vec!["1.0".to_string()]
+    } else {
+        a.alpha.clone()
+    };
     for alpha in &alphas {
         for &top in &tops {
             let suffix = if top { "" } else { "_no_top" };
-            let file = format!("mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{}{suffix}.h5", a.size);
+            let file = format!(
+                "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{}{suffix}.h5",
+                a.size
+            );
             let out = dir.join(format!("mobilenet_v2_{alpha}_{}{suffix}", a.size));
             let h5 = dir.join(&file);
             if out.is_dir() && h5.is_file() {
                 sums.verify_or_record(&h5, a.sha256.as_deref())?;
-                println!("weights: {} already in place (sha256 checked)", out.display());
+                println!(
+                    "weights: {} already in place (sha256 checked)",
+                    out.display()
+                );
                 continue;
             }
             if let Some(from) = &a.from {
-                let src = if from.is_dir() { from.join(&file) } else { from.clone() };
+                let src = if from.is_dir() {
+                    from.join(&file)
+                } else {
+                    from.clone()
+                };
                 std::fs::copy(&src, &h5).with_context(|| format!("copying {}", src.display()))?;
             } else if !h5.is_file() {
                 let base = a.base_url.as_deref().unwrap_or(KERAS_BASE);
                 let url = format!("{}/{file}", base.trim_end_matches('/'));
-                download(&Request { url: &url, dest: &h5, size: known_size(&file), auth: None, quiet })?;
+                download(&Request {
+                    url: &url,
+                    dest: &h5,
+                    size: known_size(&file),
+                    auth: None,
+                    quiet,
+                })?;
             }
             let hash = sums.verify_or_record(&h5, a.sha256.as_deref())?;
             let n = crate::convert::convert(&h5, &out)?;
-            println!("weights: {} ({n} arrays) from {file} (sha256 {hash})", out.display());
+            println!(
+                "weights: {} ({n} arrays) from {file} (sha256 {hash})",
+                out.display()
+            );
         }
     }
     let index = dir.join("imagenet_class_index.json");
     if index.is_file() {
         println!("weights: {} already in place", index.display());
     } else {
-        let url = a.class_index_url.clone().unwrap_or_else(|| CLASS_INDEX_URL.to_string());
-        download(&Request { url: &url, dest: &index, size: None, auth: None, quiet })?;
+        let url = a
+            .class_index_url
+            .clone()
+            .unwrap_or_else(|| CLASS_INDEX_URL.to_string());
+        download(&Request {
+            url: &url,
+            dest: &index,
+            size: None,
+            auth: None,
+            quiet,
+        })?;
         let text = std::fs::read_to_string(&index)?;
-        if serde_json::from_str::<serde_json::Value>(&text).map(|v| v.as_object().map(|o| o.len())).ok().flatten() != Some(1000) {
+        if serde_json::from_str::<serde_json::Value>(&text)
+            .map(|v| v.as_object().map(|o| o.len()))
+            .ok()
+            .flatten()
+            != Some(1000)
+        {
             let _ = std::fs::remove_file(&index);
             bail!("{url}: not Keras's 1000-class index; the file was deleted");
         }
@@ -118,16 +178,26 @@ pub fn weights(root: &Path, a: &WeightsArgs, quiet: bool) -> Result<()> {
 /// `Authorization: Basic` from KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json, when present.
 fn kaggle_auth() -> Option<String> {
     use base64::Engine;
-    let (user, key) = match (std::env::var("KAGGLE_USERNAME"), std::env::var("KAGGLE_KEY")) {
+    let (user, key) = match (
+        std::env::var("KAGGLE_USERNAME"),
+        std::env::var("KAGGLE_KEY"),
+    ) {
         (Ok(u), Ok(k)) => (u, k),
         _ => {
             let home = std::env::var_os("HOME")?;
-            let text = std::fs::read_to_string(Path::new(&home).join(".kaggle/kaggle.json")).ok()?;
+            let text =
+                std::fs::read_to_string(Path::new(&home).join(".kaggle/kaggle.json")).ok()?;
             let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-            (v["username"].as_str()?.to_string(), v["key"].as_str()?.to_string())
+            (
+                v["username"].as_str()?.to_string(),
+                v["key"].as_str()?.to_string(),
+            )
         }
     };
-    Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{key}"))))
+    Some(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{key}"))
+    ))
 }
 
 pub fn data(root: &Path, a: &DataArgs, quiet: bool) -> Result<()> {
@@ -159,6 +229,10 @@ pub fn data(root: &Path, a: &DataArgs, quiet: bool) -> Result<()> {
         Some(a.classes.clone())
     };
     let n = crate::unzip::extract(&archive, &out, classes.as_deref())?;
-    println!("data: {} ({n} images) from {}", out.display(), archive.display());
+    println!(
+        "data: {} ({n} images) from {}",
+        out.display(),
+        archive.display()
+    );
     Ok(())
 }

@@ -50,7 +50,8 @@ fn main() {
     let result = match &args.what {
         Some(What::Weights(w)) => fetch::weights(&args.root, w, args.quiet),
         Some(What::Data(d)) => fetch::data(&args.root, d, args.quiet),
-        None => fetch::weights(&args.root, &fetch::WeightsArgs::default(), args.quiet).and_then(|_| fetch::data(&args.root, &fetch::DataArgs::default(), args.quiet)),
+        None => fetch::weights(&args.root, &fetch::WeightsArgs::default(), args.quiet)
+            .and_then(|_| fetch::data(&args.root, &fetch::DataArgs::default(), args.quiet)),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -9,10 +9,13 @@ pub const SPLITS: [&str; 3] = ["train", "valid", "test"];
 
 /// Where an entry lands under the output, or `None` when it is not one we keep.
 fn target(name: &Path, classes: Option<&[String]>) -> Option<PathBuf> {
-    let parts: Vec<String> = name.components().filter_map(|c| match c {
-        Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-        _ => None,
-    }).collect();
+    let parts: Vec<String> = name
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
     let split_at = parts.iter().position(|p| SPLITS.contains(&p.as_str()))?;
     let rest = &parts[split_at..];
     if rest.len() != 3 {
@@ -28,17 +31,28 @@ fn target(name: &Path, classes: Option<&[String]>) -> Option<PathBuf> {
 
 /// Extracts into `out` (via a temporary folder renamed at the end). Returns the number of files.
 pub fn extract(zip_path: &Path, out: &Path, classes: Option<&[String]>) -> Result<usize> {
-    let f = std::fs::File::open(zip_path).with_context(|| format!("{}: cannot open", zip_path.display()))?;
-    let mut z = zip::ZipArchive::new(f).with_context(|| format!("{}: not a zip archive", zip_path.display()))?;
+    let f = std::fs::File::open(zip_path)
+        .with_context(|| format!("{}: cannot open", zip_path.display()))?;
+    let mut z = zip::ZipArchive::new(f)
+        .with_context(|| format!("{}: not a zip archive", zip_path.display()))?;
     // Check every entry before writing anything.
     for i in 0..z.len() {
         let e = z.by_index(i)?;
         let raw = e.name().to_string();
-        if e.enclosed_name().is_none() || raw.starts_with('/') || raw.split(['/', '\\']).any(|p| p == "..") {
-            bail!("{}: unsafe entry {raw:?} (absolute or escaping path); nothing was extracted", zip_path.display());
+        if e.enclosed_name().is_none()
+            || raw.starts_with('/')
+            || raw.split(['/', '\\']).any(|p| p == "..")
+        {
+            bail!(
+                "{}: unsafe entry {raw:?} (absolute or escaping path); nothing was extracted",
+                zip_path.display()
+            );
         }
         if e.unix_mode().is_some_and(|m| m & 0o170000 == 0o120000) {
-            bail!("{}: entry {raw:?} is a symbolic link; nothing was extracted", zip_path.display());
+            bail!(
+                "{}: entry {raw:?} is a symbolic link; nothing was extracted",
+                zip_path.display()
+            );
         }
     }
     let tmp = out.with_extension("extracting");
@@ -51,18 +65,31 @@ pub fn extract(zip_path: &Path, out: &Path, classes: Option<&[String]>) -> Resul
         if e.is_dir() {
             continue;
         }
-        let Some(name) = e.enclosed_name() else { continue };
-        let Some(rel) = target(&name, classes) else { continue };
+        let Some(name) = e.enclosed_name() else {
+            continue;
+        };
+        let Some(rel) = target(&name, classes) else {
+            continue;
+        };
         let dest = tmp.join(rel);
         std::fs::create_dir_all(dest.parent().expect("three components"))?;
         let mut buf = Vec::new();
-        e.read_to_end(&mut buf).with_context(|| format!("{}: entry {} is corrupt", zip_path.display(), name.display()))?;
+        e.read_to_end(&mut buf).with_context(|| {
+            format!(
+                "{}: entry {} is corrupt",
+                zip_path.display(),
+                name.display()
+            )
+        })?;
         std::fs::write(&dest, buf)?;
         n += 1;
     }
     if n == 0 {
         let _ = std::fs::remove_dir_all(&tmp);
-        bail!("{}: no <split>/<class>/<image> entries for the chosen classes", zip_path.display());
+        bail!(
+            "{}: no <split>/<class>/<image> entries for the chosen classes",
+            zip_path.display()
+        );
     }
     if out.exists() {
         std::fs::remove_dir_all(out)?;

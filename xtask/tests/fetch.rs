@@ -27,7 +27,12 @@ fn handle(mut s: TcpStream, files: &HashMap<String, Vec<u8>>, cut: &Mutex<HashMa
     if r.read_line(&mut line).is_err() {
         return;
     }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+    let path = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .trim_start_matches('/')
+        .to_string();
     let mut range = None;
     loop {
         let mut h = String::new();
@@ -39,13 +44,26 @@ fn handle(mut s: TcpStream, files: &HashMap<String, Vec<u8>>, cut: &Mutex<HashMa
         }
     }
     let Some(body) = files.get(&path) else {
-        let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let _ = s
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
     let start = range.unwrap_or(0).min(body.len());
     let rest = &body[start..];
-    let status = if range.is_some() { format!("206 Partial Content\r\nContent-Range: bytes {start}-{}/{}", body.len() - 1, body.len()) } else { "200 OK".into() };
-    let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", rest.len());
+    let status = if range.is_some() {
+        format!(
+            "206 Partial Content\r\nContent-Range: bytes {start}-{}/{}",
+            body.len() - 1,
+            body.len()
+        )
+    } else {
+        "200 OK".into()
+    };
+    let _ = write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        rest.len()
+    );
     let mut c = cut.lock().unwrap();
     let n = c.get(&path).copied().unwrap_or(0);
     if n > 0 {
@@ -78,23 +96,55 @@ fn serve(files: HashMap<String, Vec<u8>>) -> Server {
 
 fn weights_server() -> Server {
     let mut files = HashMap::new();
-    files.insert(H5.to_string(), std::fs::read(shared().join("weights/h5").join(H5)).unwrap());
-    files.insert("imagenet_class_index.json".to_string(), std::fs::read(shared().join("weights/imagenet_class_index.json")).unwrap());
+    files.insert(
+        H5.to_string(),
+        std::fs::read(shared().join("weights/h5").join(H5)).unwrap(),
+    );
+    files.insert(
+        "imagenet_class_index.json".to_string(),
+        std::fs::read(shared().join("weights/imagenet_class_index.json")).unwrap(),
+    );
     serve(files)
 }
 
 fn xtask(root: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask")).arg("fetch").args(args).args(["--root", root.to_str().unwrap(), "--quiet"]).output().unwrap();
-    eprintln!("$ xtask fetch {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("fetch")
+        .args(args)
+        .args(["--root", root.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ xtask fetch {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn weights_args(s: &Server) -> Vec<String> {
-    ["weights", "--alpha", "0.35", "--no-top", "--base-url", &s.url, "--class-index-url", &format!("{}/imagenet_class_index.json", s.url)].iter().map(|s| s.to_string()).collect()
+    [
+        "weights",
+        "--alpha",
+        "0.35",
+        "--no-top",
+        "--base-url",
+        &s.url,
+        "--class-index-url",
+        &format!("{}/imagenet_class_index.json", s.url),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn refs(v: &[String]) -> Vec<&str> {
@@ -108,15 +158,21 @@ fn assert_same_tree(ours: &Path, reference: &Path) {
         let layer = layer.unwrap().path();
         for f in std::fs::read_dir(&layer).unwrap() {
             let f = f.unwrap().path();
-            let mine = ours.join(layer.file_name().unwrap()).join(f.file_name().unwrap());
+            let mine = ours
+                .join(layer.file_name().unwrap())
+                .join(f.file_name().unwrap());
             let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&f).unwrap();
-            let b: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&mine).unwrap_or_else(|e| panic!("{}: {e}", mine.display()));
+            let b: ndarray::ArrayD<f32> =
+                ndarray_npy::read_npy(&mine).unwrap_or_else(|e| panic!("{}: {e}", mine.display()));
             assert_eq!(a, b, "{}", mine.display());
             n += 1;
         }
     }
     assert_eq!(n, 260);
-    let count: usize = std::fs::read_dir(ours).unwrap().map(|l| std::fs::read_dir(l.unwrap().path()).unwrap().count()).sum();
+    let count: usize = std::fs::read_dir(ours)
+        .unwrap()
+        .map(|l| std::fs::read_dir(l.unwrap().path()).unwrap().count())
+        .sum();
     assert_eq!(count, 260, "no extra arrays");
 }
 
@@ -126,15 +182,29 @@ fn full_fetch_converts_exactly_and_second_run_does_nothing() {
     let root = tempfile::tempdir().unwrap();
     let out = xtask(root.path(), &refs(&weights_args(&s)));
     assert!(out.status.success(), "{}", text(&out));
-    assert_same_tree(&root.path().join("weights/mobilenet_v2_0.35_224_no_top"), &shared().join("weights/mobilenet_v2_0.35_224_no_top"));
+    assert_same_tree(
+        &root.path().join("weights/mobilenet_v2_0.35_224_no_top"),
+        &shared().join("weights/mobilenet_v2_0.35_224_no_top"),
+    );
     let sums = std::fs::read_to_string(root.path().join("weights/SHA256SUMS")).unwrap();
     assert!(sums.contains(H5), "{sums}");
-    assert!(root.path().join("weights/imagenet_class_index.json").is_file());
+    assert!(root
+        .path()
+        .join("weights/imagenet_class_index.json")
+        .is_file());
     let hits = s.hits.load(Ordering::SeqCst);
     let again = xtask(root.path(), &refs(&weights_args(&s)));
     assert!(again.status.success());
-    assert!(text(&again).contains("already in place"), "{}", text(&again));
-    assert_eq!(s.hits.load(Ordering::SeqCst), hits, "nothing downloaded the second time");
+    assert!(
+        text(&again).contains("already in place"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        s.hits.load(Ordering::SeqCst),
+        hits,
+        "nothing downloaded the second time"
+    );
 }
 
 #[test]
@@ -144,7 +214,10 @@ fn connection_cut_half_way_is_resumed() {
     let root = tempfile::tempdir().unwrap();
     let out = xtask(root.path(), &refs(&weights_args(&s)));
     assert!(out.status.success(), "{}", text(&out));
-    assert_same_tree(&root.path().join("weights/mobilenet_v2_0.35_224_no_top"), &shared().join("weights/mobilenet_v2_0.35_224_no_top"));
+    assert_same_tree(
+        &root.path().join("weights/mobilenet_v2_0.35_224_no_top"),
+        &shared().join("weights/mobilenet_v2_0.35_224_no_top"),
+    );
     assert!(!root.path().join(format!("weights/{H5}.part")).exists());
 }
 
@@ -166,7 +239,13 @@ fn hash_mismatch_deletes_and_names_both_hashes() {
     };
     assert!(t.contains(&actual), "{t}");
     assert!(!root.path().join("weights").join(H5).exists(), "deleted");
-    assert!(!root.path().join("weights/mobilenet_v2_0.35_224_no_top").exists(), "nothing converted");
+    assert!(
+        !root
+            .path()
+            .join("weights/mobilenet_v2_0.35_224_no_top")
+            .exists(),
+        "nothing converted"
+    );
 }
 
 #[test]
@@ -174,9 +253,24 @@ fn from_a_local_file() {
     let root = tempfile::tempdir().unwrap();
     let s = weights_server(); // only for the class index
     let h5 = shared().join("weights/h5").join(H5);
-    let out = xtask(root.path(), &["weights", "--alpha", "0.35", "--no-top", "--from", h5.to_str().unwrap(), "--class-index-url", &format!("{}/imagenet_class_index.json", s.url)]);
+    let out = xtask(
+        root.path(),
+        &[
+            "weights",
+            "--alpha",
+            "0.35",
+            "--no-top",
+            "--from",
+            h5.to_str().unwrap(),
+            "--class-index-url",
+            &format!("{}/imagenet_class_index.json", s.url),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
-    assert_same_tree(&root.path().join("weights/mobilenet_v2_0.35_224_no_top"), &shared().join("weights/mobilenet_v2_0.35_224_no_top"));
+    assert_same_tree(
+        &root.path().join("weights/mobilenet_v2_0.35_224_no_top"),
+        &shared().join("weights/mobilenet_v2_0.35_224_no_top"),
+    );
 }
 
 fn sports_zip(extra: &[(&str, &[u8])]) -> Vec<u8> {
@@ -185,9 +279,31 @@ fn sports_zip(extra: &[(&str, &[u8])]) -> Vec<u8> {
     for split in ["train", "valid", "test"] {
         for class in ["archery", "golf", "air hockey"] {
             let dir = shared().join("data/sports15").join(split).join(class);
-            let files: Vec<PathBuf> = if dir.is_dir() { std::fs::read_dir(&dir).unwrap().take(2).map(|e| e.unwrap().path()).collect() } else { Vec::new() };
-            for f in files.iter().chain(if class == "air hockey" { vec![shared().join("data/sports15/train/hockey/001.jpg")] } else { vec![] }.iter()) {
-                w.start_file(format!("{split}/{class}/{}", f.file_name().unwrap().to_string_lossy()), opt).unwrap();
+            let files: Vec<PathBuf> = if dir.is_dir() {
+                std::fs::read_dir(&dir)
+                    .unwrap()
+                    .take(2)
+                    .map(|e| e.unwrap().path())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            for f in files.iter().chain(
+                if class == "air hockey" {
+                    vec![shared().join("data/sports15/train/hockey/001.jpg")]
+                } else {
+                    vec![]
+                }
+                .iter(),
+            ) {
+                w.start_file(
+                    format!(
+                        "{split}/{class}/{}",
+                        f.file_name().unwrap().to_string_lossy()
+                    ),
+                    opt,
+                )
+                .unwrap();
                 w.write_all(&std::fs::read(f).unwrap()).unwrap();
             }
         }
@@ -207,15 +323,35 @@ fn data_download_keeps_the_chosen_classes() {
     files.insert("sports.zip".to_string(), sports_zip(&[]));
     let s = serve(files);
     let root = tempfile::tempdir().unwrap();
-    let out = xtask(root.path(), &["data", "--classes", "archery,golf", "--url", &format!("{}/sports.zip", s.url)]);
+    let out = xtask(
+        root.path(),
+        &[
+            "data",
+            "--classes",
+            "archery,golf",
+            "--url",
+            &format!("{}/sports.zip", s.url),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let d = root.path().join("data/sports");
     for split in ["train", "valid", "test"] {
-        let classes: Vec<String> = std::fs::read_dir(d.join(split)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let classes: Vec<String> = std::fs::read_dir(d.join(split))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(classes.len(), 2, "{split}: {classes:?}");
-        assert_eq!(std::fs::read_dir(d.join(split).join("golf")).unwrap().count(), 2);
+        assert_eq!(
+            std::fs::read_dir(d.join(split).join("golf"))
+                .unwrap()
+                .count(),
+            2
+        );
     }
-    let again = xtask(root.path(), &["data", "--url", &format!("{}/sports.zip", s.url)]);
+    let again = xtask(
+        root.path(),
+        &["data", "--url", &format!("{}/sports.zip", s.url)],
+    );
     assert!(text(&again).contains("already in place"));
 }
 
@@ -228,7 +364,10 @@ fn zip_slip_is_rejected_with_nothing_written() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("unsafe entry"), "{}", text(&out));
     assert!(!root.path().join("data/sports").exists());
-    assert!(!root.path().join("escaped.txt").exists() && !root.path().parent().unwrap().join("escaped.txt").exists());
+    assert!(
+        !root.path().join("escaped.txt").exists()
+            && !root.path().parent().unwrap().join("escaped.txt").exists()
+    );
 }
 
 #[test]
@@ -243,9 +382,15 @@ fn interrupted_download_resumes_in_the_next_run() {
     assert!(part.is_file(), "partial file kept: {}", text(&first));
     assert!(text(&first).contains("partial file kept"));
     let mut partial = Vec::new();
-    std::fs::File::open(&part).unwrap().read_to_end(&mut partial).unwrap();
+    std::fs::File::open(&part)
+        .unwrap()
+        .read_to_end(&mut partial)
+        .unwrap();
     assert!(!partial.is_empty());
     let second = xtask(root.path(), &refs(&weights_args(&s)));
     assert!(second.status.success(), "{}", text(&second));
-    assert_same_tree(&root.path().join("weights/mobilenet_v2_0.35_224_no_top"), &shared().join("weights/mobilenet_v2_0.35_224_no_top"));
+    assert_same_tree(
+        &root.path().join("weights/mobilenet_v2_0.35_224_no_top"),
+        &shared().join("weights/mobilenet_v2_0.35_224_no_top"),
+    );
 }

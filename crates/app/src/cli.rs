@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "app", version, about = "Transfer learning of an ImageNet MobileNetV2 to classify photos, on the CPU")]
+#[command(
+    name = "app",
+    version,
+    about = "Transfer learning of an ImageNet MobileNetV2 to classify photos, on the CPU"
+)]
 pub struct Cli {
     /// Worker threads (default: RAYON_NUM_THREADS or all cores).
     #[arg(long, global = true)]

@@ -22,13 +22,25 @@ pub struct AugmentConfig {
 
 impl From<AugmentConfig> for Augment {
     fn from(a: AugmentConfig) -> Self {
-        Augment { rotation: a.rotation, width_shift: a.width_shift, height_shift: a.height_shift, zoom: a.zoom, horizontal_flip: a.horizontal_flip }
+        Augment {
+            rotation: a.rotation,
+            width_shift: a.width_shift,
+            height_shift: a.height_shift,
+            zoom: a.zoom,
+            horizontal_flip: a.horizontal_flip,
+        }
     }
 }
 
 impl From<Augment> for AugmentConfig {
     fn from(a: Augment) -> Self {
-        AugmentConfig { rotation: a.rotation, width_shift: a.width_shift, height_shift: a.height_shift, zoom: a.zoom, horizontal_flip: a.horizontal_flip }
+        AugmentConfig {
+            rotation: a.rotation,
+            width_shift: a.width_shift,
+            height_shift: a.height_shift,
+            zoom: a.zoom,
+            horizontal_flip: a.horizontal_flip,
+        }
     }
 }
 
@@ -68,9 +80,27 @@ struct Recipe {
 
 fn recipe(p: Preset) -> Recipe {
     match p {
-        Preset::StudyFrozen => Recipe { epochs: 10, lr: 1e-5, unfreeze: 0, augment: Augment::study(), preprocess: Preprocess::Unit },
-        Preset::StudyFinetune => Recipe { epochs: 10, lr: 1e-4, unfreeze: 3, augment: Augment::study(), preprocess: Preprocess::Unit },
-        Preset::Best => Recipe { epochs: 10, lr: 1e-3, unfreeze: 0, augment: Augment::default(), preprocess: Preprocess::Mobilenet },
+        Preset::StudyFrozen => Recipe {
+            epochs: 10,
+            lr: 1e-5,
+            unfreeze: 0,
+            augment: Augment::study(),
+            preprocess: Preprocess::Unit,
+        },
+        Preset::StudyFinetune => Recipe {
+            epochs: 10,
+            lr: 1e-4,
+            unfreeze: 3,
+            augment: Augment::study(),
+            preprocess: Preprocess::Unit,
+        },
+        Preset::Best => Recipe {
+            epochs: 10,
+            lr: 1e-3,
+            unfreeze: 0,
+            augment: Augment::default(),
+            preprocess: Preprocess::Mobilenet,
+        },
     }
 }
 
@@ -91,9 +121,22 @@ pub fn parse_augment(s: &str) -> Result<Augment> {
     if v.len() != 5 {
         bail!("--augment takes `rotation,width_shift,height_shift,zoom,flip` (e.g. 20,0.2,0.2,0.2,1) or `off`, got {s:?}");
     }
-    let f = |i: usize| v[i].parse::<f32>().with_context(|| format!("--augment: {:?} is not a number", v[i]));
-    let a = Augment { rotation: f(0)?, width_shift: f(1)?, height_shift: f(2)?, zoom: f(3)?, horizontal_flip: matches!(v[4], "1" | "true" | "yes") };
-    if a.rotation < 0.0 || !(0.0..1.0).contains(&a.width_shift) || !(0.0..1.0).contains(&a.height_shift) || !(0.0..1.0).contains(&a.zoom) {
+    let f = |i: usize| {
+        v[i].parse::<f32>()
+            .with_context(|| format!("--augment: {:?} is not a number", v[i]))
+    };
+    let a = Augment {
+        rotation: f(0)?,
+        width_shift: f(1)?,
+        height_shift: f(2)?,
+        zoom: f(3)?,
+        horizontal_flip: matches!(v[4], "1" | "true" | "yes"),
+    };
+    if a.rotation < 0.0
+        || !(0.0..1.0).contains(&a.width_shift)
+        || !(0.0..1.0).contains(&a.height_shift)
+        || !(0.0..1.0).contains(&a.zoom)
+    {
         bail!("--augment: rotation must be >= 0 and shifts and zoom in [0, 1), got {s:?}");
     }
     Ok(a)
@@ -105,7 +148,9 @@ impl RunConfig {
         let preset = a.preset.unwrap_or(Preset::Best);
         let r = recipe(preset);
         let preprocess = match &a.preprocess {
-            Some(s) => Preprocess::parse(s).with_context(|| format!("--preprocess must be `mobilenet` or `unit`, got {s:?}"))?,
+            Some(s) => Preprocess::parse(s).with_context(|| {
+                format!("--preprocess must be `mobilenet` or `unit`, got {s:?}")
+            })?,
             None => r.preprocess,
         };
         let augment = match &a.augment {
@@ -170,15 +215,21 @@ impl RunConfig {
         let text = serde_json::to_string_pretty(self)?;
         nn::checkpoint::write_atomic(&dir.join("config.json"), |f| {
             use std::io::Write;
-            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io { path: dir.join("config.json"), source: e })
+            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io {
+                path: dir.join("config.json"),
+                source: e,
+            })
         })?;
         Ok(())
     }
 
     pub fn load(dir: &Path) -> Result<Self> {
         let p = dir.join("config.json");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("{}: not a run folder written by `app train`", dir.display()))?;
-        let cfg: RunConfig = serde_json::from_str(&text).with_context(|| format!("{}: unreadable run configuration", p.display()))?;
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!("{}: not a run folder written by `app train`", dir.display())
+        })?;
+        let cfg: RunConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{}: unreadable run configuration", p.display()))?;
         if cfg.format_version != FORMAT_VERSION {
             bail!("{}: format version {} but this program reads {FORMAT_VERSION}; retrain or use the matching release", p.display(), cfg.format_version);
         }

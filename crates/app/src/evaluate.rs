@@ -39,7 +39,10 @@ pub fn evaluate(clf: &mut Classifier, ds: &Dataset, split: &str) -> Result<EvalR
         let b = ds.batch(chunk, 0, false);
         let p = clf.predict(&b.x)?;
         for (row, &label) in p.rows().into_iter().zip(&b.labels) {
-            let (arg, best) = row.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+            let (arg, best) =
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
             pred.push(arg);
             prob.push(best);
             loss -= (row[label].clamp(1e-7, 1.0) as f64).ln();
@@ -80,7 +83,8 @@ pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Re
         ..Default::default()
     };
     let dir = data.join(split);
-    let ds = Dataset::load(&dir, Some(&cfg.classes), lc).with_context(|| format!("loading the {split} split"))?;
+    let ds = Dataset::load(&dir, Some(&cfg.classes), lc)
+        .with_context(|| format!("loading the {split} split"))?;
     for s in &ds.skipped {
         eprintln!("warning: {}: {} (skipped)", s.path.display(), s.reason);
     }
@@ -88,17 +92,32 @@ pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Re
 }
 
 pub fn print(r: &EvalResult) {
-    println!("{} loss: {:.4} - accuracy: {:.4}", r.split, r.loss, r.accuracy);
+    println!(
+        "{} loss: {:.4} - accuracy: {:.4}",
+        r.split, r.loss, r.accuracy
+    );
     println!("Correct predictions: {} out of {}", r.correct, r.total);
-    println!("\n{:>16} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
+    println!(
+        "\n{:>16} {:>9} {:>9} {:>9} {:>8}",
+        "class", "precision", "recall", "f1", "support"
+    );
     for m in &r.per_class {
-        println!("{:>16} {:>9.3} {:>9.3} {:>9.3} {:>8}", m.class, m.precision, m.recall, m.f1, m.support);
+        println!(
+            "{:>16} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            m.class, m.precision, m.recall, m.f1, m.support
+        );
     }
-    println!("\nConfusion matrix (rows: true, columns: predicted)\n{}", r.confusion.to_text());
+    println!(
+        "\nConfusion matrix (rows: true, columns: predicted)\n{}",
+        r.confusion.to_text()
+    );
     if !r.misclassified.is_empty() {
         println!("Misclassified:");
         for m in &r.misclassified {
-            println!("  {}: {} taken for {} ({:.3})", m.file, m.truth, m.predicted, m.probability);
+            println!(
+                "  {}: {} taken for {} ({:.3})",
+                m.file, m.truth, m.predicted, m.probability
+            );
         }
     }
 }
@@ -109,7 +128,9 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     crate::load::require(&data, crate::config::DEFAULT_DATA, "data folder")?;
     let ds = load_split(&cfg, &data, &args.split, false)?;
     let r = evaluate(&mut clf, &ds, &args.split)?;
-    let png = args.checkpoint.join(format!("confusion_{}.png", args.split));
+    let png = args
+        .checkpoint
+        .join(format!("confusion_{}.png", args.split));
     crate::plots::confusion(&png, &r.confusion)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -18,14 +18,20 @@ pub struct EpochRecord {
 pub fn write(dir: &Path, h: &[EpochRecord]) -> Result<()> {
     let mut csv = String::from("epoch,seconds,lr,loss,accuracy,val_loss,val_accuracy\n");
     for r in h {
-        csv += &format!("{},{:.3},{},{},{},{},{}\n", r.epoch, r.seconds, r.lr, r.loss, r.accuracy, r.val_loss, r.val_accuracy);
+        csv += &format!(
+            "{},{:.3},{},{},{},{},{}\n",
+            r.epoch, r.seconds, r.lr, r.loss, r.accuracy, r.val_loss, r.val_accuracy
+        );
     }
     let json = serde_json::to_string_pretty(h)?;
     for (name, text) in [("history.csv", csv), ("history.json", json)] {
         let path = dir.join(name);
         nn::checkpoint::write_atomic(&path, |f| {
             use std::io::Write;
-            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io { path: path.clone(), source: e })
+            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io {
+                path: path.clone(),
+                source: e,
+            })
         })?;
     }
     Ok(())

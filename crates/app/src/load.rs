@@ -22,12 +22,23 @@ pub fn require(path: &Path, default: &str, what: &str) -> Result<()> {
 /// The base from ImageNet weights (a top, if present, is ignored) + a fresh head.
 pub fn for_training(cfg: &mut RunConfig) -> Result<Classifier> {
     require(&cfg.weights, DEFAULT_WEIGHTS, "MobileNetV2 weights")?;
-    let net = MobileNetV2::from_path(&cfg.weights, Some(false)).with_context(|| format!("loading weights {}", cfg.weights.display()))?;
+    let net = MobileNetV2::from_path(&cfg.weights, Some(false))
+        .with_context(|| format!("loading weights {}", cfg.weights.display()))?;
     if cfg.alpha != 0.0 && cfg.alpha != net.config.alpha {
-        bail!("--alpha {} was asked for, but {} holds alpha {} weights", cfg.alpha, cfg.weights.display(), net.config.alpha);
+        bail!(
+            "--alpha {} was asked for, but {} holds alpha {} weights",
+            cfg.alpha,
+            cfg.weights.display(),
+            net.config.alpha
+        );
     }
     cfg.alpha = net.config.alpha;
-    let head = HeadConfig { dense: cfg.dense, dropout: cfg.dropout, classes: cfg.classes.len(), seed: cfg.seed };
+    let head = HeadConfig {
+        dense: cfg.dense,
+        dropout: cfg.dropout,
+        classes: cfg.classes.len(),
+        seed: cfg.seed,
+    };
     let mut clf = Classifier::new(net, head)?;
     clf.unfreeze_last(cfg.unfreeze);
     Ok(clf)
@@ -44,16 +55,32 @@ pub fn from_run(dir: &Path, best: bool) -> Result<(RunConfig, Classifier)> {
     if !file.exists() {
         bail!("{}: no checkpoint in this run folder", file.display());
     }
-    let tensors = nn::checkpoint::load_npz(&file).with_context(|| format!("reading checkpoint {}", file.display()))?;
+    let tensors = nn::checkpoint::load_npz(&file)
+        .with_context(|| format!("reading checkpoint {}", file.display()))?;
     let vs = VarStore::from_map(&file, tensors.clone().into_iter().collect());
-    for p in ["dense/", "dense_1/", "dropout/"].iter().chain(NON_MODEL.iter()) {
+    for p in ["dense/", "dense_1/", "dropout/"]
+        .iter()
+        .chain(NON_MODEL.iter())
+    {
         vs.ignore(p);
     }
-    let model_cfg = ModelConfig { alpha: cfg.alpha, height: cfg.height, width: cfg.width, include_top: false };
-    let net = MobileNetV2::load(vs, model_cfg).with_context(|| format!("loading checkpoint {}", file.display()))?;
-    let head = HeadConfig { dense: cfg.dense, dropout: cfg.dropout, classes: cfg.classes.len(), seed: cfg.seed };
+    let model_cfg = ModelConfig {
+        alpha: cfg.alpha,
+        height: cfg.height,
+        width: cfg.width,
+        include_top: false,
+    };
+    let net = MobileNetV2::load(vs, model_cfg)
+        .with_context(|| format!("loading checkpoint {}", file.display()))?;
+    let head = HeadConfig {
+        dense: cfg.dense,
+        dropout: cfg.dropout,
+        classes: cfg.classes.len(),
+        seed: cfg.seed,
+    };
     let mut clf = Classifier::new(net, head)?;
-    nn::checkpoint::restore(&mut clf.net.graph, &tensors, &file, &NON_MODEL).with_context(|| format!("loading checkpoint {}", file.display()))?;
+    nn::checkpoint::restore(&mut clf.net.graph, &tensors, &file, &NON_MODEL)
+        .with_context(|| format!("loading checkpoint {}", file.display()))?;
     clf.unfreeze_last(cfg.unfreeze);
     Ok((cfg, clf))
 }

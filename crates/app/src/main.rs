@@ -31,7 +31,9 @@ fn main() {
 
 fn try_main(args: cli::Cli) -> anyhow::Result<i32> {
     if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
     }
     match args.command {
         cli::Command::Train(t) => train::run(t),

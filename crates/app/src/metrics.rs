@@ -25,7 +25,10 @@ impl Confusion {
         for (&t, &p) in truth.iter().zip(pred) {
             matrix[t][p] += 1;
         }
-        Confusion { classes: classes.to_vec(), matrix }
+        Confusion {
+            classes: classes.to_vec(),
+            matrix,
+        }
     }
 
     pub fn correct(&self) -> usize {
@@ -43,17 +46,41 @@ impl Confusion {
                 let tp = self.matrix[i][i] as f64;
                 let predicted: usize = (0..k).map(|t| self.matrix[t][i]).sum();
                 let support: usize = self.matrix[i].iter().sum();
-                let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
-                let recall = if support > 0 { tp / support as f64 } else { 0.0 };
-                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-                ClassMetrics { class: self.classes[i].clone(), precision, recall, f1, support }
+                let precision = if predicted > 0 {
+                    tp / predicted as f64
+                } else {
+                    0.0
+                };
+                let recall = if support > 0 {
+                    tp / support as f64
+                } else {
+                    0.0
+                };
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
+                ClassMetrics {
+                    class: self.classes[i].clone(),
+                    precision,
+                    recall,
+                    f1,
+                    support,
+                }
             })
             .collect()
     }
 
     /// The matrix as aligned text, rows = true class, columns = predicted (by index).
     pub fn to_text(&self) -> String {
-        let w = self.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
+        let w = self
+            .classes
+            .iter()
+            .map(|c| c.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         let mut s = format!("{:>w$} ", "true\\pred");
         for j in 0..self.classes.len() {
             s += &format!("{j:>4}");

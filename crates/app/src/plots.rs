@@ -19,7 +19,10 @@ const FONT_PATHS: [&str; 4] = [
 fn have_font() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
-        let candidates = std::env::var("APP_FONT").ok().into_iter().chain(FONT_PATHS.iter().map(|s| s.to_string()));
+        let candidates = std::env::var("APP_FONT")
+            .ok()
+            .into_iter()
+            .chain(FONT_PATHS.iter().map(|s| s.to_string()));
         for p in candidates {
             if let Ok(bytes) = std::fs::read(&p) {
                 let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
@@ -36,6 +39,9 @@ fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("{}: drawing the plot failed: {e:?}", path.display())
 }
 
+/// Reads one value of an epoch's record.
+type Metric = fn(&EpochRecord) -> f64;
+
 /// Two panels: loss and accuracy per epoch, train and validation.
 pub fn curves(path: &Path, h: &[EpochRecord]) -> Result<()> {
     if h.is_empty() {
@@ -48,32 +54,52 @@ pub fn curves(path: &Path, h: &[EpochRecord]) -> Result<()> {
         root.fill(&WHITE).map_err(err(path))?;
         let panels = root.split_evenly((1, 2));
         let n = h.len() as f64;
-        let series: [(&str, Box<dyn Fn(&EpochRecord) -> f64>, Box<dyn Fn(&EpochRecord) -> f64>); 2] = [
-            ("loss", Box::new(|r| r.loss), Box::new(|r| r.val_loss)),
-            ("accuracy", Box::new(|r| r.accuracy), Box::new(|r| r.val_accuracy)),
+        let series: [(&str, Metric, Metric); 2] = [
+            ("loss", |r| r.loss, |r| r.val_loss),
+            ("accuracy", |r| r.accuracy, |r| r.val_accuracy),
         ];
         for (area, (name, train, val)) in panels.iter().zip(series.iter()) {
-            let ymax = h.iter().flat_map(|r| [train(r), val(r)]).filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1e-3) * 1.05;
+            let ymax = h
+                .iter()
+                .flat_map(|r| [train(r), val(r)])
+                .filter(|v| v.is_finite())
+                .fold(0.0f64, f64::max)
+                .max(1e-3)
+                * 1.05;
             let mut b = ChartBuilder::on(area);
-            b.margin(15).x_label_area_size(if text { 30 } else { 0 }).y_label_area_size(if text { 45 } else { 0 });
+            b.margin(15)
+                .x_label_area_size(if text { 30 } else { 0 })
+                .y_label_area_size(if text { 45 } else { 0 });
             if text {
                 b.caption(*name, ("sans-serif", 20));
             }
-            let mut chart = b.build_cartesian_2d(1.0..n.max(2.0), 0.0..ymax).map_err(err(path))?;
+            let mut chart = b
+                .build_cartesian_2d(1.0..n.max(2.0), 0.0..ymax)
+                .map_err(err(path))?;
             let mut mesh = chart.configure_mesh();
             if !text {
                 mesh.x_labels(0).y_labels(0);
             }
-            mesh.x_desc(if text { "epoch" } else { "" }).draw().map_err(err(path))?;
-            let pts = |f: &dyn Fn(&EpochRecord) -> f64| h.iter().map(|r| (r.epoch as f64, f(r))).collect::<Vec<_>>();
+            mesh.x_desc(if text { "epoch" } else { "" })
+                .draw()
+                .map_err(err(path))?;
+            let pts = |f: Metric| h.iter().map(|r| (r.epoch as f64, f(r))).collect::<Vec<_>>();
             for (f, color, label) in [(train, BLUE, "train"), (val, RED, "validation")] {
-                let s = chart.draw_series(LineSeries::new(pts(f.as_ref()), color.stroke_width(2))).map_err(err(path))?;
+                let s = chart
+                    .draw_series(LineSeries::new(pts(*f), color.stroke_width(2)))
+                    .map_err(err(path))?;
                 if text {
-                    s.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                    s.label(label)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
                 }
             }
             if text {
-                chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(err(path))?;
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw()
+                    .map_err(err(path))?;
             }
         }
         root.present().map_err(err(path))?;
@@ -100,21 +126,41 @@ pub fn confusion(path: &Path, c: &Confusion) -> Result<()> {
                 let y0 = (margin + i as u32 * cell) as i32;
                 let shade = 1.0 - v as f64 / max;
                 let color = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
-                root.draw(&Rectangle::new([(x0, y0), (x0 + cell as i32, y0 + cell as i32)], color.filled())).map_err(err(path))?;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cell as i32, y0 + cell as i32)],
+                    color.filled(),
+                ))
+                .map_err(err(path))?;
                 if text && v > 0 {
                     let fg = if shade < 0.5 { WHITE } else { BLACK };
-                    root.draw(&Text::new(v.to_string(), (x0 + 12, y0 + 12), ("sans-serif", 15).into_font().color(&fg))).map_err(err(path))?;
+                    root.draw(&Text::new(
+                        v.to_string(),
+                        (x0 + 12, y0 + 12),
+                        ("sans-serif", 15).into_font().color(&fg),
+                    ))
+                    .map_err(err(path))?;
                 }
             }
             if text {
                 let y = (margin + i as u32 * cell + 12) as i32;
-                root.draw(&Text::new(c.classes[i].clone(), (5, y), ("sans-serif", 14))).map_err(err(path))?;
+                root.draw(&Text::new(c.classes[i].clone(), (5, y), ("sans-serif", 14)))
+                    .map_err(err(path))?;
                 let x = (margin + i as u32 * cell + 10) as i32;
-                root.draw(&Text::new(format!("{i}"), (x, margin as i32 - 20), ("sans-serif", 14))).map_err(err(path))?;
+                root.draw(&Text::new(
+                    format!("{i}"),
+                    (x, margin as i32 - 20),
+                    ("sans-serif", 14),
+                ))
+                .map_err(err(path))?;
             }
         }
         if text {
-            root.draw(&Text::new("rows: true class, columns: predicted (index)", (5, 5), ("sans-serif", 14))).map_err(err(path))?;
+            root.draw(&Text::new(
+                "rows: true class, columns: predicted (index)",
+                (5, 5),
+                ("sans-serif", 14),
+            ))
+            .map_err(err(path))?;
         }
         root.present().map_err(err(path))?;
     }

@@ -10,12 +10,18 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn embed_png(path: &Path) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
-    Some(format!("<img src=\"data:image/png;base64,{}\">", base64::engine::general_purpose::STANDARD.encode(bytes)))
+    Some(format!(
+        "<img src=\"data:image/png;base64,{}\">",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
 }
 
 fn thumbnail(path: &str) -> Option<String> {
@@ -23,13 +29,25 @@ fn thumbnail(path: &str) -> Option<String> {
     let small = image::imageops::thumbnail(&img, 112, 112);
     let mut buf = std::io::Cursor::new(Vec::new());
     small.write_to(&mut buf, image::ImageFormat::Png).ok()?;
-    Some(format!("<img src=\"data:image/png;base64,{}\">", base64::engine::general_purpose::STANDARD.encode(buf.into_inner())))
+    Some(format!(
+        "<img src=\"data:image/png;base64,{}\">",
+        base64::engine::general_purpose::STANDARD.encode(buf.into_inner())
+    ))
 }
 
-pub fn write(dir: &Path, cfg: &RunConfig, history: &[EpochRecord], test: Option<&EvalResult>) -> Result<()> {
+pub fn write(
+    dir: &Path,
+    cfg: &RunConfig,
+    history: &[EpochRecord],
+    test: Option<&EvalResult>,
+) -> Result<()> {
     let mut h = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>Training report</title>\
         <style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}figure{display:inline-block;margin:6px;font-size:12px}</style></head><body>");
-    let _ = write!(h, "<h1>Training report</h1><h2>Configuration</h2><pre>{}</pre>", esc(&serde_json::to_string_pretty(cfg)?));
+    let _ = write!(
+        h,
+        "<h1>Training report</h1><h2>Configuration</h2><pre>{}</pre>",
+        esc(&serde_json::to_string_pretty(cfg)?)
+    );
     h += "<h2>History</h2><table><tr><th>epoch</th><th>s</th><th>loss</th><th>accuracy</th><th>val_loss</th><th>val_accuracy</th></tr>";
     for r in history {
         let _ = write!(h, "<tr><td>{}</td><td>{:.0}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>", r.epoch, r.seconds, r.loss, r.accuracy, r.val_loss, r.val_accuracy);
@@ -42,7 +60,15 @@ pub fn write(dir: &Path, cfg: &RunConfig, history: &[EpochRecord], test: Option<
         let _ = write!(h, "<h2>Test split</h2><p>loss {:.4}, accuracy {:.4}: <b>Correct predictions: {} out of {}</b></p>", t.loss, t.accuracy, t.correct, t.total);
         h += "<table><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>";
         for m in &t.per_class {
-            let _ = write!(h, "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>", esc(&m.class), m.precision, m.recall, m.f1, m.support);
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td></tr>",
+                esc(&m.class),
+                m.precision,
+                m.recall,
+                m.f1,
+                m.support
+            );
         }
         h += "</table><h3>Confusion matrix</h3>";
         let _ = write!(h, "<pre>{}</pre>", esc(&t.confusion.to_text()));
@@ -51,14 +77,25 @@ pub fn write(dir: &Path, cfg: &RunConfig, history: &[EpochRecord], test: Option<
         }
         h += "<h3>Misclassified test images</h3>";
         for m in &t.misclassified {
-            let _ = write!(h, "<figure>{}<figcaption>{}<br>{} taken for {} ({:.2})</figcaption></figure>", thumbnail(&m.file).unwrap_or_default(), esc(&m.file), esc(&m.truth), esc(&m.predicted), m.probability);
+            let _ = write!(
+                h,
+                "<figure>{}<figcaption>{}<br>{} taken for {} ({:.2})</figcaption></figure>",
+                thumbnail(&m.file).unwrap_or_default(),
+                esc(&m.file),
+                esc(&m.truth),
+                esc(&m.predicted),
+                m.probability
+            );
         }
     }
     h += "</body></html>";
     let path = dir.join("report.html");
     nn::checkpoint::write_atomic(&path, |f| {
         use std::io::Write;
-        f.write_all(h.as_bytes()).map_err(|e| nn::Error::Io { path: path.clone(), source: e })
+        f.write_all(h.as_bytes()).map_err(|e| nn::Error::Io {
+            path: path.clone(),
+            source: e,
+        })
     })?;
     Ok(())
 }

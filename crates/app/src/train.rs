@@ -43,15 +43,20 @@ impl TrainerState {
         let path = dir.join("trainer.json");
         nn::checkpoint::write_atomic(&path, |f| {
             use std::io::Write;
-            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io { path: path.clone(), source: e })
+            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io {
+                path: path.clone(),
+                source: e,
+            })
         })?;
         Ok(())
     }
 
     fn load(dir: &Path) -> Result<Self> {
         let p = dir.join("trainer.json");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("{}: no trainer state to resume from", p.display()))?;
-        Ok(serde_json::from_str(&text).with_context(|| format!("{}: unreadable trainer state", p.display()))?)
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("{}: no trainer state to resume from", p.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: unreadable trainer state", p.display()))
     }
 }
 
@@ -88,7 +93,11 @@ impl FeatureCache {
     }
 
     fn get(&self, idx: &[usize]) -> Frozen {
-        self.nodes.iter().zip(&self.data).map(|(n, t)| (*n, t.select(Axis(0), idx))).collect()
+        self.nodes
+            .iter()
+            .zip(&self.data)
+            .map(|(n, t)| (*n, t.select(Axis(0), idx)))
+            .collect()
     }
 
     fn bytes(&self) -> usize {
@@ -101,14 +110,24 @@ fn bar(len: u64, quiet: bool) -> ProgressBar {
     if quiet {
         b.set_draw_target(ProgressDrawTarget::hidden());
     }
-    b.set_style(ProgressStyle::with_template("{pos:>3}/{len} [{bar:30}] {elapsed_precise} ETA {eta} {msg}").expect("valid template").progress_chars("=> "));
+    b.set_style(
+        ProgressStyle::with_template("{pos:>3}/{len} [{bar:30}] {elapsed_precise} ETA {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
     b
 }
 
 fn optimizer(cfg: &RunConfig) -> Result<Box<dyn Optimizer>> {
     Ok(match cfg.optimizer.as_str() {
-        "adam" => Box::new(Adam::new(AdamParams { lr: cfg.lr, ..Default::default() })),
-        "sgd" => Box::new(Sgd::new(SgdParams { lr: cfg.lr, momentum: 0.9 })),
+        "adam" => Box::new(Adam::new(AdamParams {
+            lr: cfg.lr,
+            ..Default::default()
+        })),
+        "sgd" => Box::new(Sgd::new(SgdParams {
+            lr: cfg.lr,
+            momentum: 0.9,
+        })),
         other => bail!("unknown optimizer {other:?}"),
     })
 }
@@ -116,11 +135,14 @@ fn optimizer(cfg: &RunConfig) -> Result<Box<dyn Optimizer>> {
 fn save_checkpoint(path: &Path, clf: &mut Classifier, opt: &dyn Optimizer) -> Result<()> {
     let mut t = nn::checkpoint::graph_tensors(&mut clf.net.graph);
     t.extend(opt.state());
-    nn::checkpoint::save_npz(path, &t).with_context(|| format!("writing checkpoint {}", path.display()))
+    nn::checkpoint::save_npz(path, &t)
+        .with_context(|| format!("writing checkpoint {}", path.display()))
 }
 
 fn run_dir(args: &TrainArgs) -> PathBuf {
-    args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string()))
+    args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
+    })
 }
 
 /// Validation (or test) loss and accuracy from cached features.
@@ -153,7 +175,11 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         .context("installing the Ctrl-C handler")?;
     }
     let (mut cfg, dir, resume) = match &args.resume {
-        Some(dir) => (RunConfig::load(dir)?, dir.clone(), Some(TrainerState::load(dir)?)),
+        Some(dir) => (
+            RunConfig::load(dir)?,
+            dir.clone(),
+            Some(TrainerState::load(dir)?),
+        ),
         None => (RunConfig::from_args(&args)?, run_dir(&args), None),
     };
     crate::load::require(&cfg.data, DEFAULT_DATA, "data folder")?;
@@ -170,7 +196,8 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         ..Default::default()
     };
     let t0 = Instant::now();
-    let mut train = Dataset::load(&cfg.data.join("train"), None, loader).context("loading the train split")?;
+    let mut train =
+        Dataset::load(&cfg.data.join("train"), None, loader).context("loading the train split")?;
     for s in &train.skipped {
         eprintln!("warning: {}: {} (skipped)", s.path.display(), s.reason);
     }
@@ -178,12 +205,21 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         train.truncate_per_class(n);
     }
     if resume.is_some() && cfg.classes != train.classes {
-        bail!("{}: the data's classes changed since the run started: {:?} now, {:?} then", cfg.data.display(), train.classes, cfg.classes);
+        bail!(
+            "{}: the data's classes changed since the run started: {:?} now, {:?} then",
+            cfg.data.display(),
+            train.classes,
+            cfg.classes
+        );
     }
     cfg.classes = train.classes.clone();
     let train = Arc::new(train);
     let valid = load_split(&cfg, &cfg.data, "valid", args.strict)?;
-    let test = if cfg.data.join("test").is_dir() { Some(load_split(&cfg, &cfg.data, "test", args.strict)?) } else { None };
+    let test = if cfg.data.join("test").is_dir() {
+        Some(load_split(&cfg, &cfg.data, "test", args.strict)?)
+    } else {
+        None
+    };
     println!(
         "Data {}: {} classes; {} train, {} valid, {} test images ({} skipped); loaded in {:.1}s",
         cfg.data.display(),
@@ -198,16 +234,23 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     let mut clf = crate::load::for_training(&mut cfg)?;
     let mut opt = optimizer(&cfg)?;
     let mut state = TrainerState::default();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating run folder {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating run folder {}", dir.display()))?;
     if let Some(s) = resume {
         let last = dir.join("last.npz");
-        let t = nn::checkpoint::load_npz(&last).with_context(|| format!("reading {}", last.display()))?;
+        let t = nn::checkpoint::load_npz(&last)
+            .with_context(|| format!("reading {}", last.display()))?;
         nn::checkpoint::restore(&mut clf.net.graph, &t, &last, &crate::load::NON_MODEL)?;
         opt.load_state(&t)?;
         if opt.iterations() != s.iterations {
             bail!("{}: checkpoint is at step {} but trainer.json at {}; the run folder is inconsistent", dir.display(), opt.iterations(), s.iterations);
         }
-        println!("Resuming {} at epoch {}, batch {}", dir.display(), s.epoch + 1, s.next_batch + 1);
+        println!(
+            "Resuming {} at epoch {}, batch {}",
+            dir.display(),
+            s.epoch + 1,
+            s.next_batch + 1
+        );
         state = s;
     } else {
         cfg.save(&dir)?;
@@ -216,7 +259,10 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     let unfrozen = clf.net.base_len() - clf.cut().min(clf.net.base_len());
     let use_cache = cfg.augment == data::Augment::default().into();
     let names = clf.net.graph.names();
-    let trainable: Vec<&str> = names[clf.cut().min(clf.net.base_len())..clf.net.base_len()].iter().map(String::as_str).collect();
+    let trainable: Vec<&str> = names[clf.cut().min(clf.net.base_len())..clf.net.base_len()]
+        .iter()
+        .map(String::as_str)
+        .collect();
     println!(
         "Model: MobileNetV2 alpha {} ({} base layers), head GAP{} -> Dense({}, relu) -> Dense({}, softmax); {}",
         cfg.alpha,
@@ -241,7 +287,15 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         println!("No feature cache: augmentation is on, so the frozen part runs (batch-norm folded) on every batch");
         (None, None)
     };
-    println!("Optimizer: {} lr {}; {} epochs, batch {}; preprocessing {}; run folder {}", cfg.optimizer, cfg.lr, cfg.epochs, cfg.batch_size, cfg.preprocess, dir.display());
+    println!(
+        "Optimizer: {} lr {}; {} epochs, batch {}; preprocessing {}; run folder {}",
+        cfg.optimizer,
+        cfg.lr,
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.preprocess,
+        dir.display()
+    );
 
     let batches = train.num_batches();
     let mut batches_run = 0u64;
@@ -256,7 +310,8 @@ pub fn run(args: TrainArgs) -> Result<i32> {
             pb.println(format!("Epoch {}/{}", epoch + 1, cfg.epochs));
         }
         let order = train.order(epoch);
-        let mut stream = (train_cache.is_none()).then(|| train.batches(epoch, true, state.next_batch));
+        let mut stream =
+            (train_cache.is_none()).then(|| train.batches(epoch, true, state.next_batch));
         while state.next_batch < batches {
             let b = state.next_batch;
             let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(train.len())];
@@ -276,7 +331,11 @@ pub fn run(args: TrainArgs) -> Result<i32> {
                     pb.abandon();
                     let last = dir.join("last.npz");
                     let kept = if last.exists() {
-                        format!("the last good checkpoint is {} (end of epoch {})", last.display(), state.history.len())
+                        format!(
+                            "the last good checkpoint is {} (end of epoch {})",
+                            last.display(),
+                            state.history.len()
+                        )
                     } else {
                         "no checkpoint had been saved yet".into()
                     };
@@ -286,12 +345,22 @@ pub fn run(args: TrainArgs) -> Result<i32> {
             };
             state.loss_sum += out.loss as f64 * labels.len() as f64;
             state.seen += labels.len() as u64;
-            state.correct += out.probs.rows().into_iter().zip(&labels).filter(|(r, &l)| nn::loss::argmax(r.as_slice().unwrap_or(&[])) == Some(l)).count() as u64;
+            state.correct += out
+                .probs
+                .rows()
+                .into_iter()
+                .zip(&labels)
+                .filter(|(r, &l)| nn::loss::argmax(r.as_slice().unwrap_or(&[])) == Some(l))
+                .count() as u64;
             state.next_batch += 1;
             state.iterations = opt.iterations();
             batches_run += 1;
             pb.set_position(state.next_batch as u64);
-            pb.set_message(format!("loss: {:.4} - accuracy: {:.4}", state.loss_sum / state.seen as f64, state.correct as f64 / state.seen as f64));
+            pb.set_message(format!(
+                "loss: {:.4} - accuracy: {:.4}",
+                state.loss_sum / state.seen as f64,
+                state.correct as f64 / state.seen as f64
+            ));
             if args.interrupt_after.is_some_and(|n| batches_run >= n) {
                 interrupted.store(true, Ordering::SeqCst);
             }
@@ -300,8 +369,17 @@ pub fn run(args: TrainArgs) -> Result<i32> {
                 state.seconds = started.elapsed().as_secs_f64();
                 save_checkpoint(&dir.join("last.npz"), &mut clf, opt.as_ref())?;
                 state.save(&dir)?;
-                println!("Interrupted: saved {} at epoch {}, batch {} of {}.", dir.join("last.npz").display(), epoch + 1, state.next_batch, batches);
-                println!("Resume with: cargo run --release -p app -- train --resume {}", dir.display());
+                println!(
+                    "Interrupted: saved {} at epoch {}, batch {} of {}.",
+                    dir.join("last.npz").display(),
+                    epoch + 1,
+                    state.next_batch,
+                    batches
+                );
+                println!(
+                    "Resume with: cargo run --release -p app -- train --resume {}",
+                    dir.display()
+                );
                 return Ok(130);
             }
         }
@@ -343,12 +421,24 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         history::write(&dir, &state.history)?;
         crate::plots::curves(&dir.join("history.png"), &state.history)?;
         if interrupted.load(Ordering::SeqCst) && state.epoch < cfg.epochs {
-            println!("Interrupted after epoch {}: saved {}.", state.epoch, dir.join("last.npz").display());
-            println!("Resume with: cargo run --release -p app -- train --resume {}", dir.display());
+            println!(
+                "Interrupted after epoch {}: saved {}.",
+                state.epoch,
+                dir.join("last.npz").display()
+            );
+            println!(
+                "Resume with: cargo run --release -p app -- train --resume {}",
+                dir.display()
+            );
             return Ok(130);
         }
     }
-    println!("Training done in {:.1}s; lowest val_loss {:.4} (best.npz); run folder {}", t0.elapsed().as_secs_f64(), state.best_val_loss.unwrap_or(f64::NAN), dir.display());
+    println!(
+        "Training done in {:.1}s; lowest val_loss {:.4} (best.npz); run folder {}",
+        t0.elapsed().as_secs_f64(),
+        state.best_val_loss.unwrap_or(f64::NAN),
+        dir.display()
+    );
 
     let result: Option<EvalResult> = match &test {
         Some(test) => {

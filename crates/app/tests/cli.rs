@@ -16,12 +16,21 @@ fn app() -> Command {
 
 fn run(args: &[&str]) -> Output {
     let out = app().args(args).output().expect("the app binary runs");
-    eprintln!("$ app {}\n{}{}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "$ app {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn s(p: &Path) -> &str {
@@ -31,8 +40,15 @@ fn s(p: &Path) -> &str {
 #[test]
 fn imagenet_top1_matches_keras_on_the_test_photos() {
     let imgs = shared().join("weights/test_images");
-    let expected: Value = serde_json::from_str(&std::fs::read_to_string(imgs.join("expected.json")).unwrap()).unwrap();
-    let files: Vec<PathBuf> = expected.as_object().unwrap().keys().map(|k| imgs.join(k)).collect();
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(imgs.join("expected.json")).unwrap())
+            .unwrap();
+    let files: Vec<PathBuf> = expected
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| imgs.join(k))
+        .collect();
     let weights = shared().join("weights/mobilenet_v2_1.0_224");
     let mut args = vec!["predict", "--weights", s(&weights), "--top", "5"];
     args.extend(files.iter().map(|f| s(f)));
@@ -40,7 +56,10 @@ fn imagenet_top1_matches_keras_on_the_test_photos() {
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     for (name, e) in expected.as_object().unwrap() {
-        let line = stdout.lines().find(|l| l.contains(name.as_str())).unwrap_or_else(|| panic!("no line for {name}"));
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(name.as_str()))
+            .unwrap_or_else(|| panic!("no line for {name}"));
         let top1 = line.split(": ").nth(1).unwrap().split(' ').next().unwrap();
         assert_eq!(top1, e["top1_label"].as_str().unwrap(), "{line}");
         assert_eq!(line.matches(", ").count(), 4, "top 5: {line}");
@@ -53,15 +72,40 @@ fn short_real_run_learns_and_eval_reports_it() {
     let run_dir = dir.path().join("run");
     let data = shared().join("data/sports15");
     let weights = shared().join("weights/mobilenet_v2_0.35_224_no_top");
-    let out = run(&["train", "--data", s(&data), "--weights", s(&weights), "--alpha", "0.35", "--epochs", "4", "--out", s(&run_dir), "--quiet"]);
+    let out = run(&[
+        "train",
+        "--data",
+        s(&data),
+        "--weights",
+        s(&weights),
+        "--alpha",
+        "0.35",
+        "--epochs",
+        "4",
+        "--out",
+        s(&run_dir),
+        "--quiet",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
     assert!(t.contains("Feature cache: augmentation is off"), "{t}");
     assert!(t.contains("Epoch 4/4 - "), "{t}");
-    for f in ["config.json", "best.npz", "last.npz", "history.csv", "history.json", "history.png", "report.html", "eval_test.json", "confusion_test.png"] {
+    for f in [
+        "config.json",
+        "best.npz",
+        "last.npz",
+        "history.csv",
+        "history.json",
+        "history.png",
+        "report.html",
+        "eval_test.json",
+        "confusion_test.png",
+    ] {
         assert!(run_dir.join(f).is_file(), "{f} missing");
     }
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval_test.json")).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("eval_test.json")).unwrap())
+            .unwrap();
     let acc = report["accuracy"].as_f64().unwrap();
     assert!(acc > 0.6, "test accuracy {acc} (chance is 0.067)");
     let history = std::fs::read_to_string(run_dir.join("history.csv")).unwrap();
@@ -71,13 +115,32 @@ fn short_real_run_learns_and_eval_reports_it() {
     assert!(ev.status.success());
     let j: Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(j["total"], 75);
-    assert_eq!(j["accuracy"].as_f64().unwrap(), acc, "eval of last.npz equals the end-of-training test score");
+    assert_eq!(
+        j["accuracy"].as_f64().unwrap(),
+        acc,
+        "eval of last.npz equals the end-of-training test score"
+    );
     let plain = run(&["eval", "--checkpoint", s(&run_dir), "--split", "valid"]);
-    let valid_line = text(&plain).lines().find(|l| l.starts_with("Correct predictions: ")).map(str::to_string);
-    assert!(valid_line.as_deref().is_some_and(|l| l.ends_with(" out of 75")), "{valid_line:?}");
+    let valid_line = text(&plain)
+        .lines()
+        .find(|l| l.starts_with("Correct predictions: "))
+        .map(str::to_string);
+    assert!(
+        valid_line
+            .as_deref()
+            .is_some_and(|l| l.ends_with(" out of 75")),
+        "{valid_line:?}"
+    );
 
     let img = data.join("test/archery/1.jpg");
-    let p = run(&["predict", "--checkpoint", s(&run_dir), "--top", "3", s(&img)]);
+    let p = run(&[
+        "predict",
+        "--checkpoint",
+        s(&run_dir),
+        "--top",
+        "3",
+        s(&img),
+    ]);
     assert!(p.status.success());
     assert_eq!(String::from_utf8_lossy(&p.stdout).matches(", ").count(), 2);
 }
@@ -86,8 +149,30 @@ fn small_run(dir: &Path, extra: &[&str]) -> Output {
     let data = shared().join("data/sports15");
     let weights = shared().join("weights/mobilenet_v2_0.35_224_no_top");
     let mut args = vec![
-        "train", "--data", s(&data), "--weights", s(&weights), "--limit-per-class", "3", "--batch-size", "16", "--epochs", "2",
-        "--unfreeze", "3", "--dropout", "0.3", "--augment", "20,0.2,0.2,0.2,1", "--lr", "1e-3", "--seed", "7", "--quiet", "--out", s(dir),
+        "train",
+        "--data",
+        s(&data),
+        "--weights",
+        s(&weights),
+        "--limit-per-class",
+        "3",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--unfreeze",
+        "3",
+        "--dropout",
+        "0.3",
+        "--augment",
+        "20,0.2,0.2,0.2,1",
+        "--lr",
+        "1e-3",
+        "--seed",
+        "7",
+        "--quiet",
+        "--out",
+        s(dir),
     ];
     args.extend_from_slice(extra);
     run(&args)
@@ -101,7 +186,10 @@ fn interrupted_run_resumes_bit_identical() {
     let stopped = small_run(&b, &["--interrupt-after", "2"]);
     assert_eq!(stopped.status.code(), Some(130));
     let t = text(&stopped);
-    assert!(t.contains("Resume with: cargo run --release -p app -- train --resume"), "{t}");
+    assert!(
+        t.contains("Resume with: cargo run --release -p app -- train --resume"),
+        "{t}"
+    );
     let resumed = run(&["train", "--resume", s(&b), "--quiet"]);
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert!(text(&resumed).contains("Resuming"));
@@ -115,7 +203,13 @@ fn interrupted_run_resumes_bit_identical() {
     let hb = std::fs::read_to_string(b.join("history.json")).unwrap();
     let strip = |h: &str| -> Vec<Value> {
         let mut v: Vec<Value> = serde_json::from_str(h).unwrap();
-        v.iter_mut().for_each(|r| r.as_object_mut().unwrap().remove("seconds").map(|_| ()).unwrap_or(()));
+        v.iter_mut().for_each(|r| {
+            r.as_object_mut()
+                .unwrap()
+                .remove("seconds")
+                .map(|_| ())
+                .unwrap_or(())
+        });
         v
     };
     assert_eq!(strip(&ha), strip(&hb), "same losses and accuracies");
@@ -126,14 +220,33 @@ fn ctrl_c_saves_and_says_how_to_resume() {
     let dir = tempfile::tempdir().unwrap();
     let data = shared().join("data/sports15");
     let weights = shared().join("weights/mobilenet_v2_0.35_224_no_top");
-    let child = app()
-        .args(["train", "--data", s(&data), "--weights", s(&weights), "--limit-per-class", "3", "--batch-size", "8", "--epochs", "200", "--unfreeze", "3", "--augment", "20,0.2,0.2,0.2,1", "--quiet", "--out", s(dir.path())])
+    let mut child = app()
+        .args([
+            "train",
+            "--data",
+            s(&data),
+            "--weights",
+            s(&weights),
+            "--limit-per-class",
+            "3",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "200",
+            "--unfreeze",
+            "3",
+            "--augment",
+            "20,0.2,0.2,0.2,1",
+            "--quiet",
+            "--out",
+            s(dir.path()),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
-    let mut stdout = std::io::BufReader::new(child.stdout.unwrap());
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();
     let mut line = String::new();
     use std::io::BufRead;
@@ -145,11 +258,18 @@ fn ctrl_c_saves_and_says_how_to_resume() {
         line.clear();
     }
     assert!(seen.contains("Epoch 2/200"), "{seen}");
-    Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(rest.contains("Resume with: cargo run --release -p app -- train --resume"), "{rest}");
+    assert!(
+        rest.contains("Resume with: cargo run --release -p app -- train --resume"),
+        "{rest}"
+    );
     assert!(dir.path().join("last.npz").is_file() && dir.path().join("trainer.json").is_file());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
 }
 
 #[test]
@@ -157,10 +277,28 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = shared().join("data/sports15");
     let weights = shared().join("weights/mobilenet_v2_0.35_224_no_top");
-    let out = run(&["train", "--data", s(&data), "--weights", s(&weights), "--limit-per-class", "10", "--epochs", "3", "--lr", "1e30", "--quiet", "--out", s(dir.path())]);
+    let out = run(&[
+        "train",
+        "--data",
+        s(&data),
+        "--weights",
+        s(&weights),
+        "--limit-per-class",
+        "10",
+        "--epochs",
+        "3",
+        "--lr",
+        "1e30",
+        "--quiet",
+        "--out",
+        s(dir.path()),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
-    assert!(t.contains("error: the loss became") && t.contains("training stopped"), "{t}");
+    assert!(
+        t.contains("error: the loss became") && t.contains("training stopped"),
+        "{t}"
+    );
     assert!(t.contains("Try a lower --lr"), "{t}");
 }
 
@@ -170,7 +308,10 @@ fn missing_default_data_names_xtask_fetch() {
     let out = app().arg("train").current_dir(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
-    assert!(t.contains("data/sports: data folder not found. Run `cargo xtask fetch`"), "{t}");
+    assert!(
+        t.contains("data/sports: data folder not found. Run `cargo xtask fetch`"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -180,7 +321,18 @@ fn bad_weights_are_a_clear_error() {
     std::fs::create_dir_all(w.join("Conv1")).unwrap();
     std::fs::write(w.join("Conv1/kernel.npy"), b"not npy").unwrap();
     let data = shared().join("data/sports15");
-    let out = run(&["train", "--data", s(&data), "--weights", s(&w), "--limit-per-class", "1", "--quiet", "--out", s(&dir.path().join("r"))]);
+    let out = run(&[
+        "train",
+        "--data",
+        s(&data),
+        "--weights",
+        s(&w),
+        "--limit-per-class",
+        "1",
+        "--quiet",
+        "--out",
+        s(&dir.path().join("r")),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
     assert!(t.contains("kernel.npy: not a float32 .npy array"), "{t}");

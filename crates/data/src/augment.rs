@@ -20,7 +20,13 @@ pub struct Augment {
 impl Augment {
     /// The study's transforms with the usual values: rotation 20, shifts 0.2, zoom 0.2, flip.
     pub fn study() -> Self {
-        Augment { rotation: 20.0, width_shift: 0.2, height_shift: 0.2, zoom: 0.2, horizontal_flip: true }
+        Augment {
+            rotation: 20.0,
+            width_shift: 0.2,
+            height_shift: 0.2,
+            zoom: 0.2,
+            horizontal_flip: true,
+        }
     }
 
     pub fn is_off(&self) -> bool {
@@ -33,9 +39,20 @@ impl Augment {
         let theta = u(self.rotation);
         let tx = u(self.height_shift) * h as f32;
         let ty = u(self.width_shift) * w as f32;
-        let (zx, zy) = if self.zoom > 0.0 { (1.0 + u(self.zoom), 1.0 + u(self.zoom)) } else { (1.0, 1.0) };
+        let (zx, zy) = if self.zoom > 0.0 {
+            (1.0 + u(self.zoom), 1.0 + u(self.zoom))
+        } else {
+            (1.0, 1.0)
+        };
         let flip = self.horizontal_flip && rng.gen::<bool>();
-        Transform { theta, tx, ty, zx, zy, flip }
+        Transform {
+            theta,
+            tx,
+            ty,
+            zx,
+            zy,
+            flip,
+        }
     }
 }
 
@@ -63,15 +80,34 @@ fn mul(a: &M3, b: &M3) -> M3 {
 }
 
 impl Transform {
-    pub const IDENTITY: Transform = Transform { theta: 0.0, tx: 0.0, ty: 0.0, zx: 1.0, zy: 1.0, flip: false };
+    pub const IDENTITY: Transform = Transform {
+        theta: 0.0,
+        tx: 0.0,
+        ty: 0.0,
+        zx: 1.0,
+        zy: 1.0,
+        flip: false,
+    };
 
     /// Keras's `apply_affine_transform` matrix: `rotation @ shift @ zoom`, offset to the centre
     /// `(h/2 - 0.5, w/2 - 0.5)`. Maps an output `(row, col, 1)` to the input position it samples.
     pub fn matrix(&self, h: usize, w: usize) -> M3 {
         let t = (self.theta as f64).to_radians();
-        let rot = [[t.cos(), -t.sin(), 0.0], [t.sin(), t.cos(), 0.0], [0.0, 0.0, 1.0]];
-        let shift = [[1.0, 0.0, self.tx as f64], [0.0, 1.0, self.ty as f64], [0.0, 0.0, 1.0]];
-        let zoom = [[self.zx as f64, 0.0, 0.0], [0.0, self.zy as f64, 0.0], [0.0, 0.0, 1.0]];
+        let rot = [
+            [t.cos(), -t.sin(), 0.0],
+            [t.sin(), t.cos(), 0.0],
+            [0.0, 0.0, 1.0],
+        ];
+        let shift = [
+            [1.0, 0.0, self.tx as f64],
+            [0.0, 1.0, self.ty as f64],
+            [0.0, 0.0, 1.0],
+        ];
+        let zoom = [
+            [self.zx as f64, 0.0, 0.0],
+            [0.0, self.zy as f64, 0.0],
+            [0.0, 0.0, 1.0],
+        ];
         let m = mul(&mul(&rot, &shift), &zoom);
         let (ox, oy) = (h as f64 / 2.0 - 0.5, w as f64 / 2.0 - 0.5);
         let offset = [[1.0, 0.0, ox], [0.0, 1.0, oy], [0.0, 0.0, 1.0]];
@@ -88,7 +124,8 @@ impl Transform {
         let (h, w) = (img.height() as usize, img.width() as usize);
         let src = img.as_raw();
         let col_of = |c: usize| if self.flip { w - 1 - c } else { c };
-        if self.theta == 0.0 && self.tx == 0.0 && self.ty == 0.0 && self.zx == 1.0 && self.zy == 1.0 {
+        if self.theta == 0.0 && self.tx == 0.0 && self.ty == 0.0 && self.zx == 1.0 && self.zy == 1.0
+        {
             for r in 0..h {
                 for c in 0..w {
                     let s = &src[(r * w + col_of(c)) * 3..][..3];

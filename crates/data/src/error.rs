@@ -11,11 +11,18 @@ pub enum DataError {
     #[error("{path}: holds no class folders")]
     NoClasses { path: PathBuf },
     #[error("{path}: its classes differ from train's: missing {missing:?}, extra {extra:?}")]
-    ClassMismatch { path: PathBuf, missing: Vec<String>, extra: Vec<String> },
+    ClassMismatch {
+        path: PathBuf,
+        missing: Vec<String>,
+        extra: Vec<String>,
+    },
     #[error("{path}: {msg}")]
     Image { path: PathBuf, msg: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
 }

@@ -26,18 +26,29 @@ pub struct ImageFolder {
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DataError::MissingFolder { path: dir.into() },
-        _ => DataError::Io { path: dir.into(), source: e },
+        _ => DataError::Io {
+            path: dir.into(),
+            source: e,
+        },
     })?;
     let mut v = Vec::new();
     for e in rd {
-        v.push(e.map_err(|e| DataError::Io { path: dir.into(), source: e })?.path());
+        v.push(
+            e.map_err(|e| DataError::Io {
+                path: dir.into(),
+                source: e,
+            })?
+            .path(),
+        );
     }
     v.sort();
     Ok(v)
 }
 
 fn is_hidden(p: &Path) -> bool {
-    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
 }
 
 impl ImageFolder {
@@ -53,19 +64,38 @@ impl ImageFolder {
                 continue;
             }
             if p.is_dir() {
-                classes.push(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                classes.push(
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                );
             } else {
-                skipped.push(Skipped { path: p, reason: "not a class folder".into() });
+                skipped.push(Skipped {
+                    path: p,
+                    reason: "not a class folder".into(),
+                });
             }
         }
         if classes.is_empty() {
             return Err(DataError::NoClasses { path: dir.into() });
         }
         if let Some(want) = expected_classes {
-            let missing: Vec<String> = want.iter().filter(|c| !classes.contains(c)).cloned().collect();
-            let extra: Vec<String> = classes.iter().filter(|c| !want.contains(c)).cloned().collect();
+            let missing: Vec<String> = want
+                .iter()
+                .filter(|c| !classes.contains(c))
+                .cloned()
+                .collect();
+            let extra: Vec<String> = classes
+                .iter()
+                .filter(|c| !want.contains(c))
+                .cloned()
+                .collect();
             if !missing.is_empty() || !extra.is_empty() {
-                return Err(DataError::ClassMismatch { path: dir.into(), missing, extra });
+                return Err(DataError::ClassMismatch {
+                    path: dir.into(),
+                    missing,
+                    extra,
+                });
             }
         }
         let mut items = Vec::new();
@@ -73,11 +103,24 @@ impl ImageFolder {
             let cdir = dir.join(class);
             let before = items.len();
             for p in sorted_entries(&cdir)? {
-                let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+                let ext = p
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .map(|e| e.to_ascii_lowercase());
                 if is_hidden(&p) {
-                    skipped.push(Skipped { path: p, reason: "hidden file".into() });
-                } else if !p.is_file() || !ext.as_deref().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e)) {
-                    skipped.push(Skipped { path: p, reason: "not an image file".into() });
+                    skipped.push(Skipped {
+                        path: p,
+                        reason: "hidden file".into(),
+                    });
+                } else if !p.is_file()
+                    || !ext
+                        .as_deref()
+                        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
+                {
+                    skipped.push(Skipped {
+                        path: p,
+                        reason: "not an image file".into(),
+                    });
                 } else {
                     items.push((p, label));
                 }
@@ -86,7 +129,12 @@ impl ImageFolder {
                 return Err(DataError::EmptyClass { path: cdir });
             }
         }
-        Ok(ImageFolder { root: dir.into(), classes, items, skipped })
+        Ok(ImageFolder {
+            root: dir.into(),
+            classes,
+            items,
+            skipped,
+        })
     }
 
     pub fn len(&self) -> usize {

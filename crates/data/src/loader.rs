@@ -1,7 +1,10 @@
 //! A split decoded once into memory (resized RGB8), then served as shuffled, augmented NHWC f32
 //! batches built in parallel, the next one prepared while the model computes.
 
-use crate::{decode_rgb, resize, Augment, DataError, DecodeLimits, ImageFolder, Interpolation, Preprocess, Result, Rgb, Skipped};
+use crate::{
+    decode_rgb, resize, Augment, DataError, DecodeLimits, ImageFolder, Interpolation, Preprocess,
+    Result, Rgb, Skipped,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -60,7 +63,9 @@ pub struct Dataset {
 
 /// A 64-bit mix of the seed, epoch and index (SplitMix64 finaliser), for per-image generators.
 pub fn mix(seed: u64, epoch: u64, index: u64) -> u64 {
-    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9).rotate_left(17);
+    let mut z = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9).rotate_left(17);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -69,7 +74,11 @@ pub fn mix(seed: u64, epoch: u64, index: u64) -> u64 {
 impl Dataset {
     /// Lists, decodes and resizes a split in parallel. With `expected_classes`, the split must have
     /// exactly those classes.
-    pub fn load(dir: &Path, expected_classes: Option<&[String]>, cfg: LoaderConfig) -> Result<Self> {
+    pub fn load(
+        dir: &Path,
+        expected_classes: Option<&[String]>,
+        cfg: LoaderConfig,
+    ) -> Result<Self> {
         if cfg.batch_size == 0 {
             return Err(DataError::Config("batch size must be at least 1".into()));
         }
@@ -77,9 +86,19 @@ impl Dataset {
         let decoded: Vec<Result<Rgb>> = folder
             .items
             .par_iter()
-            .map(|(p, _)| decode_rgb(p, cfg.limits).map(|img| resize(&img, cfg.height as u32, cfg.width as u32, cfg.interpolation)))
+            .map(|(p, _)| {
+                decode_rgb(p, cfg.limits)
+                    .map(|img| resize(&img, cfg.height as u32, cfg.width as u32, cfg.interpolation))
+            })
             .collect();
-        let mut ds = Dataset { classes: folder.classes, paths: Vec::new(), labels: Vec::new(), images: Vec::new(), skipped: folder.skipped, cfg };
+        let mut ds = Dataset {
+            classes: folder.classes,
+            paths: Vec::new(),
+            labels: Vec::new(),
+            images: Vec::new(),
+            skipped: folder.skipped,
+            cfg,
+        };
         for ((path, label), img) in folder.items.into_iter().zip(decoded) {
             match img {
                 Ok(img) => {
@@ -89,11 +108,17 @@ impl Dataset {
                 }
                 Err(e) if cfg.strict => return Err(e),
                 Err(DataError::Image { msg, .. }) => ds.skipped.push(Skipped { path, reason: msg }),
-                Err(e) => ds.skipped.push(Skipped { path, reason: e.to_string() }),
+                Err(e) => ds.skipped.push(Skipped {
+                    path,
+                    reason: e.to_string(),
+                }),
             }
         }
         if ds.images.is_empty() {
-            return Err(DataError::Config(format!("{}: no image could be decoded", dir.display())));
+            return Err(DataError::Config(format!(
+                "{}: no image could be decoded",
+                dir.display()
+            )));
         }
         Ok(ds)
     }
@@ -111,7 +136,14 @@ impl Dataset {
     /// Keeps only the first `n` images of each class (a quick subset for smoke runs).
     pub fn truncate_per_class(&mut self, n: usize) {
         let mut seen = vec![0usize; self.classes.len()];
-        let keep: Vec<bool> = self.labels.iter().map(|&l| { seen[l] += 1; seen[l] <= n }).collect();
+        let keep: Vec<bool> = self
+            .labels
+            .iter()
+            .map(|&l| {
+                seen[l] += 1;
+                seen[l] <= n
+            })
+            .collect();
         let mut k = keep.iter();
         self.images.retain(|_| *k.next().expect("same length"));
         let mut k = keep.iter();
@@ -124,7 +156,11 @@ impl Dataset {
     pub fn order(&self, epoch: usize) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.len()).collect();
         if self.cfg.shuffle {
-            idx.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, epoch as u64, u64::MAX)));
+            idx.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+                self.cfg.seed,
+                epoch as u64,
+                u64::MAX,
+            )));
         }
         idx
     }
@@ -139,24 +175,33 @@ impl Dataset {
         let (h, w) = (self.cfg.height, self.cfg.width);
         let per = h * w * 3;
         let mut x = vec![0.0f32; indices.len() * per];
-        x.par_chunks_mut(per).zip(indices.par_iter()).for_each(|(out, &i)| {
-            let t = if augment && !self.cfg.augment.is_off() {
-                let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, epoch as u64, i as u64));
-                self.cfg.augment.sample(&mut rng, h, w)
-            } else {
-                crate::Transform::IDENTITY
-            };
-            t.apply(&self.images[i], self.cfg.preprocess, out);
-        });
+        x.par_chunks_mut(per)
+            .zip(indices.par_iter())
+            .for_each(|(out, &i)| {
+                let t = if augment && !self.cfg.augment.is_off() {
+                    let mut rng =
+                        ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, epoch as u64, i as u64));
+                    self.cfg.augment.sample(&mut rng, h, w)
+                } else {
+                    crate::Transform::IDENTITY
+                };
+                t.apply(&self.images[i], self.cfg.preprocess, out);
+            });
         Batch {
-            x: ndarray::ArrayD::from_shape_vec(vec![indices.len(), h, w, 3], x).expect("sized above"),
+            x: ndarray::ArrayD::from_shape_vec(vec![indices.len(), h, w, 3], x)
+                .expect("sized above"),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             indices: indices.to_vec(),
         }
     }
 
     /// The batches of an epoch from batch `skip` on, built one ahead on a background thread.
-    pub fn batches(self: &Arc<Self>, epoch: usize, augment: bool, skip: usize) -> impl Iterator<Item = Batch> {
+    pub fn batches(
+        self: &Arc<Self>,
+        epoch: usize,
+        augment: bool,
+        skip: usize,
+    ) -> impl Iterator<Item = Batch> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let ds = Arc::clone(self);
         std::thread::spawn(move || {

@@ -4,7 +4,9 @@ use data::{Augment, Preprocess, Transform};
 use rand::SeedableRng;
 
 fn img() -> image::RgbImage {
-    image::RgbImage::from_fn(9, 7, |x, y| image::Rgb([(x * 20) as u8, (y * 30) as u8, ((x + y) * 7) as u8]))
+    image::RgbImage::from_fn(9, 7, |x, y| {
+        image::Rgb([(x * 20) as u8, (y * 30) as u8, ((x + y) * 7) as u8])
+    })
 }
 
 fn run(t: &Transform, im: &image::RgbImage) -> Vec<f32> {
@@ -16,7 +18,11 @@ fn run(t: &Transform, im: &image::RgbImage) -> Vec<f32> {
 fn to_image(v: &[f32], w: u32, h: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| {
         let i = ((y * w + x) * 3) as usize;
-        image::Rgb([(v[i] * 255.0).round() as u8, (v[i + 1] * 255.0).round() as u8, (v[i + 2] * 255.0).round() as u8])
+        image::Rgb([
+            (v[i] * 255.0).round() as u8,
+            (v[i + 1] * 255.0).round() as u8,
+            (v[i + 2] * 255.0).round() as u8,
+        ])
     })
 }
 
@@ -26,7 +32,10 @@ fn identity_parameters_give_the_input_back() {
     let out = run(&Transform::IDENTITY, &im);
     assert_eq!(to_image(&out, 9, 7), im);
     // A general (non-fast-path) transform that is the identity: rotation by 0 through the matrix path.
-    let t = Transform { zx: 1.0 + 1e-9, ..Transform::IDENTITY };
+    let t = Transform {
+        zx: 1.0 + 1e-9,
+        ..Transform::IDENTITY
+    };
     let out2 = run(&t, &im);
     assert!(out.iter().zip(&out2).all(|(a, b)| (a - b).abs() < 1e-4));
 }
@@ -34,7 +43,10 @@ fn identity_parameters_give_the_input_back() {
 #[test]
 fn horizontal_flip_twice_is_identity() {
     let im = img();
-    let flip = Transform { flip: true, ..Transform::IDENTITY };
+    let flip = Transform {
+        flip: true,
+        ..Transform::IDENTITY
+    };
     let once = to_image(&run(&flip, &im), 9, 7);
     assert_eq!(once.get_pixel(0, 3), im.get_pixel(8, 3));
     let twice = to_image(&run(&flip, &once), 9, 7);
@@ -46,7 +58,11 @@ fn pure_shift_moves_a_known_pixel() {
     let mut im = image::RgbImage::new(9, 7);
     im.put_pixel(4, 3, image::Rgb([255, 255, 255]));
     // Keras: output (r, c) samples input (r + tx, c + ty): tx = 1 row, ty = 2 columns moves the dot up-left.
-    let t = Transform { tx: 1.0, ty: 2.0, ..Transform::IDENTITY };
+    let t = Transform {
+        tx: 1.0,
+        ty: 2.0,
+        ..Transform::IDENTITY
+    };
     let out = to_image(&run(&t, &im), 9, 7);
     assert_eq!(out.get_pixel(2, 2).0, [255, 255, 255]);
     assert_eq!(out.pixels().filter(|p| p[0] == 255).count(), 1);
@@ -55,12 +71,20 @@ fn pure_shift_moves_a_known_pixel() {
 #[test]
 fn rotation_by_180_about_the_centre() {
     let im = img();
-    let t = Transform { theta: 180.0, ..Transform::IDENTITY };
+    let t = Transform {
+        theta: 180.0,
+        ..Transform::IDENTITY
+    };
     let out = to_image(&run(&t, &im), 9, 7);
     for (x, y) in [(0, 0), (3, 2), (8, 6)] {
         let p = out.get_pixel(x, y).0;
         let q = im.get_pixel(8 - x, 6 - y).0;
-        assert!(p.iter().zip(q).all(|(a, b)| (*a as i32 - b as i32).abs() <= 1), "{x},{y}: {p:?} vs {q:?}");
+        assert!(
+            p.iter()
+                .zip(q)
+                .all(|(a, b)| (*a as i32 - b as i32).abs() <= 1),
+            "{x},{y}: {p:?} vs {q:?}"
+        );
     }
 }
 

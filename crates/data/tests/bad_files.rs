@@ -1,6 +1,6 @@
 //! Bad input on disk: each is a clear message naming the file, never a panic.
 
-use data::{decode_rgb, Dataset, DataError, DecodeLimits, ImageFolder, LoaderConfig};
+use data::{decode_rgb, DataError, Dataset, DecodeLimits, ImageFolder, LoaderConfig};
 use std::path::Path;
 
 fn write_png(path: &Path, img: image::DynamicImage) {
@@ -8,7 +8,9 @@ fn write_png(path: &Path, img: image::DynamicImage) {
 }
 
 fn good_jpeg() -> Vec<u8> {
-    let img = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 128]));
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, 128])
+    });
     let mut buf = std::io::Cursor::new(Vec::new());
     img.write_to(&mut buf, image::ImageFormat::Jpeg).unwrap();
     buf.into_inner()
@@ -18,22 +20,65 @@ fn good_jpeg() -> Vec<u8> {
 fn colour_types_all_become_rgb() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_png(&d.join("rgba.png"), image::DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(4, 3, image::Rgba([10, 20, 30, 0]))));
-    write_png(&d.join("grey16.png"), image::DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(4, 3, image::Luma([65535u16]))));
-    write_png(&d.join("la.png"), image::DynamicImage::ImageLumaA8(image::ImageBuffer::from_pixel(4, 3, image::LumaA([77u8, 5]))));
+    write_png(
+        &d.join("rgba.png"),
+        image::DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            4,
+            3,
+            image::Rgba([10, 20, 30, 0]),
+        )),
+    );
+    write_png(
+        &d.join("grey16.png"),
+        image::DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(
+            4,
+            3,
+            image::Luma([65535u16]),
+        )),
+    );
+    write_png(
+        &d.join("la.png"),
+        image::DynamicImage::ImageLumaA8(image::ImageBuffer::from_pixel(
+            4,
+            3,
+            image::LumaA([77u8, 5]),
+        )),
+    );
     let mut cmyk = Vec::new();
     let enc = jpeg_encoder::Encoder::new(&mut cmyk, 95);
     // Pure cyan-free, magenta-free, yellow-free, no black: white.
-    enc.encode(&[0u8; 8 * 8 * 4], 8, 8, jpeg_encoder::ColorType::Cmyk).unwrap();
+    enc.encode(&[0u8; 8 * 8 * 4], 8, 8, jpeg_encoder::ColorType::Cmyk)
+        .unwrap();
     std::fs::write(d.join("cmyk.jpg"), &cmyk).unwrap();
     let lim = DecodeLimits::default();
-    assert_eq!(decode_rgb(&d.join("rgba.png"), lim).unwrap().get_pixel(0, 0).0, [10, 20, 30]);
-    assert_eq!(decode_rgb(&d.join("grey16.png"), lim).unwrap().get_pixel(3, 2).0, [255, 255, 255]);
-    assert_eq!(decode_rgb(&d.join("la.png"), lim).unwrap().get_pixel(1, 1).0, [77, 77, 77]);
+    assert_eq!(
+        decode_rgb(&d.join("rgba.png"), lim)
+            .unwrap()
+            .get_pixel(0, 0)
+            .0,
+        [10, 20, 30]
+    );
+    assert_eq!(
+        decode_rgb(&d.join("grey16.png"), lim)
+            .unwrap()
+            .get_pixel(3, 2)
+            .0,
+        [255, 255, 255]
+    );
+    assert_eq!(
+        decode_rgb(&d.join("la.png"), lim)
+            .unwrap()
+            .get_pixel(1, 1)
+            .0,
+        [77, 77, 77]
+    );
     let c = decode_rgb(&d.join("cmyk.jpg"), lim).unwrap();
     assert_eq!((c.width(), c.height()), (8, 8));
     let p = c.get_pixel(4, 4).0;
-    assert!(p.iter().all(|&v| v > 240) || p.iter().all(|&v| v < 15), "CMYK decoded to a uniform grey level, got {p:?}");
+    assert!(
+        p.iter().all(|&v| v > 240) || p.iter().all(|&v| v < 15),
+        "CMYK decoded to a uniform grey level, got {p:?}"
+    );
 }
 
 #[test]
@@ -44,9 +89,17 @@ fn broken_files_are_errors_naming_the_file() {
     std::fs::write(d.join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
     std::fs::write(d.join("empty.jpg"), b"").unwrap();
     std::fs::write(d.join("text.jpg"), b"this is not an image at all\n").unwrap();
-    write_png(&d.join("huge.png"), image::DynamicImage::ImageLuma8(image::GrayImage::new(13_000, 1)));
+    write_png(
+        &d.join("huge.png"),
+        image::DynamicImage::ImageLuma8(image::GrayImage::new(13_000, 1)),
+    );
     let lim = DecodeLimits::default();
-    for (name, want) in [("truncated.jpg", "corrupt"), ("empty.jpg", "not an image"), ("text.jpg", "not an image"), ("huge.png", "too large")] {
+    for (name, want) in [
+        ("truncated.jpg", "corrupt"),
+        ("empty.jpg", "not an image"),
+        ("text.jpg", "not an image"),
+        ("huge.png", "too large"),
+    ] {
         let e = decode_rgb(&d.join(name), lim).unwrap_err();
         let s = e.to_string();
         assert!(s.starts_with(&d.join(name).display().to_string()), "{s}");
@@ -71,14 +124,49 @@ fn bad_images_are_skipped_and_counted_or_fatal_when_strict() {
     std::fs::write(d.join("train/cats/broken.jpg"), b"garbage").unwrap();
     std::fs::write(d.join("train/cats/notes.txt"), b"x").unwrap();
     std::fs::write(d.join("train/cats/.DS_Store"), b"x").unwrap();
-    let ds = Dataset::load(&d.join("train"), None, LoaderConfig { height: 16, width: 16, ..Default::default() }).unwrap();
+    let ds = Dataset::load(
+        &d.join("train"),
+        None,
+        LoaderConfig {
+            height: 16,
+            width: 16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(ds.len(), 2);
-    let reasons: Vec<String> = ds.skipped.iter().map(|s| format!("{}: {}", s.path.file_name().unwrap().to_string_lossy(), s.reason)).collect();
+    let reasons: Vec<String> = ds
+        .skipped
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s.path.file_name().unwrap().to_string_lossy(),
+                s.reason
+            )
+        })
+        .collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.starts_with("broken.jpg:") && r.contains("not an image")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r == "notes.txt: not an image file"), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r == ".DS_Store: hidden file"), "{reasons:?}");
-    let strict = LoaderConfig { strict: true, height: 16, width: 16, ..Default::default() };
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("broken.jpg:") && r.contains("not an image")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "notes.txt: not an image file"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == ".DS_Store: hidden file"),
+        "{reasons:?}"
+    );
+    let strict = LoaderConfig {
+        strict: true,
+        height: 16,
+        width: 16,
+        ..Default::default()
+    };
     let e = Dataset::load(&d.join("train"), None, strict).err().unwrap();
     assert!(e.to_string().contains("broken.jpg"), "{e}");
 }
@@ -89,12 +177,20 @@ fn folder_errors_name_the_path() {
     let d = dir.path();
     tree(d);
     let e = ImageFolder::open(&d.join("test"), None).unwrap_err();
-    assert!(matches!(e, DataError::MissingFolder { .. }) && e.to_string().ends_with("test: no such folder"), "{e}");
+    assert!(
+        matches!(e, DataError::MissingFolder { .. })
+            && e.to_string().ends_with("test: no such folder"),
+        "{e}"
+    );
     std::fs::create_dir_all(d.join("valid/birds")).unwrap();
     let train = ImageFolder::open(&d.join("train"), None).unwrap();
-    let e = ImageFolder::open(&d.join("valid"), Some(&train.classes)).unwrap_err().to_string();
+    let e = ImageFolder::open(&d.join("valid"), Some(&train.classes))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("extra [\"birds\"]"), "{e}");
     std::fs::create_dir_all(d.join("train/birds")).unwrap();
-    let e = ImageFolder::open(&d.join("train"), None).unwrap_err().to_string();
+    let e = ImageFolder::open(&d.join("train"), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.ends_with("birds: class folder holds no images"), "{e}");
 }

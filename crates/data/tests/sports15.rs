@@ -8,7 +8,21 @@ fn root() -> PathBuf {
 }
 
 const CLASSES: [&str; 15] = [
-    "archery", "baseball", "basketball", "bmx", "bowling", "boxing", "cheerleading", "football", "golf", "hockey", "rugby", "swimming", "tennis", "volleyball", "weightlifting",
+    "archery",
+    "baseball",
+    "basketball",
+    "bmx",
+    "bowling",
+    "boxing",
+    "cheerleading",
+    "football",
+    "golf",
+    "hockey",
+    "rugby",
+    "swimming",
+    "tennis",
+    "volleyball",
+    "weightlifting",
 ];
 
 #[test]
@@ -23,28 +37,48 @@ fn splits_counts_and_class_order() {
         for (k, class) in CLASSES.iter().enumerate() {
             let of_class: Vec<_> = f.items.iter().filter(|(_, l)| *l == k).collect();
             assert_eq!(of_class.len(), 5);
-            assert!(of_class.iter().all(|(p, _)| p.parent().unwrap().ends_with(class)));
+            assert!(of_class
+                .iter()
+                .all(|(p, _)| p.parent().unwrap().ends_with(class)));
         }
     }
 }
 
 #[test]
 fn grayscale_jpeg_becomes_rgb() {
-    let img = decode_rgb(&root().join("train/boxing/040.jpg"), DecodeLimits::default()).unwrap();
+    let img = decode_rgb(
+        &root().join("train/boxing/040.jpg"),
+        DecodeLimits::default(),
+    )
+    .unwrap();
     assert_eq!((img.width(), img.height()), (224, 224));
-    assert!(img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]), "grey replicated to 3 channels");
-    assert!(img.pixels().any(|p| p[0] != img.get_pixel(0, 0)[0]), "not blank");
+    assert!(
+        img.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
+        "grey replicated to 3 channels"
+    );
+    assert!(
+        img.pixels().any(|p| p[0] != img.get_pixel(0, 0)[0]),
+        "not blank"
+    );
 }
 
 #[test]
 fn decoded_pixels_match_keras_input_within_decoder_tolerance() {
     // The forward fixture's input is test/archery/1.jpg decoded by Keras (PIL) and scaled x/127.5 - 1.
-    let golden: ndarray::ArrayD<f32> = ndarray_npy::read_npy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden/forward_a035_224/input.npy")).unwrap();
+    let golden: ndarray::ArrayD<f32> = ndarray_npy::read_npy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/golden/forward_a035_224/input.npy"),
+    )
+    .unwrap();
     let img = decode_rgb(&root().join("test/archery/1.jpg"), DecodeLimits::default()).unwrap();
     let mut ours = vec![0.0f32; 224 * 224 * 3];
     data::Transform::IDENTITY.apply(&img, Preprocess::Mobilenet, &mut ours);
     let theirs = golden.index_axis(ndarray::Axis(0), 0);
-    let diffs: Vec<f32> = ours.iter().zip(theirs.iter()).map(|(a, b)| (a - b).abs()).collect();
+    let diffs: Vec<f32> = ours
+        .iter()
+        .zip(theirs.iter())
+        .map(|(a, b)| (a - b).abs())
+        .collect();
     let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
     let max = diffs.iter().cloned().fold(0.0, f32::max);
     // JPEG decoders differ by a level or two after IDCT; 4 levels is 0.031 after scaling.
@@ -54,17 +88,30 @@ fn decoded_pixels_match_keras_input_within_decoder_tolerance() {
 
 #[test]
 fn loader_batches_cover_the_split_reproducibly() {
-    let cfg = LoaderConfig { batch_size: 32, shuffle: true, seed: 3, augment: data::Augment::study(), ..Default::default() };
+    let cfg = LoaderConfig {
+        batch_size: 32,
+        shuffle: true,
+        seed: 3,
+        augment: data::Augment::study(),
+        ..Default::default()
+    };
     let ds = std::sync::Arc::new(Dataset::load(&root().join("valid"), None, cfg).unwrap());
     assert_eq!(ds.len(), 75);
     let batches: Vec<_> = ds.batches(0, true, 0).collect();
-    assert_eq!(batches.iter().map(|b| b.labels.len()).collect::<Vec<_>>(), [32, 32, 11], "last partial batch kept");
+    assert_eq!(
+        batches.iter().map(|b| b.labels.len()).collect::<Vec<_>>(),
+        [32, 32, 11],
+        "last partial batch kept"
+    );
     let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
     seen.sort();
     assert_eq!(seen, (0..75).collect::<Vec<_>>());
     let again: Vec<_> = ds.batches(0, true, 0).collect();
     assert_eq!(batches[1].x, again[1].x, "same seed and epoch, same batch");
     let other = ds.batch(&batches[1].indices, 1, true);
-    assert_ne!(batches[1].x, other.x, "another epoch draws other transforms");
+    assert_ne!(
+        batches[1].x, other.x,
+        "another epoch draws other transforms"
+    );
     assert_ne!(ds.order(0), ds.order(1), "shuffled per epoch");
 }

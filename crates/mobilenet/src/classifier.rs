@@ -49,21 +49,30 @@ pub struct Classifier {
 }
 
 fn to2(t: Tensor) -> Result<Array2<f32>> {
-    t.into_dimensionality::<Ix2>().map_err(|e| Error::Config(format!("expected [batch, classes]: {e}")))
+    t.into_dimensionality::<Ix2>()
+        .map_err(|e| Error::Config(format!("expected [batch, classes]: {e}")))
 }
 
 impl Classifier {
     /// Appends the head to a base without top; the base starts frozen, the head trainable.
     pub fn new(mut net: MobileNetV2, head: HeadConfig) -> Result<Self> {
         if net.classes.is_some() {
-            return Err(Error::Config("the classifier needs a base without the ImageNet top".into()));
+            return Err(Error::Config(
+                "the classifier needs a base without the ImageNet top".into(),
+            ));
         }
         if head.classes < 2 {
-            return Err(Error::Config(format!("a classifier needs at least 2 classes, got {}", head.classes)));
+            return Err(Error::Config(format!(
+                "a classifier needs at least 2 classes, got {}",
+                head.classes
+            )));
         }
         let feats = net.config_channels();
         let g = &mut net.graph;
-        let gap = g.add(GlobalAveragePooling2D::new("global_average_pooling2d"), &[net.out_relu]);
+        let gap = g.add(
+            GlobalAveragePooling2D::new("global_average_pooling2d"),
+            &[net.out_relu],
+        );
         net.kinds.push(Kind::GlobalPool);
         if head.dropout > 0.0 {
             g.push(Dropout::new("dropout", head.dropout, head.seed ^ 0xD50)?);
@@ -72,14 +81,32 @@ impl Classifier {
         let mut width = feats;
         let mut hidden = None;
         if head.dense > 0 {
-            hidden = Some(g.push(Dense::new("dense", width, head.dense, Activation::Relu, head.seed)));
+            hidden = Some(g.push(Dense::new(
+                "dense",
+                width,
+                head.dense,
+                Activation::Relu,
+                head.seed,
+            )));
             net.kinds.push(Kind::Dense(Activation::Relu));
             width = head.dense;
         }
         let name = if head.dense > 0 { "dense_1" } else { "dense" };
-        g.push(Dense::new(name, width, head.classes, Activation::Linear, head.seed.wrapping_add(1)));
+        g.push(Dense::new(
+            name,
+            width,
+            head.classes,
+            Activation::Linear,
+            head.seed.wrapping_add(1),
+        ));
         net.kinds.push(Kind::Dense(Activation::Linear));
-        Ok(Classifier { net, head, gap, hidden, plan: None })
+        Ok(Classifier {
+            net,
+            head,
+            gap,
+            hidden,
+            plan: None,
+        })
     }
 
     /// Keras: `base.trainable = False; for l in base.layers[-n:]: l.trainable = True`.
@@ -91,7 +118,11 @@ impl Classifier {
     /// The first node that runs in the graph (trainable or training-dependent); below it, the folded plan.
     pub fn cut(&mut self) -> NodeId {
         let dropout = self.net.kinds.iter().position(|k| *k == Kind::Dropout);
-        let first = self.net.graph.first_trainable().unwrap_or(self.net.graph.len() - 1);
+        let first = self
+            .net
+            .graph
+            .first_trainable()
+            .unwrap_or(self.net.graph.len() - 1);
         dropout.map_or(first, |d| d.min(first))
     }
 
@@ -104,7 +135,10 @@ impl Classifier {
         if self.plan.is_none() {
             let cut = self.cut();
             let g = &self.net.graph;
-            let mut boundary: Vec<NodeId> = (cut..g.len()).flat_map(|i| g.inputs(i).to_vec()).filter(|&j| j == INPUT || j < cut).collect();
+            let mut boundary: Vec<NodeId> = (cut..g.len())
+                .flat_map(|i| g.inputs(i).to_vec())
+                .filter(|&j| j == INPUT || j < cut)
+                .collect();
             boundary.sort();
             boundary.dedup();
             let plan = FoldedPlan::compile(&mut self.net.graph, &self.net.kinds, cut, &boundary)?;
@@ -132,7 +166,10 @@ impl Classifier {
         let feeds: Vec<(NodeId, &Tensor)> = frozen.iter().map(|(k, v)| (*k, v)).collect();
         let mut capture = vec![self.gap];
         capture.extend(self.hidden);
-        Ok(self.net.graph.run(&feeds, cut..self.net.graph.len(), mode, &capture)?)
+        Ok(self
+            .net
+            .graph
+            .run(&feeds, cut..self.net.graph.len(), mode, &capture)?)
     }
 
     /// Inference probabilities from frozen-part outputs.
@@ -149,12 +186,20 @@ impl Classifier {
 
     /// One optimisation step on frozen-part outputs: training forward, loss, backward down to the
     /// lowest trainable layer, optimizer update. A non-finite loss is an error and changes nothing.
-    pub fn train_step_frozen(&mut self, frozen: &Frozen, labels: &[usize], opt: &mut dyn Optimizer) -> Result<StepOutput> {
+    pub fn train_step_frozen(
+        &mut self,
+        frozen: &Frozen,
+        labels: &[usize],
+        opt: &mut dyn Optimizer,
+    ) -> Result<StepOutput> {
         let out = self.run_rest(frozen, Mode::Train)?;
         let logits = to2(out.last)?;
         let l = softmax_cross_entropy(logits.view(), labels)?;
         if !l.loss.is_finite() {
-            return Err(Error::NonFinite { loss: l.loss, step: opt.iterations() + 1 });
+            return Err(Error::NonFinite {
+                loss: l.loss,
+                step: opt.iterations() + 1,
+            });
         }
         let cut = self.plan.as_ref().expect("compiled").1;
         let g = &mut self.net.graph;
@@ -177,7 +222,12 @@ impl Classifier {
     }
 
     /// One optimisation step on a preprocessed batch.
-    pub fn train_step(&mut self, x: &Tensor, labels: &[usize], opt: &mut dyn Optimizer) -> Result<StepOutput> {
+    pub fn train_step(
+        &mut self,
+        x: &Tensor,
+        labels: &[usize],
+        opt: &mut dyn Optimizer,
+    ) -> Result<StepOutput> {
         let f = self.frozen(x)?;
         self.train_step_frozen(&f, labels, opt)
     }

@@ -9,7 +9,10 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     #[error("{path}: {msg}")]
-    File { path: std::path::PathBuf, msg: String },
+    File {
+        path: std::path::PathBuf,
+        msg: String,
+    },
     #[error("non-finite loss ({loss}) at step {step}")]
     NonFinite { loss: f32, step: u64 },
 }

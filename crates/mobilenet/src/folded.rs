@@ -14,13 +14,28 @@ use tensor_core::{conv, Activation, Padding};
 const BN_EPS: f32 = 1e-3;
 
 enum Op {
-    Conv { w: ndarray::Array4<f32>, bias: Vec<f32>, stride: usize, padding: Padding, act: Activation, depthwise: bool },
-    Scale { scale: Vec<f32>, shift: Vec<f32>, act: Activation },
+    Conv {
+        w: ndarray::Array4<f32>,
+        bias: Vec<f32>,
+        stride: usize,
+        padding: Padding,
+        act: Activation,
+        depthwise: bool,
+    },
+    Scale {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+        act: Activation,
+    },
     Act(Activation),
     Pad(((usize, usize), (usize, usize))),
     Add,
     Gap,
-    Dense { w: ndarray::Array2<f32>, b: ndarray::Array1<f32>, act: Activation },
+    Dense {
+        w: ndarray::Array2<f32>,
+        b: ndarray::Array1<f32>,
+        act: Activation,
+    },
     Identity,
 }
 
@@ -51,7 +66,8 @@ fn slice(t: &Tensor) -> &[f32] {
 }
 
 fn to4(t: Tensor) -> Result<ndarray::Array4<f32>> {
-    t.into_dimensionality().map_err(|e| Error::Config(format!("expected a 4-D kernel: {e}")))
+    t.into_dimensionality()
+        .map_err(|e| Error::Config(format!("expected a 4-D kernel: {e}")))
 }
 
 impl FoldedPlan {
@@ -66,7 +82,9 @@ impl FoldedPlan {
             }
         }
         // Node `next` can be absorbed into the op ending at `cur`.
-        let absorbable = |g: &Graph, cur: NodeId, next: NodeId| next < end && g.inputs(next) == [cur] && consumers[cur] == 1 && !keep.contains(&cur);
+        let absorbable = |g: &Graph, cur: NodeId, next: NodeId| {
+            next < end && g.inputs(next) == [cur] && consumers[cur] == 1 && !keep.contains(&cur)
+        };
         let mut steps = Vec::new();
         let mut i = 0;
         while i < end {
@@ -74,51 +92,114 @@ impl FoldedPlan {
             let mut cur = i;
             let op = match kinds[i] {
                 Kind::Pad(p) => match kinds.get(i + 1) {
-                    Some(Kind::Depthwise { stride, padding: Padding::Valid }) if absorbable(g, i, i + 1) => {
+                    Some(Kind::Depthwise {
+                        stride,
+                        padding: Padding::Valid,
+                    }) if absorbable(g, i, i + 1) => {
                         cur = i + 1;
                         let v = values(g, cur);
                         let c = v["depthwise_kernel"].shape()[2];
-                        let padding = Padding::Explicit { top: p.0 .0, bottom: p.0 .1, left: p.1 .0, right: p.1 .1 };
-                        Op::Conv { w: to4(v["depthwise_kernel"].clone())?, bias: vec![0.0; c], stride: *stride, padding, act: Activation::Linear, depthwise: true }
+                        let padding = Padding::Explicit {
+                            top: p.0 .0,
+                            bottom: p.0 .1,
+                            left: p.1 .0,
+                            right: p.1 .1,
+                        };
+                        Op::Conv {
+                            w: to4(v["depthwise_kernel"].clone())?,
+                            bias: vec![0.0; c],
+                            stride: *stride,
+                            padding,
+                            act: Activation::Linear,
+                            depthwise: true,
+                        }
                     }
                     _ => Op::Pad(p),
                 },
                 Kind::Conv { stride, padding } => {
                     let v = values(g, i);
                     let c = *v["kernel"].shape().last().unwrap_or(&0);
-                    let bias = v.get("bias").map(|b| slice(b).to_vec()).unwrap_or(vec![0.0; c]);
-                    Op::Conv { w: to4(v["kernel"].clone())?, bias, stride, padding, act: Activation::Linear, depthwise: false }
+                    let bias = v
+                        .get("bias")
+                        .map(|b| slice(b).to_vec())
+                        .unwrap_or(vec![0.0; c]);
+                    Op::Conv {
+                        w: to4(v["kernel"].clone())?,
+                        bias,
+                        stride,
+                        padding,
+                        act: Activation::Linear,
+                        depthwise: false,
+                    }
                 }
                 Kind::Depthwise { stride, padding } => {
                     let v = values(g, i);
                     let c = v["depthwise_kernel"].shape()[2];
-                    Op::Conv { w: to4(v["depthwise_kernel"].clone())?, bias: vec![0.0; c], stride, padding, act: Activation::Linear, depthwise: true }
+                    Op::Conv {
+                        w: to4(v["depthwise_kernel"].clone())?,
+                        bias: vec![0.0; c],
+                        stride,
+                        padding,
+                        act: Activation::Linear,
+                        depthwise: true,
+                    }
                 }
                 Kind::BatchNorm => {
                     let v = values(g, i);
-                    let (scale, shift) = tensor_core::batch_norm::scale_shift(slice(&v["gamma"]), slice(&v["beta"]), slice(&v["moving_mean"]), slice(&v["moving_variance"]), BN_EPS);
-                    Op::Scale { scale, shift, act: Activation::Linear }
+                    let (scale, shift) = tensor_core::batch_norm::scale_shift(
+                        slice(&v["gamma"]),
+                        slice(&v["beta"]),
+                        slice(&v["moving_mean"]),
+                        slice(&v["moving_variance"]),
+                        BN_EPS,
+                    );
+                    Op::Scale {
+                        scale,
+                        shift,
+                        act: Activation::Linear,
+                    }
                 }
                 Kind::Relu(a) => Op::Act(a),
                 Kind::Add => Op::Add,
                 Kind::GlobalPool => Op::Gap,
                 Kind::Dense(act) => {
                     let v = values(g, i);
-                    let w = v["kernel"].clone().into_dimensionality().map_err(|e| Error::Config(e.to_string()))?;
-                    let b = v["bias"].clone().into_dimensionality().map_err(|e| Error::Config(e.to_string()))?;
+                    let w = v["kernel"]
+                        .clone()
+                        .into_dimensionality()
+                        .map_err(|e| Error::Config(e.to_string()))?;
+                    let b = v["bias"]
+                        .clone()
+                        .into_dimensionality()
+                        .map_err(|e| Error::Config(e.to_string()))?;
                     Op::Dense { w, b, act }
                 }
                 Kind::Dropout => Op::Identity,
             };
             let mut op = op;
             // Fold a following batch-norm into a convolution, then fuse a following activation.
-            if let Op::Conv { w, bias, depthwise, .. } = &mut op {
+            if let Op::Conv {
+                w, bias, depthwise, ..
+            } = &mut op
+            {
                 if kinds.get(cur + 1) == Some(&Kind::BatchNorm) && absorbable(g, cur, cur + 1) {
                     cur += 1;
                     let v = values(g, cur);
-                    let bn = BnView { gamma: slice(&v["gamma"]), beta: slice(&v["beta"]), moving_mean: slice(&v["moving_mean"]), moving_variance: slice(&v["moving_variance"]), eps: BN_EPS };
+                    let bn = BnView {
+                        gamma: slice(&v["gamma"]),
+                        beta: slice(&v["beta"]),
+                        moving_mean: slice(&v["moving_mean"]),
+                        moving_variance: slice(&v["moving_variance"]),
+                        eps: BN_EPS,
+                    };
                     let (wf, shift) = fold_batch_norm(w.view(), bn, *depthwise)?;
-                    let (scale, _) = tensor_core::batch_norm::scale_shift(bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance, bn.eps);
+                    let (scale, _) = tensor_core::batch_norm::scale_shift(
+                        bn.gamma,
+                        bn.beta,
+                        bn.moving_mean,
+                        bn.moving_variance,
+                        bn.eps,
+                    );
                     for ((b, s), sh) in bias.iter_mut().zip(&scale).zip(&shift) {
                         *b = *b * s + sh;
                     }
@@ -128,7 +209,11 @@ impl FoldedPlan {
             if let Some(Kind::Relu(a)) = kinds.get(cur + 1) {
                 if absorbable(g, cur, cur + 1) {
                     let fused = match &mut op {
-                        Op::Conv { act, .. } | Op::Scale { act, .. } | Op::Dense { act, .. } if *act == Activation::Linear => Some(act),
+                        Op::Conv { act, .. } | Op::Scale { act, .. } | Op::Dense { act, .. }
+                            if *act == Activation::Linear =>
+                        {
+                            Some(act)
+                        }
                         _ => None,
                     };
                     if let Some(act) = fused {
@@ -137,10 +222,17 @@ impl FoldedPlan {
                     }
                 }
             }
-            steps.push(Step { op, inputs, out: cur });
+            steps.push(Step {
+                op,
+                inputs,
+                out: cur,
+            });
             i = cur + 1;
         }
-        Ok(FoldedPlan { steps, keep: keep.to_vec() })
+        Ok(FoldedPlan {
+            steps,
+            keep: keep.to_vec(),
+        })
     }
 
     /// Runs the plan on `x`, returning the outputs of the kept nodes.
@@ -158,7 +250,8 @@ impl FoldedPlan {
                 if j == INPUT {
                     Ok(x)
                 } else {
-                    live.get(&j).ok_or_else(|| Error::Config(format!("folded plan: node {j} not computed")))
+                    live.get(&j)
+                        .ok_or_else(|| Error::Config(format!("folded plan: node {j} not computed")))
                 }
             };
             let ins: Vec<&Tensor> = step.inputs.iter().map(|&j| get(j)).collect::<Result<_>>()?;
@@ -185,21 +278,39 @@ impl FoldedPlan {
     }
 }
 
-
 fn v4(t: &Tensor) -> Result<ndarray::ArrayView4<'_, f32>> {
-    t.view().into_dimensionality().map_err(|_| Error::Config(format!("expected a 4-D tensor, got {:?}", t.shape())))
+    t.view()
+        .into_dimensionality()
+        .map_err(|_| Error::Config(format!("expected a 4-D tensor, got {:?}", t.shape())))
 }
 
 fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
     let x = ins[0];
     Ok(match op {
-        Op::Conv { w, bias, stride, padding, act, depthwise } => {
-            let f = if *depthwise { conv::depthwise_conv2d } else { conv::conv2d };
+        Op::Conv {
+            w,
+            bias,
+            stride,
+            padding,
+            act,
+            depthwise,
+        } => {
+            let f = if *depthwise {
+                conv::depthwise_conv2d
+            } else {
+                conv::conv2d
+            };
             f(v4(x)?, w.view(), Some(bias), *stride, *padding, *act)?.into_dyn()
         }
         Op::Scale { scale, shift, act } => {
             let mut y = Tensor::zeros(x.raw_dim());
-            tensor_core::batch_norm::inference_forward(slice(x), scale, shift, *act, y.as_slice_mut().expect("contiguous"))?;
+            tensor_core::batch_norm::inference_forward(
+                slice(x),
+                scale,
+                shift,
+                *act,
+                y.as_slice_mut().expect("contiguous"),
+            )?;
             y
         }
         Op::Act(a) => {
@@ -211,13 +322,17 @@ fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
             let v = v4(x)?;
             let (n, h, w, c) = v.dim();
             let mut y = ndarray::Array4::zeros((n, h + t + b, w + l + r, c));
-            y.slice_mut(ndarray::s![.., *t..t + h, *l..l + w, ..]).assign(&v);
+            y.slice_mut(ndarray::s![.., *t..t + h, *l..l + w, ..])
+                .assign(&v);
             y.into_dyn()
         }
         Op::Add => tensor_core::add::forward(ins[0].view(), ins[1].view())?,
         Op::Gap => tensor_core::pool::global_avg_pool(v4(x)?).into_dyn(),
         Op::Dense { w, b, act } => {
-            let x2 = x.view().into_dimensionality().map_err(|_| Error::Config("dense expects 2-D".into()))?;
+            let x2 = x
+                .view()
+                .into_dimensionality()
+                .map_err(|_| Error::Config("dense expects 2-D".into()))?;
             let mut y = tensor_core::dense::forward(x2, w.view(), b.view())?;
             act.apply_in_place(y.as_slice_mut().expect("contiguous"));
             y.into_dyn()

@@ -9,13 +9,25 @@ pub struct ClassIndex(pub Vec<(String, String)>);
 
 impl ClassIndex {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::File { path: path.into(), msg: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::File {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
         let map: BTreeMap<String, (String, String)> =
-            serde_json::from_str(&text).map_err(|e| Error::File { path: path.into(), msg: format!("not Keras's class index format: {e}") })?;
+            serde_json::from_str(&text).map_err(|e| Error::File {
+                path: path.into(),
+                msg: format!("not Keras's class index format: {e}"),
+            })?;
         let mut v = vec![(String::new(), String::new()); map.len()];
         for (k, entry) in map {
-            let i: usize = k.parse().map_err(|_| Error::File { path: path.into(), msg: format!("key {k:?} is not an index") })?;
-            *v.get_mut(i).ok_or_else(|| Error::File { path: path.into(), msg: format!("index {i} out of range") })? = entry;
+            let i: usize = k.parse().map_err(|_| Error::File {
+                path: path.into(),
+                msg: format!("key {k:?} is not an index"),
+            })?;
+            *v.get_mut(i).ok_or_else(|| Error::File {
+                path: path.into(),
+                msg: format!("index {i} out of range"),
+            })? = entry;
         }
         Ok(ClassIndex(v))
     }

@@ -35,7 +35,12 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Infers alpha and top from the shapes in `vs` (224x224 input).
     pub fn infer(vs: &VarStore) -> Result<Self> {
-        let conv1 = vs.shape("Conv1/kernel").ok_or_else(|| Error::Config(format!("{}: no Conv1/kernel: not MobileNetV2 weights", vs.source().display())))?;
+        let conv1 = vs.shape("Conv1/kernel").ok_or_else(|| {
+            Error::Config(format!(
+                "{}: no Conv1/kernel: not MobileNetV2 weights",
+                vs.source().display()
+            ))
+        })?;
         let last = vs.shape("block_16_project/kernel").map(|s| s.to_vec());
         let alpha = Alpha::PUBLISHED
             .into_iter()
@@ -44,7 +49,12 @@ impl ModelConfig {
                 conv1 == [3, 3, 3, a.first_filters()] && last.as_deref().is_some_and(|l| l.last() == Some(&a.block_filters(320)))
             })
             .ok_or_else(|| Error::Config(format!("{}: Conv1/kernel {conv1:?} and block_16_project/kernel {last:?} match no published alpha", vs.source().display())))?;
-        Ok(ModelConfig { alpha, height: 224, width: 224, include_top: vs.contains("predictions/kernel") })
+        Ok(ModelConfig {
+            alpha,
+            height: 224,
+            width: 224,
+            include_top: vs.contains("predictions/kernel"),
+        })
     }
 }
 
@@ -80,26 +90,57 @@ impl<'a> Builder<'a> {
         self.graph.add(layer, inputs)
     }
 
-    fn conv(&mut self, name: &str, cout: usize, k: usize, stride: usize, padding: Padding) -> NodeId {
-        let w = self.vs.get(&format!("{name}/kernel"), &[k, k, self.c, cout]);
+    fn conv(
+        &mut self,
+        name: &str,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: Padding,
+    ) -> NodeId {
+        let w = self
+            .vs
+            .get(&format!("{name}/kernel"), &[k, k, self.c, cout]);
         let input = self.last();
-        let (r, c) = padding.resolve(self.h, self.w, k, k, stride).expect("sizes checked at build");
+        let (r, c) = padding
+            .resolve(self.h, self.w, k, k, stride)
+            .expect("sizes checked at build");
         (self.h, self.w, self.c) = (r.out, c.out, cout);
-        self.node(Conv2D::new(name, w, None, stride, padding), Kind::Conv { stride, padding }, &[input])
+        self.node(
+            Conv2D::new(name, w, None, stride, padding),
+            Kind::Conv { stride, padding },
+            &[input],
+        )
     }
 
     fn depthwise(&mut self, name: &str, stride: usize, padding: Padding) -> NodeId {
-        let w = self.vs.get(&format!("{name}/depthwise_kernel"), &[3, 3, self.c, 1]);
+        let w = self
+            .vs
+            .get(&format!("{name}/depthwise_kernel"), &[3, 3, self.c, 1]);
         let input = self.last();
-        let (r, c) = padding.resolve(self.h, self.w, 3, 3, stride).expect("sizes checked at build");
+        let (r, c) = padding
+            .resolve(self.h, self.w, 3, 3, stride)
+            .expect("sizes checked at build");
         (self.h, self.w) = (r.out, c.out);
-        self.node(DepthwiseConv2D::new(name, w, stride, padding), Kind::Depthwise { stride, padding }, &[input])
+        self.node(
+            DepthwiseConv2D::new(name, w, stride, padding),
+            Kind::Depthwise { stride, padding },
+            &[input],
+        )
     }
 
     fn bn(&mut self, name: &str) -> NodeId {
         let c = self.c;
         let get = |v: &str| self.vs.get(&format!("{name}/{v}"), &[c]);
-        let layer = BatchNormalization::new(name, get("gamma"), get("beta"), get("moving_mean"), get("moving_variance"), self.bn).expect("shapes from get");
+        let layer = BatchNormalization::new(
+            name,
+            get("gamma"),
+            get("beta"),
+            get("moving_mean"),
+            get("moving_variance"),
+            self.bn,
+        )
+        .expect("shapes from get");
         let input = self.last();
         self.node(layer, Kind::BatchNorm, &[input])
     }
@@ -122,9 +163,19 @@ impl<'a> Builder<'a> {
         let input = self.last();
         let in_c = self.c;
         let out_c = alpha.block_filters(filters);
-        let prefix = if id == 0 { "expanded_conv".to_string() } else { format!("block_{id}") };
+        let prefix = if id == 0 {
+            "expanded_conv".to_string()
+        } else {
+            format!("block_{id}")
+        };
         if id > 0 {
-            self.conv(&format!("{prefix}_expand"), expansion * in_c, 1, 1, Padding::Same);
+            self.conv(
+                &format!("{prefix}_expand"),
+                expansion * in_c,
+                1,
+                1,
+                Padding::Same,
+            );
             self.bn(&format!("{prefix}_expand_BN"));
             self.relu6(&format!("{prefix}_expand_relu"));
         }
@@ -140,7 +191,11 @@ impl<'a> Builder<'a> {
         self.conv(&format!("{prefix}_project"), out_c, 1, 1, Padding::Same);
         let projected = self.bn(&format!("{prefix}_project_BN"));
         if in_c == out_c && stride == 1 {
-            self.node(Add::new(&format!("{prefix}_add")), Kind::Add, &[input, projected]);
+            self.node(
+                Add::new(&format!("{prefix}_add")),
+                Kind::Add,
+                &[input, projected],
+            );
         }
     }
 }
@@ -150,13 +205,28 @@ impl MobileNetV2 {
     /// mis-shaped and (unless the top is deliberately left out) unexpected name.
     pub fn load(vs: VarStore, config: ModelConfig) -> Result<Self> {
         if config.height < 32 || config.width < 32 {
-            return Err(Error::Config(format!("input {}x{} is below MobileNetV2's minimum of 32x32", config.height, config.width)));
+            return Err(Error::Config(format!(
+                "input {}x{} is below MobileNetV2's minimum of 32x32",
+                config.height, config.width
+            )));
         }
         if !Alpha::PUBLISHED.contains(&config.alpha) {
-            return Err(Error::Config(format!("alpha {} is not one of {:?}", config.alpha, Alpha::PUBLISHED)));
+            return Err(Error::Config(format!(
+                "alpha {} is not one of {:?}",
+                config.alpha,
+                Alpha::PUBLISHED
+            )));
         }
         let alpha = Alpha(config.alpha);
-        let mut b = Builder { vs: &vs, graph: Graph::new(), kinds: Vec::new(), h: config.height, w: config.width, c: 3, bn: BnConfig::default() };
+        let mut b = Builder {
+            vs: &vs,
+            graph: Graph::new(),
+            kinds: Vec::new(),
+            h: config.height,
+            w: config.width,
+            c: 3,
+            bn: BnConfig::default(),
+        };
         b.conv("Conv1", alpha.first_filters(), 3, 2, Padding::Same);
         b.bn("bn_Conv1");
         b.relu6("Conv1_relu");
@@ -168,20 +238,37 @@ impl MobileNetV2 {
         let out_relu = b.relu6("out_relu");
         let mut classes = None;
         if config.include_top {
-            let n = vs.shape("predictions/kernel").map(|s| s[s.len() - 1]).unwrap_or(1000);
+            let n = vs
+                .shape("predictions/kernel")
+                .map(|s| s[s.len() - 1])
+                .unwrap_or(1000);
             let c = b.c;
             let kernel = vs.get("predictions/kernel", &[c, n]);
             let bias = vs.get("predictions/bias", &[n]);
-            b.node(GlobalAveragePooling2D::new("global_average_pooling2d"), Kind::GlobalPool, &[out_relu]);
+            b.node(
+                GlobalAveragePooling2D::new("global_average_pooling2d"),
+                Kind::GlobalPool,
+                &[out_relu],
+            );
             let gap = b.last();
-            b.node(Dense::from_values("predictions", kernel, bias, Activation::Linear)?, Kind::Dense(Activation::Linear), &[gap]);
+            b.node(
+                Dense::from_values("predictions", kernel, bias, Activation::Linear)?,
+                Kind::Dense(Activation::Linear),
+                &[gap],
+            );
             classes = Some(n);
         } else {
             vs.ignore("predictions/");
         }
         let (graph, kinds) = (b.graph, b.kinds);
         vs.finish(false).map_err(nn::Error::from)?;
-        let mut m = MobileNetV2 { config, graph, kinds, out_relu, classes };
+        let mut m = MobileNetV2 {
+            config,
+            graph,
+            kinds,
+            out_relu,
+            classes,
+        };
         m.graph.set_trainable(0..m.graph.len(), false);
         Ok(m)
     }
@@ -225,10 +312,16 @@ impl MobileNetV2 {
         self.check_input(x)?;
         let mut ids = Vec::new();
         for l in layers.iter().filter(|l| l.as_str() != "features") {
-            ids.push(self.graph.find(l).ok_or_else(|| Error::Config(format!("no layer named {l:?}")))?);
+            ids.push(
+                self.graph
+                    .find(l)
+                    .ok_or_else(|| Error::Config(format!("no layer named {l:?}")))?,
+            );
         }
         ids.push(self.out_relu);
-        let out = self.graph.run(&[(INPUT, x)], 0..self.out_relu + 1, Mode::Infer, &ids)?;
+        let out = self
+            .graph
+            .run(&[(INPUT, x)], 0..self.out_relu + 1, Mode::Infer, &ids)?;
         let mut result: Vec<(String, Tensor)> = Vec::new();
         for l in layers {
             if l == "features" {
@@ -237,7 +330,12 @@ impl MobileNetV2 {
             let id = self.graph.find(l).expect("checked above");
             result.push((l.clone(), out.captured[&id].clone()));
         }
-        let feats = tensor_core::pool::global_avg_pool(out.last.view().into_dimensionality().map_err(|e| Error::Config(e.to_string()))?);
+        let feats = tensor_core::pool::global_avg_pool(
+            out.last
+                .view()
+                .into_dimensionality()
+                .map_err(|e| Error::Config(e.to_string()))?,
+        );
         result.push(("features".into(), feats.into_dyn()));
         Ok(result)
     }

@@ -11,11 +11,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn shared() -> PathBuf {
-    std::env::var_os("SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+    std::env::var_os("SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
 }
 
 fn golden_dir() -> PathBuf {
-    std::env::var_os("GOLDEN_DIR").map(PathBuf::from).unwrap_or_else(|| shared().join("golden"))
+    std::env::var_os("GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| shared().join("golden"))
 }
 
 fn load(path: &Path) -> Tensor {
@@ -24,9 +28,19 @@ fn load(path: &Path) -> Tensor {
 
 /// Compares like numpy `allclose(ours, golden, rtol=rel, atol=abs)`; returns a report line or a failure.
 fn check(name: &str, ours: &Tensor, golden: &Tensor, abs: f64, rel: f64) -> Result<String, String> {
-    let ours = if ours.len() == golden.len() && ours.shape() != golden.shape() { ours.clone().into_shape_with_order(golden.raw_dim()).unwrap() } else { ours.clone() };
+    let ours = if ours.len() == golden.len() && ours.shape() != golden.shape() {
+        ours.clone()
+            .into_shape_with_order(golden.raw_dim())
+            .unwrap()
+    } else {
+        ours.clone()
+    };
     if ours.shape() != golden.shape() {
-        return Err(format!("{name}: shape {:?}, golden {:?}  NOT OK", ours.shape(), golden.shape()));
+        return Err(format!(
+            "{name}: shape {:?}, golden {:?}  NOT OK",
+            ours.shape(),
+            golden.shape()
+        ));
     }
     let mut worst = 0.0f64;
     let mut bad = 0usize;
@@ -37,12 +51,24 @@ fn check(name: &str, ours: &Tensor, golden: &Tensor, abs: f64, rel: f64) -> Resu
             bad += 1;
         }
     }
-    let first: Vec<String> = ours.iter().zip(golden).take(3).map(|(a, b)| format!("{a:.6}/{b:.6}")).collect();
-    let line = format!("{name:<45} max|diff| {worst:.3e}  first {}  {}", first.join(" "), if bad == 0 { "OK" } else { "NOT OK" });
+    let first: Vec<String> = ours
+        .iter()
+        .zip(golden)
+        .take(3)
+        .map(|(a, b)| format!("{a:.6}/{b:.6}"))
+        .collect();
+    let line = format!(
+        "{name:<45} max|diff| {worst:.3e}  first {}  {}",
+        first.join(" "),
+        if bad == 0 { "OK" } else { "NOT OK" }
+    );
     if bad == 0 {
         Ok(line)
     } else {
-        Err(format!("{line} ({bad} of {} outside abs {abs:e} + rel {rel:e})", ours.len()))
+        Err(format!(
+            "{line} ({bad} of {} outside abs {abs:e} + rel {rel:e})",
+            ours.len()
+        ))
     }
 }
 
@@ -58,13 +84,18 @@ fn model_config(m: &Value) -> ModelConfig {
 
 fn base(manifest: &Value) -> MobileNetV2 {
     let m = &manifest["model"];
-    let dir = shared().join("weights").join(m["weights"].as_str().expect("model.weights"));
+    let dir = shared()
+        .join("weights")
+        .join(m["weights"].as_str().expect("model.weights"));
     let vs = VarStore::open(&dir).unwrap();
     MobileNetV2::load(vs, model_config(m)).unwrap()
 }
 
 fn tol(c: &Value) -> (f64, f64) {
-    (c["abs"].as_f64().expect("check.abs"), c["rel"].as_f64().expect("check.rel"))
+    (
+        c["abs"].as_f64().expect("check.abs"),
+        c["rel"].as_f64().expect("check.rel"),
+    )
 }
 
 fn forward_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<String, String>>) {
@@ -80,15 +111,29 @@ fn forward_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<String, 
         }
     }
     layers.push("features".into());
-    let acts: BTreeMap<String, Tensor> = net.activations(&x, &layers).unwrap().into_iter().collect();
+    let acts: BTreeMap<String, Tensor> =
+        net.activations(&x, &layers).unwrap().into_iter().collect();
     for c in checks {
         let (abs, rel) = tol(c);
         let golden = load(&dir.join(c["file"].as_str().expect("check.file")));
-        let key = if c["tensor"] == "layer" { c["layer"].as_str().unwrap().to_string() } else { "features".to_string() };
+        let key = if c["tensor"] == "layer" {
+            c["layer"].as_str().unwrap().to_string()
+        } else {
+            "features".to_string()
+        };
         lines.push(check(&key, &acts[&key], &golden, abs, rel));
         if key == "features" {
             // The product's path: batch-norm folded into the convolutions.
-            let mut clf = Classifier::new(net_again(manifest), HeadConfig { dense: 0, dropout: 0.0, classes: 2, seed: 0 }).unwrap();
+            let mut clf = Classifier::new(
+                net_again(manifest),
+                HeadConfig {
+                    dense: 0,
+                    dropout: 0.0,
+                    classes: 2,
+                    seed: 0,
+                },
+            )
+            .unwrap();
             let cut = clf.cut();
             let frozen = clf.frozen(&x).unwrap();
             let feats = frozen.values().next().unwrap().clone();
@@ -108,7 +153,16 @@ fn train_step_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<Strin
     assert_eq!(head[0]["activation"], "relu");
     assert_eq!(head[1]["activation"], "softmax");
     let classes = head[1]["units"].as_u64().unwrap() as usize;
-    let mut clf = Classifier::new(base(manifest), HeadConfig { dense: head[0]["units"].as_u64().unwrap() as usize, dropout: 0.0, classes, seed: 0 }).unwrap();
+    let mut clf = Classifier::new(
+        base(manifest),
+        HeadConfig {
+            dense: head[0]["units"].as_u64().unwrap() as usize,
+            dropout: 0.0,
+            classes,
+            seed: 0,
+        },
+    )
+    .unwrap();
     assert_eq!(head[0]["name"], "dense");
     assert_eq!(head[1]["name"], "dense_1");
     for (var, file) in manifest["init"].as_object().expect("init") {
@@ -126,15 +180,29 @@ fn train_step_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<Strin
     clf.unfreeze_last(n);
     let names = clf.net.graph.names();
     let base_len = clf.net.base_len();
-    let unfrozen: Vec<&str> = manifest["unfrozen_layers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert_eq!(&names[base_len - n..base_len], &unfrozen[..], "Keras's last {n} layers");
+    let unfrozen: Vec<&str> = manifest["unfrozen_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &names[base_len - n..base_len],
+        &unfrozen[..],
+        "Keras's last {n} layers"
+    );
     let mut trainable = Vec::new();
     clf.net.graph.visit_params(&mut |p| {
         if p.trainable {
             trainable.push(p.name.clone())
         }
     });
-    let want: Vec<&str> = manifest["trainable"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let want: Vec<&str> = manifest["trainable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(trainable, want, "trainable variables in Keras order");
     assert_eq!(manifest["loss"], "categorical_crossentropy");
     let o = &manifest["optimizer"];
@@ -146,11 +214,21 @@ fn train_step_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<Strin
         epsilon: o["epsilon"].as_f64().unwrap() as f32,
     });
     let x = load(&dir.join(manifest["input"].as_str().unwrap()));
-    let labels: Vec<usize> = read_npy::<_, ndarray::ArrayD<i64>>(dir.join(manifest["labels"].as_str().unwrap())).unwrap().iter().map(|&v| v as usize).collect();
+    let labels: Vec<usize> =
+        read_npy::<_, ndarray::ArrayD<i64>>(dir.join(manifest["labels"].as_str().unwrap()))
+            .unwrap()
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
     let steps = manifest["steps"].as_u64().expect("steps");
     let checks = manifest["checks"].as_array().expect("checks");
     let onehot_loss = |probs: &ndarray::Array2<f32>| -> f32 {
-        labels.iter().enumerate().map(|(i, &l)| -(probs[[i, l]] as f64).ln()).sum::<f64>() as f32 / labels.len() as f32
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| -(probs[[i, l]] as f64).ln())
+            .sum::<f64>() as f32
+            / labels.len() as f32
     };
     let mut step_out = None;
     for k in 0..=steps {
@@ -184,7 +262,9 @@ fn train_step_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<Strin
             };
             match ours {
                 Some(o) => lines.push(check(&name, &o, &golden, abs, rel)),
-                None => lines.push(Err(format!("{name}: check this test cannot interpret  NOT OK"))),
+                None => lines.push(Err(format!(
+                    "{name}: check this test cannot interpret  NOT OK"
+                ))),
             }
         }
     }
@@ -202,8 +282,10 @@ fn every_golden_fixture_matches_keras() {
     assert!(!dirs.is_empty(), "no fixtures under {}", root.display());
     let mut failures = Vec::new();
     for dir in dirs {
-        let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let manifest: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let text = std::fs::read_to_string(dir.join("manifest.json"))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let manifest: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         assert_eq!(manifest["schema"], 1, "{}: unknown schema", dir.display());
         let mut lines = Vec::new();
         match manifest["kind"].as_str() {
@@ -223,5 +305,10 @@ fn every_golden_fixture_matches_keras() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} checks failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} checks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -13,17 +13,26 @@ pub enum Error {
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Error {
     pub fn layer(layer: &str, msg: impl Into<String>) -> Self {
-        Error::Layer { layer: layer.to_string(), msg: msg.into() }
+        Error::Layer {
+            layer: layer.to_string(),
+            msg: msg.into(),
+        }
     }
     pub fn file(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
-        Error::File { path: path.into(), msg: msg.to_string() }
+        Error::File {
+            path: path.into(),
+            msg: msg.to_string(),
+        }
     }
 }
 

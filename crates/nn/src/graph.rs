@@ -43,8 +43,14 @@ impl Graph {
     /// Appends a layer reading the given nodes. Panics on a forward reference: graphs are built by code.
     pub fn add(&mut self, layer: impl Layer + 'static, inputs: &[NodeId]) -> NodeId {
         let id = self.nodes.len();
-        assert!(inputs.iter().all(|&i| i == INPUT || i < id), "graph inputs must come before the node");
-        self.nodes.push(Node { layer: Box::new(layer), inputs: inputs.to_vec() });
+        assert!(
+            inputs.iter().all(|&i| i == INPUT || i < id),
+            "graph inputs must come before the node"
+        );
+        self.nodes.push(Node {
+            layer: Box::new(layer),
+            inputs: inputs.to_vec(),
+        });
         id
     }
 
@@ -67,7 +73,10 @@ impl Graph {
         self.nodes.iter().position(|n| n.layer.name() == name)
     }
     pub fn names(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.layer.name().to_string()).collect()
+        self.nodes
+            .iter()
+            .map(|n| n.layer.name().to_string())
+            .collect()
     }
 
     /// Visits every variable of every layer, in order.
@@ -103,16 +112,31 @@ impl Graph {
 
     /// Forward through all nodes.
     pub fn forward(&mut self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        Ok(self.run(&[(INPUT, x)], 0..self.nodes.len(), mode, &[])?.last)
+        Ok(self
+            .run(&[(INPUT, x)], 0..self.nodes.len(), mode, &[])?
+            .last)
     }
 
     /// Forward through nodes `range`, reading `feeds` (outputs of nodes before the range, or `INPUT`),
     /// returning the last node's output and copies of the `capture`d ones.
-    pub fn run(&mut self, feeds: &[(NodeId, &Tensor)], range: Range<NodeId>, mode: Mode, capture: &[NodeId]) -> Result<Outputs> {
+    pub fn run(
+        &mut self,
+        feeds: &[(NodeId, &Tensor)],
+        range: Range<NodeId>,
+        mode: Mode,
+        capture: &[NodeId],
+    ) -> Result<Outputs> {
         if range.is_empty() || range.end > self.nodes.len() {
-            return Err(Error::Invalid(format!("node range {range:?} outside a graph of {}", self.nodes.len())));
+            return Err(Error::Invalid(format!(
+                "node range {range:?} outside a graph of {}",
+                self.nodes.len()
+            )));
         }
-        let first_train = if mode == Mode::Train { self.first_trainable() } else { None };
+        let first_train = if mode == Mode::Train {
+            self.first_trainable()
+        } else {
+            None
+        };
         let mut last_use: HashMap<NodeId, NodeId> = HashMap::new();
         for i in range.clone() {
             for &j in &self.nodes[i].inputs {
@@ -123,13 +147,21 @@ impl Graph {
         let mut captured = HashMap::new();
         let mut last = None;
         for i in range.clone() {
-            let ctx = Ctx { mode, record: first_train.is_some_and(|f| i >= f) };
+            let ctx = Ctx {
+                mode,
+                record: first_train.is_some_and(|f| i >= f),
+            };
             let node = &mut self.nodes[i];
             let mut ins = Vec::with_capacity(node.inputs.len());
             for &j in &node.inputs {
-                let t = owned.get(&j).or_else(|| feeds.iter().find(|(k, _)| *k == j).map(|(_, t)| *t));
+                let t = owned
+                    .get(&j)
+                    .or_else(|| feeds.iter().find(|(k, _)| *k == j).map(|(_, t)| *t));
                 ins.push(t.ok_or_else(|| {
-                    Error::layer(node.layer.name(), format!("input node {j} was neither computed nor fed"))
+                    Error::layer(
+                        node.layer.name(),
+                        format!("input node {j} was neither computed nor fed"),
+                    )
                 })?);
             }
             let y = node.layer.forward(&ins, ctx)?;
@@ -148,20 +180,28 @@ impl Graph {
                 owned.insert(i, y);
             }
         }
-        Ok(Outputs { last: last.expect("range is not empty"), captured })
+        Ok(Outputs {
+            last: last.expect("range is not empty"),
+            captured,
+        })
     }
 
     /// Backward from `dy` (the gradient of node `range.end - 1`'s output) down to the lowest trainable
     /// node; parameter gradients are added into each `Param::grad`. Returns nothing: input gradients
     /// below the trainable part are never computed.
     pub fn backward(&mut self, dy: Tensor, range: Range<NodeId>) -> Result<()> {
-        let Some(first) = self.first_trainable() else { return Ok(()) };
+        let Some(first) = self.first_trainable() else {
+            return Ok(());
+        };
         let mut grads: HashMap<NodeId, Tensor> = HashMap::new();
         grads.insert(range.end - 1, dy);
         for i in (range.start.max(first)..range.end).rev() {
             let Some(g) = grads.remove(&i) else { continue };
             let node = &mut self.nodes[i];
-            let need_dx = node.inputs.iter().any(|&j| j != INPUT && j >= first && j >= range.start);
+            let need_dx = node
+                .inputs
+                .iter()
+                .any(|&j| j != INPUT && j >= first && j >= range.start);
             let dxs = node.layer.backward(&g, need_dx)?;
             for (&j, dx) in node.inputs.iter().zip(dxs) {
                 let Some(dx) = dx else { continue };

@@ -9,7 +9,10 @@ pub fn glorot_uniform(shape: &[usize], seed: u64) -> Tensor {
         [i, o] => (*i, *o),
         _ => {
             let receptive: usize = shape[..shape.len().saturating_sub(2)].iter().product();
-            (receptive * shape[shape.len() - 2], receptive * shape[shape.len() - 1])
+            (
+                receptive * shape[shape.len() - 2],
+                receptive * shape[shape.len() - 1],
+            )
         }
     };
     let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;

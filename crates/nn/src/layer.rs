@@ -18,9 +18,15 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub const INFER: Ctx = Ctx { mode: Mode::Infer, record: false };
+    pub const INFER: Ctx = Ctx {
+        mode: Mode::Infer,
+        record: false,
+    };
     pub fn train(record: bool) -> Self {
-        Ctx { mode: Mode::Train, record }
+        Ctx {
+            mode: Mode::Train,
+            record,
+        }
     }
 }
 
@@ -39,11 +45,15 @@ pub trait Layer: Send {
 pub fn one<'a>(name: &str, inputs: &[&'a Tensor]) -> Result<&'a Tensor> {
     match inputs {
         [x] => Ok(x),
-        _ => Err(crate::Error::layer(name, format!("expects 1 input, got {}", inputs.len()))),
+        _ => Err(crate::Error::layer(
+            name,
+            format!("expects 1 input, got {}", inputs.len()),
+        )),
     }
 }
 
 /// The cached value, or an error saying backward ran without a recorded forward.
 pub fn cached<'a, T>(name: &str, c: &'a Option<T>) -> Result<&'a T> {
-    c.as_ref().ok_or_else(|| crate::Error::layer(name, "backward called without a recorded forward"))
+    c.as_ref()
+        .ok_or_else(|| crate::Error::layer(name, "backward called without a recorded forward"))
 }

@@ -14,10 +14,15 @@ pub struct LossOutput {
 pub fn softmax_cross_entropy(logits: ArrayView2<f32>, labels: &[usize]) -> Result<LossOutput> {
     let (n, c) = logits.dim();
     if labels.len() != n {
-        return Err(Error::Invalid(format!("{} labels for a batch of {n}", labels.len())));
+        return Err(Error::Invalid(format!(
+            "{} labels for a batch of {n}",
+            labels.len()
+        )));
     }
     if let Some(bad) = labels.iter().find(|&&l| l >= c) {
-        return Err(Error::Invalid(format!("label {bad} out of range for {c} classes")));
+        return Err(Error::Invalid(format!(
+            "label {bad} out of range for {c} classes"
+        )));
     }
     let probs = tensor_core::softmax::forward(logits);
     let mut loss = 0.0f64;
@@ -31,21 +36,32 @@ pub fn softmax_cross_entropy(logits: ArrayView2<f32>, labels: &[usize]) -> Resul
         dlogits[[i, l]] -= 1.0;
     }
     dlogits /= n as f32;
-    Ok(LossOutput { loss: (loss / n as f64) as f32, probs, dlogits })
+    Ok(LossOutput {
+        loss: (loss / n as f64) as f32,
+        probs,
+        dlogits,
+    })
 }
 
 /// Fraction of rows whose arg-max equals the label.
 pub fn accuracy(probs: ArrayView2<f32>, labels: &[usize]) -> f32 {
-    let correct = probs.axis_iter(Axis(0)).zip(labels).filter(|(row, &l)| argmax(row.as_slice().unwrap_or(&[])) == Some(l)).count();
+    let correct = probs
+        .axis_iter(Axis(0))
+        .zip(labels)
+        .filter(|(row, &l)| argmax(row.as_slice().unwrap_or(&[])) == Some(l))
+        .count();
     correct as f32 / labels.len().max(1) as f32
 }
 
 /// Index of the largest value (first on ties).
 pub fn argmax(v: &[f32]) -> Option<usize> {
-    v.iter().enumerate().fold(None, |best: Option<(usize, f32)>, (i, &x)| match best {
-        Some((_, b)) if b >= x => best,
-        _ => Some((i, x)),
-    }).map(|(i, _)| i)
+    v.iter()
+        .enumerate()
+        .fold(None, |best: Option<(usize, f32)>, (i, &x)| match best {
+            Some((_, b)) if b >= x => best,
+            _ => Some((i, x)),
+        })
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -66,7 +82,9 @@ mod tests {
             let (mut a, mut b) = (z.clone(), z.clone());
             a[[i, j]] += e;
             b[[i, j]] -= e;
-            let fd = (softmax_cross_entropy(a.view(), &[1, 0]).unwrap().loss - softmax_cross_entropy(b.view(), &[1, 0]).unwrap().loss) / (2.0 * e);
+            let fd = (softmax_cross_entropy(a.view(), &[1, 0]).unwrap().loss
+                - softmax_cross_entropy(b.view(), &[1, 0]).unwrap().loss)
+                / (2.0 * e);
             assert!((fd - out.dlogits[[i, j]]).abs() < 1e-3);
         }
         assert_eq!(accuracy(out.probs.view(), &[1, 2]), 1.0);

@@ -18,12 +18,21 @@ pub struct Param {
 impl Param {
     pub fn new(name: impl Into<String>, value: Tensor, trainable: bool) -> Self {
         let grad = Tensor::zeros(value.raw_dim());
-        Param { name: name.into(), value, grad, trainable, is_state: false }
+        Param {
+            name: name.into(),
+            value,
+            grad,
+            trainable,
+            is_state: false,
+        }
     }
 
     /// A variable the forward pass updates (moving mean/variance).
     pub fn state(name: impl Into<String>, value: Tensor) -> Self {
-        Param { is_state: true, ..Param::new(name, value, false) }
+        Param {
+            is_state: true,
+            ..Param::new(name, value, false)
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -32,7 +41,10 @@ impl Param {
 
     /// Adds `g` into the gradient.
     pub fn accumulate(&mut self, g: &[f32]) {
-        let dst = self.grad.as_slice_mut().expect("parameter gradients are contiguous");
+        let dst = self
+            .grad
+            .as_slice_mut()
+            .expect("parameter gradients are contiguous");
         dst.iter_mut().zip(g).for_each(|(d, g)| *d += g);
     }
 

@@ -29,7 +29,11 @@ impl WeightReport {
 
 impl fmt::Display for WeightReport {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "weights in {} do not fit the model", self.location.display())?;
+        write!(
+            f,
+            "weights in {} do not fit the model",
+            self.location.display()
+        )?;
         for (n, s) in &self.missing {
             write!(f, "\n  missing: {n} (expected shape {s:?})")?;
         }
@@ -53,7 +57,12 @@ pub struct VarStore {
 
 impl VarStore {
     pub fn from_map(source: impl Into<PathBuf>, tensors: BTreeMap<String, Tensor>) -> Self {
-        VarStore { source: source.into(), tensors, asked: Default::default(), report: Default::default() }
+        VarStore {
+            source: source.into(),
+            tensors,
+            asked: Default::default(),
+            report: Default::default(),
+        }
     }
 
     /// Opens a directory tree of `.npy` files or an `.npz` file.
@@ -70,15 +79,31 @@ impl VarStore {
     /// Reads `<root>/<layer>/<variable>.npy` as `layer/variable` (f32, C order).
     pub fn from_dir(root: &Path) -> Result<Self> {
         let mut tensors = BTreeMap::new();
-        let layers = std::fs::read_dir(root).map_err(|e| Error::Io { path: root.into(), source: e })?;
+        let layers = std::fs::read_dir(root).map_err(|e| Error::Io {
+            path: root.into(),
+            source: e,
+        })?;
         for layer in layers {
-            let layer = layer.map_err(|e| Error::Io { path: root.into(), source: e })?.path();
+            let layer = layer
+                .map_err(|e| Error::Io {
+                    path: root.into(),
+                    source: e,
+                })?
+                .path();
             if !layer.is_dir() {
                 continue;
             }
-            let entries = std::fs::read_dir(&layer).map_err(|e| Error::Io { path: layer.clone(), source: e })?;
+            let entries = std::fs::read_dir(&layer).map_err(|e| Error::Io {
+                path: layer.clone(),
+                source: e,
+            })?;
             for e in entries {
-                let p = e.map_err(|e| Error::Io { path: layer.clone(), source: e })?.path();
+                let p = e
+                    .map_err(|e| Error::Io {
+                        path: layer.clone(),
+                        source: e,
+                    })?
+                    .path();
                 if p.extension().and_then(|s| s.to_str()) != Some("npy") {
                     continue;
                 }
@@ -87,7 +112,10 @@ impl VarStore {
             }
         }
         if tensors.is_empty() {
-            return Err(Error::file(root, "holds no <layer>/<variable>.npy weight files"));
+            return Err(Error::file(
+                root,
+                "holds no <layer>/<variable>.npy weight files",
+            ));
         }
         Ok(Self::from_map(root, tensors))
     }
@@ -112,11 +140,18 @@ impl VarStore {
         match self.tensors.get(name) {
             Some(t) if t.shape() == shape => t.clone(),
             Some(t) => {
-                self.report.borrow_mut().misshaped.push((name.into(), shape.to_vec(), t.shape().to_vec()));
+                self.report.borrow_mut().misshaped.push((
+                    name.into(),
+                    shape.to_vec(),
+                    t.shape().to_vec(),
+                ));
                 Tensor::zeros(shape.to_vec())
             }
             None => {
-                self.report.borrow_mut().missing.push((name.into(), shape.to_vec()));
+                self.report
+                    .borrow_mut()
+                    .missing
+                    .push((name.into(), shape.to_vec()));
                 Tensor::zeros(shape.to_vec())
             }
         }
@@ -136,7 +171,12 @@ impl VarStore {
         report.location = self.source;
         if !allow_unused {
             let asked = self.asked.into_inner();
-            report.unexpected = self.tensors.iter().filter(|(n, _)| !asked.contains(*n)).map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
+            report.unexpected = self
+                .tensors
+                .iter()
+                .filter(|(n, _)| !asked.contains(*n))
+                .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+                .collect();
         }
         if report.is_empty() {
             Ok(())
@@ -147,23 +187,35 @@ impl VarStore {
 }
 
 fn file_stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Reads one f32 `.npy` file.
 pub fn read_npy(path: &Path) -> Result<Tensor> {
-    let f = File::open(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-    Tensor::read_npy(std::io::BufReader::new(f)).map_err(|e| Error::file(path, format!("not a float32 .npy array: {e}")))
+    let f = File::open(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    Tensor::read_npy(std::io::BufReader::new(f))
+        .map_err(|e| Error::file(path, format!("not a float32 .npy array: {e}")))
 }
 
 /// Reads every f32 array of an `.npz` file.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let f = File::open(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-    let mut z = NpzReader::new(std::io::BufReader::new(f)).map_err(|e| Error::file(path, format!("not an .npz archive: {e}")))?;
+    let f = File::open(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    let mut z = NpzReader::new(std::io::BufReader::new(f))
+        .map_err(|e| Error::file(path, format!("not an .npz archive: {e}")))?;
     let names = z.names().map_err(|e| Error::file(path, e))?;
     let mut out = BTreeMap::new();
     for n in names {
-        let t: Tensor = z.by_name(&n).map_err(|e| Error::file(path, format!("array {n}: {e}")))?;
+        let t: Tensor = z
+            .by_name(&n)
+            .map_err(|e| Error::file(path, format!("array {n}: {e}")))?;
         out.insert(n, t);
     }
     Ok(out)

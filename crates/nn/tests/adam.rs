@@ -21,16 +21,30 @@ fn three_steps_equal_keras_formula() {
         }
     }
 
-    let mut opt = Adam::new(AdamParams { lr: 1e-2, ..Default::default() });
-    let mut p = Param::new("x/kernel", Tensor::from_shape_vec(vec![3], p0.iter().map(|&v| v as f32).collect()).unwrap(), true);
+    let mut opt = Adam::new(AdamParams {
+        lr: 1e-2,
+        ..Default::default()
+    });
+    let mut p = Param::new(
+        "x/kernel",
+        Tensor::from_shape_vec(vec![3], p0.iter().map(|&v| v as f32).collect()).unwrap(),
+        true,
+    );
     for g in &grads {
-        p.grad.assign(&Tensor::from_shape_vec(vec![3], g.iter().map(|&v| v as f32).collect()).unwrap());
+        p.grad.assign(
+            &Tensor::from_shape_vec(vec![3], g.iter().map(|&v| v as f32).collect()).unwrap(),
+        );
         opt.begin_step();
         opt.update(&mut p);
     }
     assert_eq!(opt.iterations(), 3);
     for i in 0..3 {
-        assert!((p.value[i] as f64 - w[i]).abs() < 1e-6, "{i}: {} vs {}", p.value[i], w[i]);
+        assert!(
+            (p.value[i] as f64 - w[i]).abs() < 1e-6,
+            "{i}: {} vs {}",
+            p.value[i],
+            w[i]
+        );
     }
     // The first step of Adam moves every weight with a non-zero gradient by about lr.
     assert!((p.value[0] as f64 - p0[0]).abs() > 1e-3);

@@ -18,7 +18,11 @@ fn round_trip_is_bit_identical_with_optimizer_state() {
     let mut opt = Adam::new(AdamParams::default());
     g.visit_params(&mut |p| p.grad.fill(0.1));
     opt.begin_step();
-    g.visit_params(&mut |p| if p.trainable { opt.update(p) });
+    g.visit_params(&mut |p| {
+        if p.trainable {
+            opt.update(p)
+        }
+    });
     let mut tensors = graph_tensors(&mut g);
     tensors.extend(opt.state());
     save_npz(&path, &tensors).unwrap();
@@ -30,7 +34,10 @@ fn round_trip_is_bit_identical_with_optimizer_state() {
     let mut opt2 = Adam::new(AdamParams::default());
     opt2.load_state(&loaded).unwrap();
     assert_eq!(opt2.state(), opt.state());
-    assert_eq!(fresh.forward(&x, Mode::Infer).unwrap(), g.forward(&x, Mode::Infer).unwrap());
+    assert_eq!(
+        fresh.forward(&x, Mode::Infer).unwrap(),
+        g.forward(&x, Mode::Infer).unwrap()
+    );
     assert!(loaded.contains_key("bn/moving_mean") && loaded.contains_key("dense/kernel"));
 }
 
@@ -44,8 +51,13 @@ fn mismatched_model_lists_every_name() {
     other.push(GlobalAveragePooling2D::new("gap"));
     other.push(Dense::new("dense", 5, 6, Activation::Linear, 0));
     other.push(Dense::new("head", 6, 3, Activation::Linear, 0));
-    let err = restore(&mut other, &load_npz(&path).unwrap(), &path, &[]).unwrap_err().to_string();
-    assert!(err.contains("wrong shape: dense/kernel: expected [5, 6], found [4, 6]"), "{err}");
+    let err = restore(&mut other, &load_npz(&path).unwrap(), &path, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("wrong shape: dense/kernel: expected [5, 6], found [4, 6]"),
+        "{err}"
+    );
     assert!(err.contains("missing: head/kernel"), "{err}");
     assert!(err.contains("unexpected: conv/kernel"), "{err}");
     assert!(err.contains("unexpected: bn/moving_variance"), "{err}");
@@ -59,5 +71,9 @@ fn interrupted_write_leaves_the_old_file() {
     let r = nn::checkpoint::write_atomic(&path, |_| Err(nn::Error::Invalid("disk full".into())));
     assert!(r.is_err());
     assert_eq!(std::fs::read(&path).unwrap(), b"old");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temporary file left behind"
+    );
 }

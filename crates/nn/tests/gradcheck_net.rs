@@ -9,7 +9,9 @@ use nn::{Graph, Mode, Tensor};
 
 fn loss(g: &mut Graph, x: &Tensor, labels: &[usize]) -> f64 {
     let logits = g.forward(x, Mode::Train).unwrap();
-    softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), labels).unwrap().loss as f64
+    softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), labels)
+        .unwrap()
+        .loss as f64
 }
 
 #[test]
@@ -18,7 +20,8 @@ fn every_parameter_gradient_matches_finite_differences() {
     let x = common::rand_tensor(&[3, 5, 5, 2], 99, 1.0);
     let labels = [0, 2, 1];
     let logits = g.forward(&x, Mode::Train).unwrap();
-    let out = softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), &labels).unwrap();
+    let out = softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), &labels)
+        .unwrap();
     g.zero_grad();
     g.backward(out.dlogits.into_dyn(), 0..g.len()).unwrap();
 
@@ -28,7 +31,11 @@ fn every_parameter_gradient_matches_finite_differences() {
             analytic.push((p.name.clone(), p.grad.clone()));
         }
     });
-    assert_eq!(analytic.len(), 8, "conv, gamma, beta, dw, dense k+b, dense_1 k+b");
+    assert_eq!(
+        analytic.len(),
+        8,
+        "conv, gamma, beta, dw, dense k+b, dense_1 k+b"
+    );
     let e = 5e-3f32;
     for (name, grad) in analytic {
         let n = grad.len();
@@ -50,7 +57,10 @@ fn every_parameter_gradient_matches_finite_differences() {
             let a = grad.as_slice().unwrap()[i] as f64;
             let err = (fd - a).abs() / (1e-2 + fd.abs().max(a.abs()));
             worst = worst.max(err);
-            assert!((fd - a).abs() < 2e-3 + 2e-2 * fd.abs(), "{name}[{i}]: finite difference {fd}, analytic {a}");
+            assert!(
+                (fd - a).abs() < 2e-3 + 2e-2 * fd.abs(),
+                "{name}[{i}]: finite difference {fd}, analytic {a}"
+            );
         }
         eprintln!("{name}: worst relative error {worst:.2e}");
     }
@@ -64,7 +74,8 @@ fn backward_stops_below_the_lowest_trainable_layer() {
     assert_eq!(g.first_trainable(), Some(first_dense));
     let x = common::rand_tensor(&[2, 5, 5, 2], 1, 1.0);
     let logits = g.forward(&x, Mode::Train).unwrap();
-    let out = softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), &[0, 1]).unwrap();
+    let out = softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), &[0, 1])
+        .unwrap();
     g.zero_grad();
     // Frozen layers recorded nothing; a backward into them would fail with "without a recorded forward".
     g.backward(out.dlogits.into_dyn(), 0..g.len()).unwrap();
@@ -72,7 +83,11 @@ fn backward_stops_below_the_lowest_trainable_layer() {
     let mut dense_grads = 0.0f32;
     g.visit_params(&mut |p| {
         let s: f32 = p.grad.iter().map(|v| v.abs()).sum();
-        if p.trainable { dense_grads += s } else { frozen_grads += s }
+        if p.trainable {
+            dense_grads += s
+        } else {
+            frozen_grads += s
+        }
     });
     assert_eq!(frozen_grads, 0.0);
     assert!(dense_grads > 0.0);
@@ -88,6 +103,13 @@ fn frozen_batch_norm_uses_moving_statistics_while_training() {
     let infer = g.forward(&x, Mode::Infer).unwrap();
     assert_eq!(train, infer, "a frozen BN behaves the same in both modes");
     let mut moving = Vec::new();
-    g.visit_params(&mut |p| if p.name.starts_with("bn/moving") { moving.extend(p.value.iter().copied()) });
-    assert!(moving[..4].iter().all(|&v| v == 0.0) && moving[4..].iter().all(|&v| v == 1.0), "not updated");
+    g.visit_params(&mut |p| {
+        if p.name.starts_with("bn/moving") {
+            moving.extend(p.value.iter().copied())
+        }
+    });
+    assert!(
+        moving[..4].iter().all(|&v| v == 0.0) && moving[4..].iter().all(|&v| v == 1.0),
+        "not updated"
+    );
 }

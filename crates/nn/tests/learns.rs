@@ -23,22 +23,51 @@ fn stripes(n: usize, seed: u64) -> (Tensor, Vec<usize>) {
 #[test]
 fn small_cnn_learns_stripes() {
     let mut g = Graph::new();
-    g.push(Conv2D::new("conv", common::rand_tensor(&[3, 3, 1, 8], 1, 0.4), None, 1, Padding::Same));
-    g.push(BatchNormalization::new("bn", Tensor::ones(vec![8]), Tensor::zeros(vec![8]), Tensor::zeros(vec![8]), Tensor::ones(vec![8]), BnConfig::default()).unwrap());
+    g.push(Conv2D::new(
+        "conv",
+        common::rand_tensor(&[3, 3, 1, 8], 1, 0.4),
+        None,
+        1,
+        Padding::Same,
+    ));
+    g.push(
+        BatchNormalization::new(
+            "bn",
+            Tensor::ones(vec![8]),
+            Tensor::zeros(vec![8]),
+            Tensor::zeros(vec![8]),
+            Tensor::ones(vec![8]),
+            BnConfig::default(),
+        )
+        .unwrap(),
+    );
     g.push(ReLU::relu6("relu"));
     g.push(GlobalAveragePooling2D::new("gap"));
     g.push(Dense::new("dense", 8, 2, Activation::Linear, 2));
-    let mut opt = Adam::new(AdamParams { lr: 0.03, ..Default::default() });
+    let mut opt = Adam::new(AdamParams {
+        lr: 0.03,
+        ..Default::default()
+    });
     let (test_x, test_y) = stripes(64, 1000);
-    let before = accuracy(nn::Tensor::view(&g.forward(&test_x, Mode::Infer).unwrap()).into_dimensionality::<Ix2>().unwrap(), &test_y);
+    let before = accuracy(
+        nn::Tensor::view(&g.forward(&test_x, Mode::Infer).unwrap())
+            .into_dimensionality::<Ix2>()
+            .unwrap(),
+        &test_y,
+    );
     for step in 0..150 {
         let (x, y) = stripes(32, step);
         let logits = g.forward(&x, Mode::Train).unwrap();
-        let out = softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), &y).unwrap();
+        let out =
+            softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), &y).unwrap();
         g.zero_grad();
         g.backward(out.dlogits.into_dyn(), 0..g.len()).unwrap();
         opt.begin_step();
-        g.visit_params(&mut |p| if p.trainable { opt.update(p) });
+        g.visit_params(&mut |p| {
+            if p.trainable {
+                opt.update(p)
+            }
+        });
     }
     let logits = g.forward(&test_x, Mode::Infer).unwrap();
     let probs = tensor_core::softmax::forward(logits.view().into_dimensionality::<Ix2>().unwrap());

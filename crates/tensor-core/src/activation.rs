@@ -40,7 +40,8 @@ impl Activation {
             return;
         }
         if v.len() >= PAR_MIN {
-            v.par_chunks_mut(PAR_MIN).for_each(|c| c.iter_mut().for_each(|x| *x = self.apply(*x)));
+            v.par_chunks_mut(PAR_MIN)
+                .for_each(|c| c.iter_mut().for_each(|x| *x = self.apply(*x)));
         } else {
             v.iter_mut().for_each(|x| *x = self.apply(*x));
         }
@@ -93,7 +94,8 @@ mod tests {
         backward(Activation::Relu, &y, &[1.0; 4], &mut dx);
         for i in 0..4 {
             let e = 1e-3;
-            let fd = (Activation::Relu.apply(x[i] + e) - Activation::Relu.apply(x[i] - e)) / (2.0 * e);
+            let fd =
+                (Activation::Relu.apply(x[i] + e) - Activation::Relu.apply(x[i] - e)) / (2.0 * e);
             assert!((fd - dx[i]).abs() < 1e-3, "{i}: {fd} vs {}", dx[i]);
         }
     }

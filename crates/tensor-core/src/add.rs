@@ -25,9 +25,15 @@ mod tests {
     fn adds_and_rejects_mismatch() {
         let a = arr1(&[1.0f32, 2.0]).into_dyn();
         let b = arr1(&[3.0f32, 4.0]).into_dyn();
-        assert_eq!(forward(a.view(), b.view()).unwrap(), arr1(&[4.0, 6.0]).into_dyn());
+        assert_eq!(
+            forward(a.view(), b.view()).unwrap(),
+            arr1(&[4.0, 6.0]).into_dyn()
+        );
         let c = arr1(&[1.0f32]).into_dyn();
         let err = forward(a.view(), c.view()).unwrap_err();
-        assert_eq!(err.to_string(), "add: shape mismatch: expected [2], got [1]");
+        assert_eq!(
+            err.to_string(),
+            "add: shape mismatch: expected [2], got [1]"
+        );
     }
 }

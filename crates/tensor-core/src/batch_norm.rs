@@ -17,7 +17,9 @@ pub fn channel_sums(m: usize, c: usize, f: impl Fn(usize, usize) -> f64 + Sync) 
         .map(|b| {
             let mut acc = vec![0.0f64; c];
             for r in b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m) {
-                acc.iter_mut().enumerate().for_each(|(ch, a)| *a += f(r, ch));
+                acc.iter_mut()
+                    .enumerate()
+                    .for_each(|(ch, a)| *a += f(r, ch));
             }
             acc
         })
@@ -26,35 +28,65 @@ pub fn channel_sums(m: usize, c: usize, f: impl Fn(usize, usize) -> f64 + Sync) 
 }
 
 fn check(op: &'static str, len: usize, c: usize, params: &[&[f32]]) -> Result<usize> {
-    if c == 0 || len % c != 0 {
-        return Err(Error::Invalid { op, msg: format!("{len} values do not divide into {c} channels") });
+    if c == 0 || !len.is_multiple_of(c) {
+        return Err(Error::Invalid {
+            op,
+            msg: format!("{len} values do not divide into {c} channels"),
+        });
     }
     for p in params {
         if p.len() != c {
-            return Err(Error::Shape { op, expected: vec![c], got: vec![p.len()] });
+            return Err(Error::Shape {
+                op,
+                expected: vec![c],
+                got: vec![p.len()],
+            });
         }
     }
     Ok(len / c)
 }
 
 /// `(scale, shift)` of an inference-mode batch-norm.
-pub fn scale_shift(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
-    let scale: Vec<f32> = gamma.iter().zip(var).map(|(g, v)| g / (v + eps).sqrt()).collect();
-    let shift = beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+pub fn scale_shift(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(var)
+        .map(|(g, v)| g / (v + eps).sqrt())
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
     (scale, shift)
 }
 
 /// Inference forward fused with the following activation: `y = act(x * scale + shift)`.
-pub fn inference_forward(x: &[f32], scale: &[f32], shift: &[f32], act: Activation, y: &mut [f32]) -> Result<()> {
+pub fn inference_forward(
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    act: Activation,
+    y: &mut [f32],
+) -> Result<()> {
     let c = scale.len();
     check("batch_norm", x.len(), c, &[shift])?;
-    y.par_chunks_mut(c * 256).zip(x.par_chunks(c * 256)).for_each(|(y, x)| {
-        for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-            for (((y, x), s), b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
-                *y = act.apply(x * s + b);
+    y.par_chunks_mut(c * 256)
+        .zip(x.par_chunks(c * 256))
+        .for_each(|(y, x)| {
+            for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                for (((y, x), s), b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                    *y = act.apply(x * s + b);
+                }
             }
-        }
-    });
+        });
     Ok(())
 }
 
@@ -72,27 +104,47 @@ pub struct BnCache {
 }
 
 /// Training forward: batch statistics, `y = gamma * x_hat + beta`.
-pub fn training_forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) -> Result<BnCache> {
+pub fn training_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+) -> Result<BnCache> {
     let c = gamma.len();
     let m = check("batch_norm_training", x.len(), c, &[beta])?;
     let sums = channel_sums(m, c, |r, ch| x[r * c + ch] as f64);
     let mean: Vec<f64> = sums.iter().map(|s| s / m as f64).collect();
     let sq = channel_sums(m, c, |r, ch| (x[r * c + ch] as f64 - mean[ch]).powi(2));
     let var: Vec<f64> = sq.iter().map(|s| s / m as f64).collect();
-    let inv_std: Vec<f32> = var.iter().map(|v| (1.0 / (v + eps as f64).sqrt()) as f32).collect();
+    let inv_std: Vec<f32> = var
+        .iter()
+        .map(|v| (1.0 / (v + eps as f64).sqrt()) as f32)
+        .collect();
     let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
     let mut x_hat = vec![0.0f32; x.len()];
-    x_hat.par_chunks_mut(c * 256).zip(y.par_chunks_mut(c * 256)).zip(x.par_chunks(c * 256)).for_each(
-        |((xh, y), x)| {
-            for ((xh, y), x) in xh.chunks_exact_mut(c).zip(y.chunks_exact_mut(c)).zip(x.chunks_exact(c)) {
+    x_hat
+        .par_chunks_mut(c * 256)
+        .zip(y.par_chunks_mut(c * 256))
+        .zip(x.par_chunks(c * 256))
+        .for_each(|((xh, y), x)| {
+            for ((xh, y), x) in xh
+                .chunks_exact_mut(c)
+                .zip(y.chunks_exact_mut(c))
+                .zip(x.chunks_exact(c))
+            {
                 for ch in 0..c {
                     xh[ch] = (x[ch] - mean32[ch]) * inv_std[ch];
                     y[ch] = gamma[ch] * xh[ch] + beta[ch];
                 }
             }
-        },
-    );
-    Ok(BnCache { x_hat, inv_std, mean: mean32, var: var.iter().map(|&v| v as f32).collect() })
+        });
+    Ok(BnCache {
+        x_hat,
+        inv_std,
+        mean: mean32,
+        var: var.iter().map(|&v| v as f32).collect(),
+    })
 }
 
 /// Gradients of a batch-norm `(dx, dgamma, dbeta)`.
@@ -104,7 +156,12 @@ pub struct BnGrads {
 }
 
 /// Training backward: `dx = gamma * inv_std / M * (M*dy - sum(dy) - x_hat * sum(dy * x_hat))`.
-pub fn training_backward(dy: &[f32], cache: &BnCache, gamma: &[f32], need_dx: bool) -> Result<BnGrads> {
+pub fn training_backward(
+    dy: &[f32],
+    cache: &BnCache,
+    gamma: &[f32],
+    need_dx: bool,
+) -> Result<BnGrads> {
     let c = gamma.len();
     let m = check("batch_norm_backward", dy.len(), c, &[&cache.inv_std])?;
     let xh = &cache.x_hat;
@@ -112,19 +169,28 @@ pub fn training_backward(dy: &[f32], cache: &BnCache, gamma: &[f32], need_dx: bo
     let dgamma64 = channel_sums(m, c, |r, ch| (dy[r * c + ch] * xh[r * c + ch]) as f64);
     let dx = need_dx.then(|| {
         let mf = m as f32;
-        let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * cache.inv_std[ch] / mf).collect();
-        let (db, dg): (Vec<f32>, Vec<f32>) =
-            (dbeta64.iter().map(|&v| v as f32).collect(), dgamma64.iter().map(|&v| v as f32).collect());
+        let k: Vec<f32> = (0..c)
+            .map(|ch| gamma[ch] * cache.inv_std[ch] / mf)
+            .collect();
+        let (db, dg): (Vec<f32>, Vec<f32>) = (
+            dbeta64.iter().map(|&v| v as f32).collect(),
+            dgamma64.iter().map(|&v| v as f32).collect(),
+        );
         let mut dx = vec![0.0f32; dy.len()];
-        dx.par_chunks_mut(c * 256).zip(dy.par_chunks(c * 256)).zip(xh.par_chunks(c * 256)).for_each(
-            |((dx, dy), xh)| {
-                for ((dx, dy), xh) in dx.chunks_exact_mut(c).zip(dy.chunks_exact(c)).zip(xh.chunks_exact(c)) {
+        dx.par_chunks_mut(c * 256)
+            .zip(dy.par_chunks(c * 256))
+            .zip(xh.par_chunks(c * 256))
+            .for_each(|((dx, dy), xh)| {
+                for ((dx, dy), xh) in dx
+                    .chunks_exact_mut(c)
+                    .zip(dy.chunks_exact(c))
+                    .zip(xh.chunks_exact(c))
+                {
                     for ch in 0..c {
                         dx[ch] = k[ch] * (mf * dy[ch] - db[ch] - xh[ch] * dg[ch]);
                     }
                 }
-            },
-        );
+            });
         dx
     });
     Ok(BnGrads {
@@ -149,12 +215,15 @@ pub fn inference_backward(
     let m = check("batch_norm_backward", dy.len(), c, &[mean, var])?;
     let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let dbeta = channel_sums(m, c, |r, ch| dy[r * c + ch] as f64);
-    let dgamma = channel_sums(m, c, |r, ch| (dy[r * c + ch] * (x[r * c + ch] - mean[ch]) * inv[ch]) as f64);
+    let dgamma = channel_sums(m, c, |r, ch| {
+        (dy[r * c + ch] * (x[r * c + ch] - mean[ch]) * inv[ch]) as f64
+    });
     let dx = need_dx.then(|| {
         let scale: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
         let mut dx = dy.to_vec();
         dx.par_chunks_mut(c * 256).for_each(|d| {
-            d.chunks_exact_mut(c).for_each(|row| row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s))
+            d.chunks_exact_mut(c)
+                .for_each(|row| row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s))
         });
         dx
     });
@@ -169,13 +238,25 @@ pub fn inference_backward(
 pub mod reference {
     use super::BnCache;
 
-    pub fn training_forward(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) -> BnCache {
+    pub fn training_forward(
+        x: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        y: &mut [f32],
+    ) -> BnCache {
         let c = gamma.len();
         let m = x.len() / c;
-        let mut cache = BnCache { x_hat: vec![0.0; x.len()], ..Default::default() };
+        let mut cache = BnCache {
+            x_hat: vec![0.0; x.len()],
+            ..Default::default()
+        };
         for ch in 0..c {
             let mean = (0..m).map(|r| x[r * c + ch] as f64).sum::<f64>() / m as f64;
-            let var = (0..m).map(|r| (x[r * c + ch] as f64 - mean).powi(2)).sum::<f64>() / m as f64;
+            let var = (0..m)
+                .map(|r| (x[r * c + ch] as f64 - mean).powi(2))
+                .sum::<f64>()
+                / m as f64;
             let inv = 1.0 / (var + eps as f64).sqrt();
             for r in 0..m {
                 let xh = (x[r * c + ch] as f64 - mean) * inv;
@@ -190,17 +271,24 @@ pub mod reference {
     }
 
     /// Returns `(dx, dgamma, dbeta)`.
-    pub fn training_backward(dy: &[f32], cache: &BnCache, gamma: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    pub fn training_backward(
+        dy: &[f32],
+        cache: &BnCache,
+        gamma: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let c = gamma.len();
         let m = dy.len() / c;
         let (mut dx, mut dg, mut db) = (vec![0.0; dy.len()], vec![0.0; c], vec![0.0; c]);
         for ch in 0..c {
             let sum_dy: f64 = (0..m).map(|r| dy[r * c + ch] as f64).sum();
-            let sum_dy_xh: f64 = (0..m).map(|r| (dy[r * c + ch] * cache.x_hat[r * c + ch]) as f64).sum();
+            let sum_dy_xh: f64 = (0..m)
+                .map(|r| (dy[r * c + ch] * cache.x_hat[r * c + ch]) as f64)
+                .sum();
             for r in 0..m {
                 let i = r * c + ch;
                 let g = gamma[ch] as f64 * cache.inv_std[ch] as f64 / m as f64;
-                dx[i] = (g * (m as f64 * dy[i] as f64 - sum_dy - cache.x_hat[i] as f64 * sum_dy_xh)) as f32;
+                dx[i] = (g * (m as f64 * dy[i] as f64 - sum_dy - cache.x_hat[i] as f64 * sum_dy_xh))
+                    as f32;
             }
             dg[ch] = sum_dy_xh as f32;
             db[ch] = sum_dy as f32;

@@ -18,7 +18,15 @@ pub fn forward(x: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1<f32>) -> Re
     check_shape("dense", &[i, o], w.shape())?;
     check_shape("dense", &[o], b.shape())?;
     let mut y = Array2::from_shape_fn((n, o), |(_, j)| b[j]);
-    gemm(n, i, o, Mat::rows(&std2(x), i), Mat::rows(&std2(w), o), 1.0, y.as_slice_mut().expect("contiguous"));
+    gemm(
+        n,
+        i,
+        o,
+        Mat::rows(&std2(x), i),
+        Mat::rows(&std2(w), o),
+        1.0,
+        y.as_slice_mut().expect("contiguous"),
+    );
     Ok(y)
 }
 
@@ -30,20 +38,45 @@ pub struct DenseGrads {
 }
 
 /// `dx = dy w^T`, `dw = x^T dy`, `db = sum_rows(dy)`.
-pub fn backward(x: ArrayView2<f32>, w: ArrayView2<f32>, dy: ArrayView2<f32>, need_dx: bool) -> Result<DenseGrads> {
+pub fn backward(
+    x: ArrayView2<f32>,
+    w: ArrayView2<f32>,
+    dy: ArrayView2<f32>,
+    need_dx: bool,
+) -> Result<DenseGrads> {
     let (n, i) = x.dim();
     let o = w.ncols();
     check_shape("dense_backward", &[n, o], dy.shape())?;
     check_shape("dense_backward", &[i, o], w.shape())?;
     let (xs, ws, dys) = (std2(x), std2(w), std2(dy));
     let mut dw = Array2::zeros((i, o));
-    gemm(i, n, o, Mat::transposed(&xs, i), Mat::rows(&dys, o), 0.0, dw.as_slice_mut().expect("contiguous"));
+    gemm(
+        i,
+        n,
+        o,
+        Mat::transposed(&xs, i),
+        Mat::rows(&dys, o),
+        0.0,
+        dw.as_slice_mut().expect("contiguous"),
+    );
     let dx = need_dx.then(|| {
         let mut dx = Array2::zeros((n, i));
-        gemm(n, o, i, Mat::rows(&dys, o), Mat::transposed(&ws, o), 0.0, dx.as_slice_mut().expect("contiguous"));
+        gemm(
+            n,
+            o,
+            i,
+            Mat::rows(&dys, o),
+            Mat::transposed(&ws, o),
+            0.0,
+            dx.as_slice_mut().expect("contiguous"),
+        );
         dx
     });
-    Ok(DenseGrads { dx, dw, db: dy.sum_axis(Axis(0)) })
+    Ok(DenseGrads {
+        dx,
+        dw,
+        db: dy.sum_axis(Axis(0)),
+    })
 }
 
 /// Plain loops.
@@ -51,6 +84,8 @@ pub mod reference {
     use ndarray::{Array2, ArrayView1, ArrayView2};
 
     pub fn forward(x: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1<f32>) -> Array2<f32> {
-        Array2::from_shape_fn((x.nrows(), w.ncols()), |(r, j)| b[j] + (0..x.ncols()).map(|k| x[[r, k]] * w[[k, j]]).sum::<f32>())
+        Array2::from_shape_fn((x.nrows(), w.ncols()), |(r, j)| {
+            b[j] + (0..x.ncols()).map(|k| x[[r, k]] * w[[k, j]]).sum::<f32>()
+        })
     }
 }

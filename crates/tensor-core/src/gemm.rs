@@ -16,11 +16,19 @@ pub struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A row-major `rows x cols` matrix.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: cols as isize, cs: 1 }
+        Mat {
+            data,
+            rs: cols as isize,
+            cs: 1,
+        }
     }
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: 1, cs: cols as isize }
+        Mat {
+            data,
+            rs: 1,
+            cs: cols as isize,
+        }
     }
 }
 
@@ -63,21 +71,27 @@ pub fn par_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut
         return gemm(m, k, n, a, b, beta, c);
     }
     let rows = m.div_ceil(threads * 4).max(16);
-    c[..m * n].par_chunks_mut(rows * n).enumerate().for_each(|(i, chunk)| {
-        let r0 = i * rows;
-        let mr = chunk.len() / n;
-        let off = r0 as isize * a.rs;
-        let sub = Mat {
-            data: &a.data[off as usize..],
-            rs: a.rs,
-            cs: a.cs,
-        };
-        gemm(mr, k, n, sub, b, beta, chunk);
-    });
+    c[..m * n]
+        .par_chunks_mut(rows * n)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let r0 = i * rows;
+            let mr = chunk.len() / n;
+            let off = r0 as isize * a.rs;
+            let sub = Mat {
+                data: &a.data[off as usize..],
+                rs: a.rs,
+                cs: a.cs,
+            };
+            gemm(mr, k, n, sub, b, beta, chunk);
+        });
 }
 
 /// Adds equally long partial sums in their given order (deterministic reductions).
-pub fn sum_in_order<T: Copy + Default + std::ops::AddAssign>(partials: Vec<Vec<T>>, len: usize) -> Vec<T> {
+pub fn sum_in_order<T: Copy + Default + std::ops::AddAssign>(
+    partials: Vec<Vec<T>>,
+    len: usize,
+) -> Vec<T> {
     let mut it = partials.into_iter();
     let mut acc = it.next().unwrap_or_else(|| vec![T::default(); len]);
     for p in it {
@@ -102,8 +116,14 @@ pub fn par_gemm_split_k(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32,
             let k0 = t * SPLIT_K;
             let kk = (k0 + SPLIT_K).min(k) - k0;
             let mut out = vec![0.0f32; m * n];
-            let sa = Mat { data: &a.data[(k0 as isize * a.cs) as usize..], ..a };
-            let sb = Mat { data: &b.data[(k0 as isize * b.rs) as usize..], ..b };
+            let sa = Mat {
+                data: &a.data[(k0 as isize * a.cs) as usize..],
+                ..a
+            };
+            let sb = Mat {
+                data: &b.data[(k0 as isize * b.rs) as usize..],
+                ..b
+            };
             gemm(m, kk, n, sa, sb, 0.0, &mut out);
             out
         })
@@ -148,7 +168,15 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // 3x2
         let mut c = vec![0.0; 4];
-        gemm(2, 3, 2, Mat::transposed(&a, 2), Mat::rows(&b, 2), 0.0, &mut c);
+        gemm(
+            2,
+            3,
+            2,
+            Mat::transposed(&a, 2),
+            Mat::rows(&b, 2),
+            0.0,
+            &mut c,
+        );
         assert_eq!(c, vec![1.0 + 5.0, 3.0 + 5.0, 2.0 + 6.0, 4.0 + 6.0]);
     }
 }

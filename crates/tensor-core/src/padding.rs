@@ -30,7 +30,13 @@ pub struct PadDim {
 
 impl PadDim {
     /// Resolves one axis for a kernel of size `k` and the given stride.
-    pub fn resolve(input: usize, k: usize, stride: usize, before: usize, after: usize) -> Result<Self> {
+    pub fn resolve(
+        input: usize,
+        k: usize,
+        stride: usize,
+        before: usize,
+        after: usize,
+    ) -> Result<Self> {
         if stride == 0 || k == 0 {
             return Err(Error::Invalid {
                 op: "padding",
@@ -69,11 +75,26 @@ impl PadDim {
 
 impl Padding {
     /// Resolves `(rows, cols)` for a `kh x kw` kernel with the given stride.
-    pub fn resolve(self, h: usize, w: usize, kh: usize, kw: usize, stride: usize) -> Result<(PadDim, PadDim)> {
+    pub fn resolve(
+        self,
+        h: usize,
+        w: usize,
+        kh: usize,
+        kw: usize,
+        stride: usize,
+    ) -> Result<(PadDim, PadDim)> {
         match self {
-            Padding::Valid => Ok((PadDim::resolve(h, kh, stride, 0, 0)?, PadDim::resolve(w, kw, stride, 0, 0)?)),
+            Padding::Valid => Ok((
+                PadDim::resolve(h, kh, stride, 0, 0)?,
+                PadDim::resolve(w, kw, stride, 0, 0)?,
+            )),
             Padding::Same => Ok((PadDim::same(h, kh, stride)?, PadDim::same(w, kw, stride)?)),
-            Padding::Explicit { top, bottom, left, right } => Ok((
+            Padding::Explicit {
+                top,
+                bottom,
+                left,
+                right,
+            } => Ok((
                 PadDim::resolve(h, kh, stride, top, bottom)?,
                 PadDim::resolve(w, kw, stride, left, right)?,
             )),
@@ -85,7 +106,7 @@ impl Padding {
 /// where `adjust = 1` for an even size and `0` for an odd one. Returns `((top, bottom), (left, right))`.
 pub fn keras_correct_pad(h: usize, w: usize, k: usize) -> ((usize, usize), (usize, usize)) {
     let correct = k / 2;
-    let adj = |n: usize| if n % 2 == 0 { 1 } else { 0 };
+    let adj = |n: usize| usize::from(n.is_multiple_of(2));
     ((correct - adj(h), correct), (correct - adj(w), correct))
 }
 

@@ -13,10 +13,15 @@ pub fn global_avg_pool(x: ArrayView4<f32>) -> Array2<f32> {
 pub fn global_avg_pool_backward(dy: ArrayView2<f32>, h: usize, w: usize) -> Result<Array4<f32>> {
     let (n, c) = dy.dim();
     if h * w == 0 {
-        return Err(Error::Invalid { op: "global_avg_pool_backward", msg: "empty spatial size".into() });
+        return Err(Error::Invalid {
+            op: "global_avg_pool_backward",
+            msg: "empty spatial size".into(),
+        });
     }
     let k = 1.0 / (h * w) as f32;
-    Ok(Array4::from_shape_fn((n, h, w, c), |(i, _, _, ch)| dy[[i, ch]] * k))
+    Ok(Array4::from_shape_fn((n, h, w, c), |(i, _, _, ch)| {
+        dy[[i, ch]] * k
+    }))
 }
 
 /// Plain loops.
@@ -43,7 +48,9 @@ mod tests {
 
     #[test]
     fn pool_and_backward() {
-        let x = Array4::from_shape_fn((2, 3, 2, 4), |(n, y, x, c)| (n * 100 + y * 10 + x + c) as f32);
+        let x = Array4::from_shape_fn((2, 3, 2, 4), |(n, y, x, c)| {
+            (n * 100 + y * 10 + x + c) as f32
+        });
         let p = global_avg_pool(x.view());
         assert_eq!(p, reference::global_avg_pool(x.view()));
         assert_eq!(p[[1, 2]], 100.0 + 10.0 + 0.5 + 2.0);

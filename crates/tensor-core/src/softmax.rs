@@ -16,10 +16,16 @@ pub fn forward(logits: ArrayView2<f32>) -> Array2<f32> {
 /// `dx = y * (dy - sum(dy * y))` per row.
 pub fn backward(y: ArrayView2<f32>, dy: ArrayView2<f32>) -> Array2<f32> {
     let mut dx = Array2::zeros(y.raw_dim());
-    Zip::from(dx.rows_mut()).and(y.rows()).and(dy.rows()).for_each(|mut dx, y, dy| {
-        let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
-        Zip::from(&mut dx).and(&y).and(&dy).for_each(|d, &y, &g| *d = y * (g - dot));
-    });
+    Zip::from(dx.rows_mut())
+        .and(y.rows())
+        .and(dy.rows())
+        .for_each(|mut dx, y, dy| {
+            let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+            Zip::from(&mut dx)
+                .and(&y)
+                .and(&dy)
+                .for_each(|d, &y, &g| *d = y * (g - dot));
+        });
     dx
 }
 

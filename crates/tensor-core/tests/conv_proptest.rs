@@ -26,13 +26,23 @@ fn padding() -> impl Strategy<Value = Padding> {
     prop_oneof![
         Just(Padding::Valid),
         Just(Padding::Same),
-        (0..3usize, 0..3usize, 0..3usize, 0..3usize)
-            .prop_map(|(top, bottom, left, right)| Padding::Explicit { top, bottom, left, right }),
+        (0..3usize, 0..3usize, 0..3usize, 0..3usize).prop_map(|(top, bottom, left, right)| {
+            Padding::Explicit {
+                top,
+                bottom,
+                left,
+                right,
+            }
+        }),
     ]
 }
 
 fn act() -> impl Strategy<Value = Activation> {
-    prop_oneof![Just(Activation::Linear), Just(Activation::Relu), Just(Activation::Relu6)]
+    prop_oneof![
+        Just(Activation::Linear),
+        Just(Activation::Relu),
+        Just(Activation::Relu6)
+    ]
 }
 
 prop_compose! {
@@ -61,8 +71,19 @@ prop_compose! {
 
 impl ConvProblem {
     fn geom(&self) -> Option<ConvGeom> {
-        let f = if self.depthwise { ConvGeom::depthwise } else { ConvGeom::new };
-        f("test", self.x.shape(), self.w.shape(), self.stride, self.padding).ok()
+        let f = if self.depthwise {
+            ConvGeom::depthwise
+        } else {
+            ConvGeom::new
+        };
+        f(
+            "test",
+            self.x.shape(),
+            self.w.shape(),
+            self.stride,
+            self.padding,
+        )
+        .ok()
     }
 
     fn reference(&self, g: &ConvGeom) -> Vec<f32> {
@@ -77,28 +98,57 @@ impl ConvProblem {
     }
 
     fn fast(&self) -> Vec<f32> {
-        let f = if self.depthwise { conv::depthwise_conv2d } else { conv::conv2d };
-        f(self.x.view(), self.w.view(), self.bias.as_deref(), self.stride, self.padding, self.act)
-            .unwrap()
-            .into_raw_vec_and_offset()
-            .0
+        let f = if self.depthwise {
+            conv::depthwise_conv2d
+        } else {
+            conv::conv2d
+        };
+        f(
+            self.x.view(),
+            self.w.view(),
+            self.bias.as_deref(),
+            self.stride,
+            self.padding,
+            self.act,
+        )
+        .unwrap()
+        .into_raw_vec_and_offset()
+        .0
     }
 
     fn dy(&self, g: &ConvGeom) -> Array4<f32> {
         let mut s = self.dy_seed;
         Array4::from_shape_fn(g.out_shape(), |_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) % 7) as f32 - 3.0
         })
     }
 
     fn check_backward(&self, g: &ConvGeom) {
         let dy = self.dy(g);
-        let (x, w, dys) = (self.x.as_slice().unwrap(), self.w.as_slice().unwrap(), dy.as_slice().unwrap());
+        let (x, w, dys) = (
+            self.x.as_slice().unwrap(),
+            self.w.as_slice().unwrap(),
+            dy.as_slice().unwrap(),
+        );
         let mut dx = vec![0.0; x.len()];
         let mut dw = vec![0.0; w.len()];
-        let back = if self.depthwise { conv::depthwise_conv2d_backward } else { conv::conv2d_backward };
-        let (fdx, fdw) = back(self.x.view(), self.w.view(), dy.view(), self.stride, self.padding, true).unwrap();
+        let back = if self.depthwise {
+            conv::depthwise_conv2d_backward
+        } else {
+            conv::conv2d_backward
+        };
+        let (fdx, fdw) = back(
+            self.x.view(),
+            self.w.view(),
+            dy.view(),
+            self.stride,
+            self.padding,
+            true,
+        )
+        .unwrap();
         if self.depthwise {
             reference::depthwise_backward_input(g, dys, w, &mut dx);
             reference::depthwise_backward_weights(g, x, dys, &mut dw);
@@ -128,18 +178,43 @@ proptest! {
     fn depthwise_matches_reference(p in problem(true)) { run(&p)?; }
 }
 
-fn fixed(depthwise: bool, x: (usize, usize, usize, usize), k: (usize, usize), cout: usize, stride: usize, padding: Padding) -> ConvProblem {
-    let xs = Array4::from_shape_fn(x, |(n, y, xx, c)| ((n * 7 + y * 5 + xx * 3 + c) % 7) as f32 - 3.0);
+fn fixed(
+    depthwise: bool,
+    x: (usize, usize, usize, usize),
+    k: (usize, usize),
+    cout: usize,
+    stride: usize,
+    padding: Padding,
+) -> ConvProblem {
+    let xs = Array4::from_shape_fn(x, |(n, y, xx, c)| {
+        ((n * 7 + y * 5 + xx * 3 + c) % 7) as f32 - 3.0
+    });
     let wshape = (k.0, k.1, x.3, if depthwise { 1 } else { cout });
-    let ws = Array4::from_shape_fn(wshape, |(a, b, c, d)| ((a * 3 + b * 5 + c + d * 2) % 5) as f32 - 2.0);
-    ConvProblem { x: xs, w: ws, dy_seed: 1, bias: Some(vec![1.0; if depthwise { x.3 } else { cout }]), stride, padding, act: Activation::Relu6, depthwise }
+    let ws = Array4::from_shape_fn(wshape, |(a, b, c, d)| {
+        ((a * 3 + b * 5 + c + d * 2) % 5) as f32 - 2.0
+    });
+    ConvProblem {
+        x: xs,
+        w: ws,
+        dy_seed: 1,
+        bias: Some(vec![1.0; if depthwise { x.3 } else { cout }]),
+        stride,
+        padding,
+        act: Activation::Relu6,
+        depthwise,
+    }
 }
 
 /// MobileNetV2's own cases, pinned: the stride-2 stem with Keras's ((0,1),(0,1)) padding,
 /// a stride-2 depthwise after `correct_pad`, and a pointwise expansion.
 #[test]
 fn mobilenet_shapes_pinned() {
-    let pad = Padding::Explicit { top: 0, bottom: 1, left: 0, right: 1 };
+    let pad = Padding::Explicit {
+        top: 0,
+        bottom: 1,
+        left: 0,
+        right: 1,
+    };
     for p in [
         fixed(false, (2, 16, 16, 3), (3, 3), 8, 2, pad),
         fixed(true, (2, 14, 14, 6), (3, 3), 6, 2, pad),
@@ -154,7 +229,15 @@ fn mobilenet_shapes_pinned() {
 fn same_padding_output_shape_is_ceil() {
     let x = Array4::<f32>::zeros((1, 7, 8, 2));
     let w = Array4::<f32>::zeros((3, 3, 2, 1));
-    let y = conv::conv2d(x.view(), w.view(), None, 2, Padding::Same, Activation::Linear).unwrap();
+    let y = conv::conv2d(
+        x.view(),
+        w.view(),
+        None,
+        2,
+        Padding::Same,
+        Activation::Linear,
+    )
+    .unwrap();
     assert_eq!(y.shape(), &[1, 4, 4, 1]);
     let v: ArrayView4<f32> = y.view();
     assert!(v.iter().all(|&e| e == 0.0));

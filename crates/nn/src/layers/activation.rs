@@ -11,11 +11,19 @@ pub struct ReLU {
 }
 
 impl ReLU {
-    pub fn relu(name: &str) -> Self {
-        ReLU { name: name.to_string(), act: Activation::Relu, y: None }
+    pub fn new(name: &str) -> Self {
+        ReLU {
+            name: name.to_string(),
+            act: Activation::Relu,
+            y: None,
+        }
     }
     pub fn relu6(name: &str) -> Self {
-        ReLU { name: name.to_string(), act: Activation::Relu6, y: None }
+        ReLU {
+            name: name.to_string(),
+            act: Activation::Relu6,
+            y: None,
+        }
     }
 }
 
@@ -26,7 +34,8 @@ impl Layer for ReLU {
 
     fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
         let mut y = one(&self.name, inputs)?.clone();
-        self.act.apply_in_place(y.as_slice_mut().expect("contiguous"));
+        self.act
+            .apply_in_place(y.as_slice_mut().expect("contiguous"));
         self.y = ctx.record.then(|| y.clone());
         Ok(y)
     }
@@ -36,7 +45,12 @@ impl Layer for ReLU {
         Ok(vec![need_dx.then(|| {
             let mut dx = Tensor::zeros(y.raw_dim());
             let d = dx.as_slice_mut().expect("contiguous");
-            activation::backward(self.act, y.as_slice().expect("contiguous"), dy.as_slice().expect("contiguous"), d);
+            activation::backward(
+                self.act,
+                y.as_slice().expect("contiguous"),
+                dy.as_slice().expect("contiguous"),
+                d,
+            );
             dx
         })])
     }

@@ -8,7 +8,9 @@ pub struct Add {
 
 impl Add {
     pub fn new(name: &str) -> Self {
-        Add { name: name.to_string() }
+        Add {
+            name: name.to_string(),
+        }
     }
 }
 
@@ -20,12 +22,18 @@ impl Layer for Add {
     fn forward(&mut self, inputs: &[&Tensor], _ctx: Ctx) -> Result<Tensor> {
         match inputs {
             [a, b] => Ok(tensor_core::add::forward(a.view(), b.view())?),
-            _ => Err(Error::layer(&self.name, format!("expects 2 inputs, got {}", inputs.len()))),
+            _ => Err(Error::layer(
+                &self.name,
+                format!("expects 2 inputs, got {}", inputs.len()),
+            )),
         }
     }
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![need_dx.then(|| dy.clone()), need_dx.then(|| dy.clone())])
+        Ok(vec![
+            need_dx.then(|| dy.clone()),
+            need_dx.then(|| dy.clone()),
+        ])
     }
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}

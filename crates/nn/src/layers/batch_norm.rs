@@ -16,7 +16,10 @@ pub struct BnConfig {
 
 impl Default for BnConfig {
     fn default() -> Self {
-        BnConfig { eps: 1e-3, momentum: 0.999 }
+        BnConfig {
+            eps: 1e-3,
+            momentum: 0.999,
+        }
     }
 }
 
@@ -36,11 +39,25 @@ pub struct BatchNormalization {
 }
 
 impl BatchNormalization {
-    pub fn new(name: &str, gamma: Tensor, beta: Tensor, mean: Tensor, var: Tensor, cfg: BnConfig) -> Result<Self> {
+    pub fn new(
+        name: &str,
+        gamma: Tensor,
+        beta: Tensor,
+        mean: Tensor,
+        var: Tensor,
+        cfg: BnConfig,
+    ) -> Result<Self> {
         let c = gamma.len();
-        for (what, t) in [("beta", &beta), ("moving_mean", &mean), ("moving_variance", &var)] {
+        for (what, t) in [
+            ("beta", &beta),
+            ("moving_mean", &mean),
+            ("moving_variance", &var),
+        ] {
             if t.shape() != [c] {
-                return Err(Error::layer(name, format!("{what} has shape {:?}, gamma has [{c}]", t.shape())));
+                return Err(Error::layer(
+                    name,
+                    format!("{what} has shape {:?}, gamma has [{c}]", t.shape()),
+                ));
             }
         }
         Ok(BatchNormalization {
@@ -80,17 +97,28 @@ impl Layer for BatchNormalization {
         let x = one(&self.name, inputs)?;
         let c = self.gamma.value.len();
         if x.shape().last() != Some(&c) {
-            return Err(Error::layer(&self.name, format!("input {:?} does not end in {c} channels", x.shape())));
+            return Err(Error::layer(
+                &self.name,
+                format!("input {:?} does not end in {c} channels", x.shape()),
+            ));
         }
         let mut y = Tensor::zeros(x.raw_dim());
         let xs = x.as_slice().expect("contiguous");
         let ys = y.as_slice_mut().expect("contiguous");
         if self.uses_batch_stats(ctx) {
-            let cache = batch_norm::training_forward(xs, self.gamma.slice(), self.beta.slice(), self.cfg.eps, ys)?;
+            let cache = batch_norm::training_forward(
+                xs,
+                self.gamma.slice(),
+                self.beta.slice(),
+                self.cfg.eps,
+                ys,
+            )?;
             let m = self.cfg.momentum;
             let update = |p: &mut Param, batch: &[f32]| {
                 let v = p.value.as_slice_mut().expect("contiguous");
-                v.iter_mut().zip(batch).for_each(|(mv, b)| *mv = *mv * m + b * (1.0 - m));
+                v.iter_mut()
+                    .zip(batch)
+                    .for_each(|(mv, b)| *mv = *mv * m + b * (1.0 - m));
             };
             update(&mut self.moving_mean, &cache.mean);
             update(&mut self.moving_variance, &cache.var);
@@ -106,7 +134,9 @@ impl Layer for BatchNormalization {
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
         let dys = dy.as_slice().expect("contiguous");
         let g = match cached(&self.name, &self.cache)? {
-            Cache::Batch(cache) => batch_norm::training_backward(dys, cache, self.gamma.slice(), need_dx)?,
+            Cache::Batch(cache) => {
+                batch_norm::training_backward(dys, cache, self.gamma.slice(), need_dx)?
+            }
             Cache::Moving(x) => batch_norm::inference_backward(
                 x.as_slice().expect("contiguous"),
                 dys,
@@ -123,7 +153,9 @@ impl Layer for BatchNormalization {
         if self.beta.trainable {
             self.beta.accumulate(&g.dbeta);
         }
-        Ok(vec![g.dx.map(|d| Tensor::from_shape_vec(dy.raw_dim(), d).expect("same size as dy"))])
+        Ok(vec![g.dx.map(|d| {
+            Tensor::from_shape_vec(dy.raw_dim(), d).expect("same size as dy")
+        })])
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

@@ -16,7 +16,13 @@ pub struct Conv2D {
 
 impl Conv2D {
     /// `kernel` is HWIO `[kh, kw, cin, cout]`.
-    pub fn new(name: &str, kernel: Tensor, bias: Option<Tensor>, stride: usize, padding: Padding) -> Self {
+    pub fn new(
+        name: &str,
+        kernel: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: Padding,
+    ) -> Self {
         Conv2D {
             kernel: Param::new(format!("{name}/kernel"), kernel, true),
             bias: bias.map(|b| Param::new(format!("{name}/bias"), b, true)),
@@ -37,7 +43,14 @@ impl Layer for Conv2D {
         let x = one(&self.name, inputs)?;
         let w = view4(&self.name, &self.kernel.value)?;
         let bias = self.bias.as_ref().map(|b| b.slice());
-        let y = conv::conv2d(view4(&self.name, x)?, w, bias, self.stride, self.padding, Activation::Linear)?;
+        let y = conv::conv2d(
+            view4(&self.name, x)?,
+            w,
+            bias,
+            self.stride,
+            self.padding,
+            Activation::Linear,
+        )?;
         self.x = ctx.record.then(|| x.clone());
         Ok(y.into_dyn())
     }
@@ -58,7 +71,10 @@ impl Layer for Conv2D {
         if let Some(b) = self.bias.as_mut().filter(|b| b.trainable) {
             let c = b.value.len();
             let mut db = vec![0.0; c];
-            dy.as_slice().expect("contiguous").chunks_exact(c).for_each(|r| db.iter_mut().zip(r).for_each(|(a, v)| *a += v));
+            dy.as_slice()
+                .expect("contiguous")
+                .chunks_exact(c)
+                .for_each(|r| db.iter_mut().zip(r).for_each(|(a, v)| *a += v));
             b.accumulate(&db);
         }
         Ok(vec![dx.map(|d| d.into_dyn())])

@@ -19,13 +19,21 @@ impl Dense {
     /// A freshly initialised layer, reproducible from `seed`.
     pub fn new(name: &str, inputs: usize, units: usize, act: Activation, seed: u64) -> Self {
         let kernel = init::glorot_uniform(&[inputs, units], seed);
-        Self::from_values(name, kernel, Tensor::zeros(vec![units]), act).expect("shapes built together")
+        Self::from_values(name, kernel, Tensor::zeros(vec![units]), act)
+            .expect("shapes built together")
     }
 
     /// A layer from existing values: `kernel` `[in, out]`, `bias` `[out]`.
     pub fn from_values(name: &str, kernel: Tensor, bias: Tensor, act: Activation) -> Result<Self> {
         if kernel.ndim() != 2 || bias.shape() != [kernel.shape()[1]] {
-            return Err(Error::layer(name, format!("kernel {:?} and bias {:?} do not fit", kernel.shape(), bias.shape())));
+            return Err(Error::layer(
+                name,
+                format!(
+                    "kernel {:?} and bias {:?} do not fit",
+                    kernel.shape(),
+                    bias.shape()
+                ),
+            ));
         }
         Ok(Dense {
             kernel: Param::new(format!("{name}/kernel"), kernel, true),
@@ -49,9 +57,15 @@ impl Layer for Dense {
     fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
         let x = one(&self.name, inputs)?;
         let w = view2(&self.name, &self.kernel.value)?;
-        let b = self.bias.value.view().into_dimensionality().map_err(|_| Error::layer(&self.name, "bias must be 1-D"))?;
+        let b = self
+            .bias
+            .value
+            .view()
+            .into_dimensionality()
+            .map_err(|_| Error::layer(&self.name, "bias must be 1-D"))?;
         let mut y: Array2<f32> = dense::forward(view2(&self.name, x)?, w, b)?;
-        self.act.apply_in_place(y.as_slice_mut().expect("contiguous"));
+        self.act
+            .apply_in_place(y.as_slice_mut().expect("contiguous"));
         let y = y.into_dyn();
         self.cache = ctx.record.then(|| (x.clone(), y.clone()));
         Ok(y)
@@ -66,7 +80,12 @@ impl Layer for Dense {
             dy.as_slice().expect("contiguous"),
             dz.as_slice_mut().expect("contiguous"),
         );
-        let g = dense::backward(view2(&self.name, x)?, view2(&self.name, &self.kernel.value)?, view2(&self.name, &dz)?, need_dx)?;
+        let g = dense::backward(
+            view2(&self.name, x)?,
+            view2(&self.name, &self.kernel.value)?,
+            view2(&self.name, &dz)?,
+            need_dx,
+        )?;
         if self.kernel.trainable {
             self.kernel.accumulate(g.dw.as_slice().expect("contiguous"));
         }

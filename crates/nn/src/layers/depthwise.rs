@@ -33,7 +33,14 @@ impl Layer for DepthwiseConv2D {
     fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
         let x = one(&self.name, inputs)?;
         let w = view4(&self.name, &self.kernel.value)?;
-        let y = conv::depthwise_conv2d(view4(&self.name, x)?, w, None, self.stride, self.padding, Activation::Linear)?;
+        let y = conv::depthwise_conv2d(
+            view4(&self.name, x)?,
+            w,
+            None,
+            self.stride,
+            self.padding,
+            Activation::Linear,
+        )?;
         self.x = ctx.record.then(|| x.clone());
         Ok(y.into_dyn())
     }

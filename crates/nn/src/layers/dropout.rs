@@ -17,9 +17,18 @@ pub struct Dropout {
 impl Dropout {
     pub fn new(name: &str, rate: f32, seed: u64) -> Result<Self> {
         if !(0.0..1.0).contains(&rate) {
-            return Err(Error::layer(name, format!("rate must be in [0, 1), got {rate}")));
+            return Err(Error::layer(
+                name,
+                format!("rate must be in [0, 1), got {rate}"),
+            ));
         }
-        Ok(Dropout { name: name.to_string(), rate, seed, calls: Param::state(format!("{name}/calls"), Tensor::zeros(vec![1])), mask: None })
+        Ok(Dropout {
+            name: name.to_string(),
+            rate,
+            seed,
+            calls: Param::state(format!("{name}/calls"), Tensor::zeros(vec![1])),
+            mask: None,
+        })
     }
 }
 
@@ -35,10 +44,18 @@ impl Layer for Dropout {
             return Ok(x.clone());
         }
         let calls = self.calls.value[0] as u64;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ calls.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            self.seed ^ calls.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         self.calls.value[0] += 1.0;
         let keep = 1.0 - self.rate;
-        let mask = x.mapv(|_| if rng.gen::<f32>() < keep { 1.0 / keep } else { 0.0 });
+        let mask = x.mapv(|_| {
+            if rng.gen::<f32>() < keep {
+                1.0 / keep
+            } else {
+                0.0
+            }
+        });
         let y = x * &mask;
         self.mask = ctx.record.then_some(mask);
         Ok(y)

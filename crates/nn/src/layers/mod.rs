@@ -26,13 +26,22 @@ use crate::{Error, Result, Tensor};
 use ndarray::{ArrayView2, ArrayView4, Ix2, Ix4};
 
 pub(crate) fn view4<'a>(layer: &str, t: &'a Tensor) -> Result<ArrayView4<'a, f32>> {
-    t.view()
-        .into_dimensionality::<Ix4>()
-        .map_err(|_| Error::layer(layer, format!("expects a 4-D NHWC input, got shape {:?}", t.shape())))
+    t.view().into_dimensionality::<Ix4>().map_err(|_| {
+        Error::layer(
+            layer,
+            format!("expects a 4-D NHWC input, got shape {:?}", t.shape()),
+        )
+    })
 }
 
 pub(crate) fn view2<'a>(layer: &str, t: &'a Tensor) -> Result<ArrayView2<'a, f32>> {
-    t.view()
-        .into_dimensionality::<Ix2>()
-        .map_err(|_| Error::layer(layer, format!("expects a 2-D [batch, features] input, got shape {:?}", t.shape())))
+    t.view().into_dimensionality::<Ix2>().map_err(|_| {
+        Error::layer(
+            layer,
+            format!(
+                "expects a 2-D [batch, features] input, got shape {:?}",
+                t.shape()
+            ),
+        )
+    })
 }

@@ -12,7 +12,10 @@ pub struct GlobalAveragePooling2D {
 
 impl GlobalAveragePooling2D {
     pub fn new(name: &str) -> Self {
-        GlobalAveragePooling2D { name: name.to_string(), hw: None }
+        GlobalAveragePooling2D {
+            name: name.to_string(),
+            hw: None,
+        }
     }
 }
 
@@ -32,7 +35,9 @@ impl Layer for GlobalAveragePooling2D {
         if !need_dx {
             return Ok(vec![None]);
         }
-        Ok(vec![Some(pool::global_avg_pool_backward(view2(&self.name, dy)?, h, w)?.into_dyn())])
+        Ok(vec![Some(
+            pool::global_avg_pool_backward(view2(&self.name, dy)?, h, w)?.into_dyn(),
+        )])
     }
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}

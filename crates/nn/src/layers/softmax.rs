@@ -12,7 +12,10 @@ pub struct Softmax {
 
 impl Softmax {
     pub fn new(name: &str) -> Self {
-        Softmax { name: name.to_string(), y: None }
+        Softmax {
+            name: name.to_string(),
+            y: None,
+        }
     }
 }
 
@@ -29,9 +32,11 @@ impl Layer for Softmax {
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
         let y = cached(&self.name, &self.y)?;
-        Ok(vec![need_dx.then(|| -> Result<Tensor> {
-            Ok(softmax::backward(view2(&self.name, y)?, view2(&self.name, dy)?).into_dyn())
-        }).transpose()?])
+        Ok(vec![need_dx
+            .then(|| -> Result<Tensor> {
+                Ok(softmax::backward(view2(&self.name, y)?, view2(&self.name, dy)?).into_dyn())
+            })
+            .transpose()?])
     }
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}

@@ -14,7 +14,11 @@ pub struct ZeroPadding2D {
 
 impl ZeroPadding2D {
     pub fn new(name: &str, pad: ((usize, usize), (usize, usize))) -> Self {
-        ZeroPadding2D { name: name.to_string(), pad, in_hw: None }
+        ZeroPadding2D {
+            name: name.to_string(),
+            pad,
+            in_hw: None,
+        }
     }
 }
 
@@ -37,7 +41,11 @@ impl Layer for ZeroPadding2D {
         let (h, w) = crate::layer::cached(&self.name, &self.in_hw)?;
         let ((t, _), (l, _)) = self.pad;
         let dy = view4(&self.name, dy)?;
-        Ok(vec![need_dx.then(|| dy.slice(s![.., t..t + h, l..l + w, ..]).to_owned().into_dyn())])
+        Ok(vec![need_dx.then(|| {
+            dy.slice(s![.., t..t + h, l..l + w, ..])
+                .to_owned()
+                .into_dyn()
+        })])
     }
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}

@@ -16,7 +16,12 @@ pub struct AdamParams {
 impl Default for AdamParams {
     /// Keras's defaults.
     fn default() -> Self {
-        AdamParams { lr: 1e-3, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7 }
+        AdamParams {
+            lr: 1e-3,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+        }
     }
 }
 
@@ -29,7 +34,12 @@ pub struct Adam {
 
 impl Adam {
     pub fn new(params: AdamParams) -> Self {
-        Adam { params, t: 0, alpha: 0.0, moments: HashMap::new() }
+        Adam {
+            params,
+            t: 0,
+            alpha: 0.0,
+            moments: HashMap::new(),
+        }
     }
 }
 
@@ -44,8 +54,16 @@ impl Optimizer for Adam {
 
     fn update(&mut self, p: &mut Param) {
         let n = p.value.len();
-        let (m, v) = self.moments.entry(p.name.clone()).or_insert_with(|| (vec![0.0; n], vec![0.0; n]));
-        let (b1, b2, eps, a) = (self.params.beta_1, self.params.beta_2, self.params.epsilon, self.alpha);
+        let (m, v) = self
+            .moments
+            .entry(p.name.clone())
+            .or_insert_with(|| (vec![0.0; n], vec![0.0; n]));
+        let (b1, b2, eps, a) = (
+            self.params.beta_1,
+            self.params.beta_2,
+            self.params.epsilon,
+            self.alpha,
+        );
         let w = p.value.as_slice_mut().expect("contiguous");
         let g = p.grad.as_slice().expect("contiguous");
         for i in 0..n {
@@ -66,13 +84,22 @@ impl Optimizer for Adam {
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("optimizer/iterations".to_string(), iterations_tensor(self.t))];
+        let mut out = vec![(
+            "optimizer/iterations".to_string(),
+            iterations_tensor(self.t),
+        )];
         let mut names: Vec<_> = self.moments.keys().collect();
         names.sort();
         for name in names {
             let (m, v) = &self.moments[name];
-            out.push((format!("optimizer/m/{name}"), Tensor::from_shape_vec(vec![m.len()], m.clone()).expect("1-D")));
-            out.push((format!("optimizer/v/{name}"), Tensor::from_shape_vec(vec![v.len()], v.clone()).expect("1-D")));
+            out.push((
+                format!("optimizer/m/{name}"),
+                Tensor::from_shape_vec(vec![m.len()], m.clone()).expect("1-D"),
+            ));
+            out.push((
+                format!("optimizer/v/{name}"),
+                Tensor::from_shape_vec(vec![v.len()], v.clone()).expect("1-D"),
+            ));
         }
         out
     }
@@ -81,9 +108,18 @@ impl Optimizer for Adam {
         self.t = read_iterations(t)?;
         self.moments.clear();
         for (k, m) in t {
-            let Some(name) = k.strip_prefix("optimizer/m/") else { continue };
-            let v = t.get(&format!("optimizer/v/{name}")).ok_or_else(|| Error::Invalid(format!("checkpoint has optimizer/m/{name} but no optimizer/v/{name}")))?;
-            self.moments.insert(name.to_string(), (m.iter().copied().collect(), v.iter().copied().collect()));
+            let Some(name) = k.strip_prefix("optimizer/m/") else {
+                continue;
+            };
+            let v = t.get(&format!("optimizer/v/{name}")).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "checkpoint has optimizer/m/{name} but no optimizer/v/{name}"
+                ))
+            })?;
+            self.moments.insert(
+                name.to_string(),
+                (m.iter().copied().collect(), v.iter().copied().collect()),
+            );
         }
         Ok(())
     }

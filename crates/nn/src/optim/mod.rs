@@ -31,13 +31,19 @@ pub trait Optimizer: Send {
 
 /// Reads the iteration counter saved as `optimizer/iterations` (two f32 halves, exact to 2^48).
 pub(crate) fn read_iterations(t: &HashMap<String, Tensor>) -> Result<u64> {
-    let v = t.get("optimizer/iterations").ok_or_else(|| crate::Error::Invalid("checkpoint has no optimizer/iterations".into()))?;
+    let v = t
+        .get("optimizer/iterations")
+        .ok_or_else(|| crate::Error::Invalid("checkpoint has no optimizer/iterations".into()))?;
     match v.as_slice() {
         Some([hi, lo]) => Ok((*hi as u64) << 24 | *lo as u64),
-        _ => Err(crate::Error::Invalid(format!("optimizer/iterations has shape {:?}, expected [2]", v.shape()))),
+        _ => Err(crate::Error::Invalid(format!(
+            "optimizer/iterations has shape {:?}, expected [2]",
+            v.shape()
+        ))),
     }
 }
 
 pub(crate) fn iterations_tensor(t: u64) -> Tensor {
-    Tensor::from_shape_vec(vec![2], vec![(t >> 24) as f32, (t & 0xFF_FFFF) as f32]).expect("2 values")
+    Tensor::from_shape_vec(vec![2], vec![(t >> 24) as f32, (t & 0xFF_FFFF) as f32])
+        .expect("2 values")
 }

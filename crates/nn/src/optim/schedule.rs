@@ -48,9 +48,17 @@ mod tests {
     #[test]
     fn schedules() {
         assert_eq!(Constant(0.1).lr(7), 0.1);
-        let s = StepDecay { lr: 1.0, factor: 0.5, every: 2 };
+        let s = StepDecay {
+            lr: 1.0,
+            factor: 0.5,
+            every: 2,
+        };
         assert_eq!((s.lr(0), s.lr(1), s.lr(2), s.lr(5)), (1.0, 1.0, 0.5, 0.25));
-        let c = Cosine { lr: 1.0, epochs: 10, floor: 0.0 };
+        let c = Cosine {
+            lr: 1.0,
+            epochs: 10,
+            floor: 0.0,
+        };
         assert_eq!(c.lr(0), 1.0);
         assert!((c.lr(5) - 0.5).abs() < 1e-6);
         assert!(c.lr(10).abs() < 1e-6);

@@ -12,7 +12,10 @@ pub struct SgdParams {
 
 impl Default for SgdParams {
     fn default() -> Self {
-        SgdParams { lr: 0.01, momentum: 0.0 }
+        SgdParams {
+            lr: 0.01,
+            momentum: 0.0,
+        }
     }
 }
 
@@ -24,7 +27,11 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(params: SgdParams) -> Self {
-        Sgd { params, t: 0, velocity: HashMap::new() }
+        Sgd {
+            params,
+            t: 0,
+            velocity: HashMap::new(),
+        }
     }
 }
 
@@ -35,7 +42,10 @@ impl Optimizer for Sgd {
 
     fn update(&mut self, p: &mut Param) {
         let n = p.value.len();
-        let vel = self.velocity.entry(p.name.clone()).or_insert_with(|| vec![0.0; n]);
+        let vel = self
+            .velocity
+            .entry(p.name.clone())
+            .or_insert_with(|| vec![0.0; n]);
         let w = p.value.as_slice_mut().expect("contiguous");
         let g = p.grad.as_slice().expect("contiguous");
         for i in 0..n {
@@ -55,12 +65,18 @@ impl Optimizer for Sgd {
     }
 
     fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("optimizer/iterations".to_string(), iterations_tensor(self.t))];
+        let mut out = vec![(
+            "optimizer/iterations".to_string(),
+            iterations_tensor(self.t),
+        )];
         let mut names: Vec<_> = self.velocity.keys().collect();
         names.sort();
         for name in names {
             let v = &self.velocity[name];
-            out.push((format!("optimizer/velocity/{name}"), Tensor::from_shape_vec(vec![v.len()], v.clone()).expect("1-D")));
+            out.push((
+                format!("optimizer/velocity/{name}"),
+                Tensor::from_shape_vec(vec![v.len()], v.clone()).expect("1-D"),
+            ));
         }
         out
     }
@@ -69,7 +85,10 @@ impl Optimizer for Sgd {
         self.t = read_iterations(t)?;
         self.velocity = t
             .iter()
-            .filter_map(|(k, v)| k.strip_prefix("optimizer/velocity/").map(|n| (n.to_string(), v.iter().copied().collect())))
+            .filter_map(|(k, v)| {
+                k.strip_prefix("optimizer/velocity/")
+                    .map(|n| (n.to_string(), v.iter().copied().collect()))
+            })
             .collect();
         Ok(())
     }

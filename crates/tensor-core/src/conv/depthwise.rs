@@ -14,7 +14,14 @@ fn fma_row(acc: &mut [f32], x: &[f32], w: &[f32]) {
 }
 
 /// `y = act(dwconv(x, w) + bias)`; `w` is `[kh, kw, C]`.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [f32]) {
+pub fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) {
     let (c, ow, oh) = (g.cin, g.cols.out, g.rows.out);
     let img_in = g.rows.input * g.cols.input * c;
     y.par_chunks_mut(ow * c).enumerate().for_each(|(row, out)| {
@@ -27,10 +34,18 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
                 None => acc.fill(0.0),
             }
             for ky in 0..g.kh {
-                let Some(iy) = ConvGeom::tap(&g.rows, g.stride, oy, ky) else { continue };
+                let Some(iy) = ConvGeom::tap(&g.rows, g.stride, oy, ky) else {
+                    continue;
+                };
                 for kx in 0..g.kw {
-                    let Some(ix) = ConvGeom::tap(&g.cols, g.stride, ox, kx) else { continue };
-                    fma_row(acc, &img[(iy * g.cols.input + ix) * c..][..c], &w[(ky * g.kw + kx) * c..][..c]);
+                    let Some(ix) = ConvGeom::tap(&g.cols, g.stride, ox, kx) else {
+                        continue;
+                    };
+                    fma_row(
+                        acc,
+                        &img[(iy * g.cols.input + ix) * c..][..c],
+                        &w[(ky * g.kw + kx) * c..][..c],
+                    );
                 }
             }
             if act != Activation::Linear {
@@ -44,7 +59,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
 #[inline(always)]
 fn out_of(d: &crate::PadDim, stride: usize, i: usize, k: usize) -> Option<usize> {
     let t = (i + d.before) as isize - k as isize;
-    if t < 0 || t as usize % stride != 0 {
+    if t < 0 || !(t as usize).is_multiple_of(stride) {
         return None;
     }
     let o = t as usize / stride;
@@ -55,21 +70,31 @@ fn out_of(d: &crate::PadDim, stride: usize, i: usize, k: usize) -> Option<usize>
 pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (c, iw, ih) = (g.cin, g.cols.input, g.rows.input);
     let img_out = g.rows.out * g.cols.out * c;
-    dx.par_chunks_mut(iw * c).enumerate().for_each(|(row, out)| {
-        let (n, iy) = (row / ih, row % ih);
-        let img = &dy[n * img_out..][..img_out];
-        for ix in 0..iw {
-            let acc = &mut out[ix * c..][..c];
-            acc.fill(0.0);
-            for ky in 0..g.kh {
-                let Some(oy) = out_of(&g.rows, g.stride, iy, ky) else { continue };
-                for kx in 0..g.kw {
-                    let Some(ox) = out_of(&g.cols, g.stride, ix, kx) else { continue };
-                    fma_row(acc, &img[(oy * g.cols.out + ox) * c..][..c], &w[(ky * g.kw + kx) * c..][..c]);
+    dx.par_chunks_mut(iw * c)
+        .enumerate()
+        .for_each(|(row, out)| {
+            let (n, iy) = (row / ih, row % ih);
+            let img = &dy[n * img_out..][..img_out];
+            for ix in 0..iw {
+                let acc = &mut out[ix * c..][..c];
+                acc.fill(0.0);
+                for ky in 0..g.kh {
+                    let Some(oy) = out_of(&g.rows, g.stride, iy, ky) else {
+                        continue;
+                    };
+                    for kx in 0..g.kw {
+                        let Some(ox) = out_of(&g.cols, g.stride, ix, kx) else {
+                            continue;
+                        };
+                        fma_row(
+                            acc,
+                            &img[(oy * g.cols.out + ox) * c..][..c],
+                            &w[(ky * g.kw + kx) * c..][..c],
+                        );
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 /// `dw[ky, kx, c] = sum over pixels of x * dy`: one partial sum per block of output rows, added in
@@ -89,12 +114,20 @@ pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                 let (n, oy) = (row / oh, row % oh);
                 let img = &x[n * img_in..][..img_in];
                 for ky in 0..g.kh {
-                    let Some(iy) = ConvGeom::tap(&g.rows, g.stride, oy, ky) else { continue };
+                    let Some(iy) = ConvGeom::tap(&g.rows, g.stride, oy, ky) else {
+                        continue;
+                    };
                     for ox in 0..ow {
                         let d = &dyr[ox * c..][..c];
                         for kx in 0..g.kw {
-                            let Some(ix) = ConvGeom::tap(&g.cols, g.stride, ox, kx) else { continue };
-                            fma_row(&mut acc[(ky * g.kw + kx) * c..][..c], &img[(iy * g.cols.input + ix) * c..][..c], d);
+                            let Some(ix) = ConvGeom::tap(&g.cols, g.stride, ox, kx) else {
+                                continue;
+                            };
+                            fma_row(
+                                &mut acc[(ky * g.kw + kx) * c..][..c],
+                                &img[(iy * g.cols.input + ix) * c..][..c],
+                                d,
+                            );
                         }
                     }
                 }

@@ -24,7 +24,9 @@ fn gather(g: &ConvGeom, x: &[f32], n: usize, oy0: usize, rows: usize, col: &mut 
                 for kx in 0..g.kw {
                     let d = &mut dst[(ky * g.kw + kx) * cin..][..cin];
                     match (iy, ConvGeom::tap(&g.cols, g.stride, ox, kx)) {
-                        (Some(iy), Some(ix)) => d.copy_from_slice(&img[(iy * g.cols.input + ix) * cin..][..cin]),
+                        (Some(iy), Some(ix)) => {
+                            d.copy_from_slice(&img[(iy * g.cols.input + ix) * cin..][..cin])
+                        }
                         _ => d.fill(0.0),
                     }
                 }
@@ -40,11 +42,17 @@ fn scatter(g: &ConvGeom, dcol: &[f32], oy0: usize, rows: usize, dx_img: &mut [f3
         for ox in 0..g.cols.out {
             let src = &dcol[(r * g.cols.out + ox) * kk..][..kk];
             for ky in 0..g.kh {
-                let Some(iy) = ConvGeom::tap(&g.rows, g.stride, oy0 + r, ky) else { continue };
+                let Some(iy) = ConvGeom::tap(&g.rows, g.stride, oy0 + r, ky) else {
+                    continue;
+                };
                 for kx in 0..g.kw {
-                    let Some(ix) = ConvGeom::tap(&g.cols, g.stride, ox, kx) else { continue };
+                    let Some(ix) = ConvGeom::tap(&g.cols, g.stride, ox, kx) else {
+                        continue;
+                    };
                     let d = &mut dx_img[(iy * g.cols.input + ix) * cin..][..cin];
-                    d.iter_mut().zip(&src[(ky * g.kw + kx) * cin..][..cin]).for_each(|(a, b)| *a += b);
+                    d.iter_mut()
+                        .zip(&src[(ky * g.kw + kx) * cin..][..cin])
+                        .for_each(|(a, b)| *a += b);
                 }
             }
         }
@@ -52,7 +60,14 @@ fn scatter(g: &ConvGeom, dcol: &[f32], oy0: usize, rows: usize, dx_img: &mut [f3
 }
 
 /// `y = act(conv(x, w) + bias)`.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [f32]) {
+pub fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) {
     let (ow, cout, kk) = (g.cols.out, g.cout, g.kh * g.kw * g.cin);
     let br = block_rows(g);
     let img_len = g.rows.out * ow * cout;
@@ -61,16 +76,28 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Ac
         .chunks_mut(img_len)
         .enumerate()
         .flat_map(|(n, img)| {
-            img.chunks_mut(br * ow * cout).enumerate().map(move |(b, blk)| (n, b * br, blk))
+            img.chunks_mut(br * ow * cout)
+                .enumerate()
+                .map(move |(b, blk)| (n, b * br, blk))
         })
         .collect();
-    tasks.into_par_iter().for_each_init(Vec::new, |col: &mut Vec<f32>, (n, oy0, out)| {
-        let rows = out.len() / (ow * cout);
-        col.resize(rows * ow * kk, 0.0);
-        gather(g, x, n, oy0, rows, col);
-        gemm(rows * ow, kk, cout, Mat::rows(col, kk), Mat::rows(w, cout), 0.0, out);
-        epilogue(out, cout, bias, act);
-    });
+    tasks
+        .into_par_iter()
+        .for_each_init(Vec::new, |col: &mut Vec<f32>, (n, oy0, out)| {
+            let rows = out.len() / (ow * cout);
+            col.resize(rows * ow * kk, 0.0);
+            gather(g, x, n, oy0, rows, col);
+            gemm(
+                rows * ow,
+                kk,
+                cout,
+                Mat::rows(col, kk),
+                Mat::rows(w, cout),
+                0.0,
+                out,
+            );
+            epilogue(out, cout, bias, act);
+        });
 }
 
 /// `dx = col2im(dy * w^T)`, parallel over images (each image's `dx` is disjoint).
@@ -80,15 +107,26 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let in_len = g.rows.input * g.cols.input * g.cin;
     let out_len = g.rows.out * ow * cout;
     dx.fill(0.0);
-    dx.par_chunks_mut(in_len).enumerate().for_each_init(Vec::new, |dcol: &mut Vec<f32>, (n, dx_img)| {
-        for oy0 in (0..g.rows.out).step_by(br) {
-            let rows = br.min(g.rows.out - oy0);
-            dcol.resize(rows * ow * kk, 0.0);
-            let dyb = &dy[n * out_len + oy0 * ow * cout..][..rows * ow * cout];
-            gemm(rows * ow, cout, kk, Mat::rows(dyb, cout), Mat::transposed(w, cout), 0.0, dcol);
-            scatter(g, dcol, oy0, rows, dx_img);
-        }
-    });
+    dx.par_chunks_mut(in_len).enumerate().for_each_init(
+        Vec::new,
+        |dcol: &mut Vec<f32>, (n, dx_img)| {
+            for oy0 in (0..g.rows.out).step_by(br) {
+                let rows = br.min(g.rows.out - oy0);
+                dcol.resize(rows * ow * kk, 0.0);
+                let dyb = &dy[n * out_len + oy0 * ow * cout..][..rows * ow * cout];
+                gemm(
+                    rows * ow,
+                    cout,
+                    kk,
+                    Mat::rows(dyb, cout),
+                    Mat::transposed(w, cout),
+                    0.0,
+                    dcol,
+                );
+                scatter(g, dcol, oy0, rows, dx_img);
+            }
+        },
+    );
 }
 
 /// `dw = sum over blocks of col^T * dy`: one partial sum per image, added in image order
@@ -106,7 +144,15 @@ pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                 col.resize(rows * ow * kk, 0.0);
                 gather(g, x, n, oy0, rows, col);
                 let dyb = &dy[n * out_len + oy0 * ow * cout..][..rows * ow * cout];
-                gemm(kk, rows * ow, cout, Mat::transposed(col, kk), Mat::rows(dyb, cout), 1.0, &mut acc);
+                gemm(
+                    kk,
+                    rows * ow,
+                    cout,
+                    Mat::transposed(col, kk),
+                    Mat::rows(dyb, cout),
+                    1.0,
+                    &mut acc,
+                );
             }
             acc
         })

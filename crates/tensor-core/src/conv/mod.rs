@@ -27,7 +27,13 @@ pub struct ConvGeom {
 
 impl ConvGeom {
     /// Geometry of a regular convolution: `x` is `[N, H, W, Cin]`, `w` is HWIO `[kh, kw, Cin, Cout]`.
-    pub fn new(op: &'static str, x: &[usize], w: &[usize], stride: usize, padding: Padding) -> Result<Self> {
+    pub fn new(
+        op: &'static str,
+        x: &[usize],
+        w: &[usize],
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
         let (x, w) = (dims4(op, "input", x)?, dims4(op, "kernel", w)?);
         if w[2] != x[3] {
             return Err(Error::Shape {
@@ -36,12 +42,29 @@ impl ConvGeom {
                 got: w.to_vec(),
             });
         }
-        let (rows, cols) = padding.resolve(x[1], x[2], w[0], w[1], stride).map_err(|e| with_op(op, e))?;
-        Ok(ConvGeom { n: x[0], cin: x[3], cout: w[3], kh: w[0], kw: w[1], stride, rows, cols })
+        let (rows, cols) = padding
+            .resolve(x[1], x[2], w[0], w[1], stride)
+            .map_err(|e| with_op(op, e))?;
+        Ok(ConvGeom {
+            n: x[0],
+            cin: x[3],
+            cout: w[3],
+            kh: w[0],
+            kw: w[1],
+            stride,
+            rows,
+            cols,
+        })
     }
 
     /// Geometry of a depthwise convolution: `w` is `[kh, kw, C, 1]` (Keras's depthwise layout).
-    pub fn depthwise(op: &'static str, x: &[usize], w: &[usize], stride: usize, padding: Padding) -> Result<Self> {
+    pub fn depthwise(
+        op: &'static str,
+        x: &[usize],
+        w: &[usize],
+        stride: usize,
+        padding: Padding,
+    ) -> Result<Self> {
         let (x, w) = (dims4(op, "input", x)?, dims4(op, "kernel", w)?);
         if w[2] != x[3] || w[3] != 1 {
             return Err(Error::Shape {
@@ -50,8 +73,19 @@ impl ConvGeom {
                 got: w.to_vec(),
             });
         }
-        let (rows, cols) = padding.resolve(x[1], x[2], w[0], w[1], stride).map_err(|e| with_op(op, e))?;
-        Ok(ConvGeom { n: x[0], cin: x[3], cout: x[3], kh: w[0], kw: w[1], stride, rows, cols })
+        let (rows, cols) = padding
+            .resolve(x[1], x[2], w[0], w[1], stride)
+            .map_err(|e| with_op(op, e))?;
+        Ok(ConvGeom {
+            n: x[0],
+            cin: x[3],
+            cout: x[3],
+            kh: w[0],
+            kw: w[1],
+            stride,
+            rows,
+            cols,
+        })
     }
 
     pub fn in_shape(&self) -> [usize; 4] {
@@ -113,7 +147,11 @@ fn contiguous<'a>(a: &ArrayView4<'a, f32>) -> std::borrow::Cow<'a, [f32]> {
 
 fn check_bias(op: &'static str, bias: Option<&[f32]>, c: usize) -> Result<()> {
     match bias {
-        Some(b) if b.len() != c => Err(Error::Shape { op, expected: vec![c], got: vec![b.len()] }),
+        Some(b) if b.len() != c => Err(Error::Shape {
+            op,
+            expected: vec![c],
+            got: vec![b.len()],
+        }),
         _ => Ok(()),
     }
 }
@@ -184,7 +222,14 @@ pub fn depthwise_conv2d(
     check_bias("depthwise_conv2d", bias, g.cout)?;
     let (xs, ws) = (contiguous(&x), contiguous(&w));
     let mut y = Array4::zeros(g.out_shape());
-    depthwise::forward(&g, &xs, &ws, bias, act, y.as_slice_mut().expect("contiguous"));
+    depthwise::forward(
+        &g,
+        &xs,
+        &ws,
+        bias,
+        act,
+        y.as_slice_mut().expect("contiguous"),
+    );
     Ok(y)
 }
 
@@ -197,7 +242,13 @@ pub fn depthwise_conv2d_backward(
     padding: Padding,
     need_dx: bool,
 ) -> Result<(Option<Array4<f32>>, Array4<f32>)> {
-    let g = ConvGeom::depthwise("depthwise_conv2d_backward", x.shape(), w.shape(), stride, padding)?;
+    let g = ConvGeom::depthwise(
+        "depthwise_conv2d_backward",
+        x.shape(),
+        w.shape(),
+        stride,
+        padding,
+    )?;
     crate::check_shape("depthwise_conv2d_backward", &g.out_shape(), dy.shape())?;
     let (xs, ws, dys) = (contiguous(&x), contiguous(&w), contiguous(&dy));
     let mut dw = Array4::zeros(w.raw_dim());
@@ -214,7 +265,9 @@ pub fn depthwise_conv2d_backward(
 pub(crate) fn epilogue(y: &mut [f32], cout: usize, bias: Option<&[f32]>, act: Activation) {
     match bias {
         Some(b) => y.chunks_exact_mut(cout).for_each(|row| {
-            row.iter_mut().zip(b).for_each(|(v, b)| *v = act.apply(*v + b));
+            row.iter_mut()
+                .zip(b)
+                .for_each(|(v, b)| *v = act.apply(*v + b));
         }),
         None => act.apply_in_place(y),
     }
@@ -228,15 +281,34 @@ mod tests {
     fn channel_mismatch_names_both_shapes() {
         let x = Array4::<f32>::zeros((1, 5, 5, 3));
         let w = Array4::<f32>::zeros((3, 3, 4, 8));
-        let e = conv2d(x.view(), w.view(), None, 1, Padding::Same, Activation::Linear).unwrap_err();
-        assert_eq!(e.to_string(), "conv2d: shape mismatch: expected [3, 3, 3, 8], got [3, 3, 4, 8]");
+        let e = conv2d(
+            x.view(),
+            w.view(),
+            None,
+            1,
+            Padding::Same,
+            Activation::Linear,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "conv2d: shape mismatch: expected [3, 3, 3, 8], got [3, 3, 4, 8]"
+        );
     }
 
     #[test]
     fn kernel_larger_than_input_is_an_error_not_a_panic() {
         let x = Array4::<f32>::zeros((1, 2, 2, 1));
         let w = Array4::<f32>::zeros((3, 3, 1, 1));
-        let e = conv2d(x.view(), w.view(), None, 1, Padding::Valid, Activation::Linear).unwrap_err();
+        let e = conv2d(
+            x.view(),
+            w.view(),
+            None,
+            1,
+            Padding::Valid,
+            Activation::Linear,
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("conv2d: input of 2"), "{e}");
     }
 

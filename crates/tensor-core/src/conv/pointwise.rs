@@ -9,20 +9,51 @@ fn pixels(g: &ConvGeom) -> usize {
 }
 
 /// `y[P, cout] = act(x[P, cin] * w[cin, cout] + bias)`.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [f32]) {
+pub fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) {
     let p = pixels(g);
-    par_gemm(p, g.cin, g.cout, Mat::rows(x, g.cin), Mat::rows(w, g.cout), 0.0, y);
+    par_gemm(
+        p,
+        g.cin,
+        g.cout,
+        Mat::rows(x, g.cin),
+        Mat::rows(w, g.cout),
+        0.0,
+        y,
+    );
     epilogue(y, g.cout, bias, act);
 }
 
 /// `dx[P, cin] = dy[P, cout] * w^T`.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let p = pixels(g);
-    par_gemm(p, g.cout, g.cin, Mat::rows(dy, g.cout), Mat::transposed(w, g.cout), 0.0, dx);
+    par_gemm(
+        p,
+        g.cout,
+        g.cin,
+        Mat::rows(dy, g.cout),
+        Mat::transposed(w, g.cout),
+        0.0,
+        dx,
+    );
 }
 
 /// `dw[cin, cout] = x^T * dy`, split over pixels and summed.
 pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let p = pixels(g);
-    par_gemm_split_k(g.cin, p, g.cout, Mat::transposed(x, g.cin), Mat::rows(dy, g.cout), 0.0, dw);
+    par_gemm_split_k(
+        g.cin,
+        p,
+        g.cout,
+        Mat::transposed(x, g.cin),
+        Mat::rows(dy, g.cout),
+        0.0,
+        dw,
+    );
 }

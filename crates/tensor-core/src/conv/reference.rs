@@ -47,7 +47,14 @@ fn finish(g: &ConvGeom, y: &mut [f32], bias: Option<&[f32]>, act: Activation) {
     }
 }
 
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [f32]) {
+pub fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) {
     y.fill(0.0);
     for_each_tap(g, |n, oy, ox, ky, kx, iy, ix| {
         for co in 0..g.cout {
@@ -81,7 +88,14 @@ pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     });
 }
 
-pub fn depthwise_forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, y: &mut [f32]) {
+pub fn depthwise_forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) {
     y.fill(0.0);
     for_each_tap(g, |n, oy, ox, ky, kx, iy, ix| {
         for c in 0..g.cin {
