@@ -337,3 +337,36 @@ fn bad_weights_are_a_clear_error() {
     let t = text(&out);
     assert!(t.contains("kernel.npy: not a float32 .npy array"), "{t}");
 }
+
+#[test]
+fn activations_dump_matches_keras_layer_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = shared().join("golden/forward_a035_224");
+    let weights = shared().join("weights/mobilenet_v2_0.35_224_no_top");
+    let out = run(&[
+        "activations",
+        "--weights",
+        s(&weights),
+        "--input",
+        s(&golden.join("input.npy")),
+        "--layers",
+        "block_2_add,features",
+        "--out",
+        s(dir.path()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    for (ours, theirs) in [
+        ("block_2_add.npy", "layer_block_2_add.npy"),
+        ("features.npy", "features.npy"),
+    ] {
+        let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.path().join(ours)).unwrap();
+        let b: ndarray::ArrayD<f32> = ndarray_npy::read_npy(golden.join(theirs)).unwrap();
+        assert_eq!(a.shape(), b.shape());
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 5e-4, "{ours}: max diff {worst}");
+    }
+}

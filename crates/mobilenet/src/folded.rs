@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use tensor_core::fold::{fold_batch_norm, BnView};
 use tensor_core::{conv, Activation, Padding};
 
+/// Images per pass of [`FoldedPlan::run`].
+pub const MICRO_BATCH: usize = 4;
+
 /// MobileNetV2 builds every batch-norm with Keras's epsilon (the model uses `BnConfig::default()`).
 const BN_EPS: f32 = 1e-3;
 
@@ -235,8 +238,38 @@ impl FoldedPlan {
         })
     }
 
-    /// Runs the plan on `x`, returning the outputs of the kept nodes.
+    /// Runs the plan on `x`, returning the outputs of the kept nodes. The batch is processed in
+    /// micro-batches of [`MICRO_BATCH`] images: intermediate tensors stay small enough for the
+    /// allocator to reuse (no fresh zero pages per layer) and closer to the caches.
     pub fn run(&self, x: &Tensor) -> Result<HashMap<NodeId, Tensor>> {
+        let n = x.shape().first().copied().unwrap_or(0);
+        if n <= MICRO_BATCH {
+            return self.run_batch(x);
+        }
+        let mut parts: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
+        for start in (0..n).step_by(MICRO_BATCH) {
+            let chunk = x
+                .slice_axis(
+                    ndarray::Axis(0),
+                    (start..(start + MICRO_BATCH).min(n)).into(),
+                )
+                .to_owned();
+            for (k, v) in self.run_batch(&chunk)? {
+                parts.entry(k).or_default().push(v);
+            }
+        }
+        parts
+            .into_iter()
+            .map(|(k, v)| {
+                let views: Vec<_> = v.iter().map(|t| t.view()).collect();
+                let joined = ndarray::concatenate(ndarray::Axis(0), &views)
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                Ok((k, joined))
+            })
+            .collect()
+    }
+
+    fn run_batch(&self, x: &Tensor) -> Result<HashMap<NodeId, Tensor>> {
         let mut last_use: HashMap<NodeId, usize> = HashMap::new();
         for (s, step) in self.steps.iter().enumerate() {
             for &j in &step.inputs {

@@ -190,3 +190,53 @@ fn partial_unfreeze_feeds_the_residual_input_across_the_cut() {
     let probs = clf.predict_frozen(&frozen).unwrap();
     assert!((probs.sum() - 1.0).abs() < 1e-5);
 }
+
+#[test]
+fn rectangular_input_and_npz_weights() {
+    // The same weights serve any input of at least 32x32; correct_pad follows the odd/even sizes.
+    let dir = weights("mobilenet_v2_0.35_224_no_top");
+    let vs = VarStore::open(&dir).unwrap();
+    let tensors: Vec<(String, Tensor)> = vs
+        .names()
+        .map(|n| (n.clone(), vs.get(n, vs.shape(n).unwrap())))
+        .collect();
+    let tmp = std::env::temp_dir().join(format!("mnv2_{}.npz", std::process::id()));
+    nn::checkpoint::save_npz(&tmp, &tensors).unwrap();
+    let cfg = ModelConfig {
+        alpha: 0.35,
+        height: 97,
+        width: 130,
+        include_top: false,
+    };
+    let mut m = MobileNetV2::load(VarStore::open(&tmp).unwrap(), cfg).unwrap();
+    std::fs::remove_file(&tmp).unwrap();
+    let x = Tensor::from_elem(vec![1, 97, 130, 3], 0.25);
+    let y = m.forward(&x, Mode::Infer).unwrap();
+    // 97 -> 49 -> 25 -> 13 -> 7 -> 4 ; 130 -> 65 -> 33 -> 17 -> 9 -> 5
+    assert_eq!(y.shape(), &[1, 4, 5, 1280]);
+    assert!(y.iter().all(|v| v.is_finite() && (0.0..=6.0).contains(v)));
+    let pads: Vec<String> = m
+        .graph
+        .names()
+        .into_iter()
+        .filter(|n| n.ends_with("_pad"))
+        .collect();
+    assert_eq!(
+        pads,
+        ["block_1_pad", "block_3_pad", "block_6_pad", "block_13_pad"]
+    );
+    let too_small = ModelConfig {
+        alpha: 0.35,
+        height: 31,
+        width: 64,
+        include_top: false,
+    };
+    let err = MobileNetV2::load(VarStore::open(&dir).unwrap(), too_small)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("below MobileNetV2's minimum of 32x32"),
+        "{err}"
+    );
+}

@@ -66,11 +66,28 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f3
 
 /// Parallel GEMM split over rows of `C` (use when `m` is large).
 pub fn par_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
+    par_gemm_then(m, k, n, a, b, beta, c, &|_| ());
+}
+
+/// [`par_gemm`], then `then` on each finished block of rows of `C` while it is still in cache
+/// (the fused bias + activation epilogue).
+pub fn par_gemm_then(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat,
+    b: Mat,
+    beta: f32,
+    c: &mut [f32],
+    then: &(dyn Fn(&mut [f32]) + Sync),
+) {
     let threads = rayon::current_num_threads().max(1);
     if m < 64 || threads == 1 || m * n * k < 1 << 16 {
-        return gemm(m, k, n, a, b, beta, c);
+        gemm(m, k, n, a, b, beta, c);
+        return then(&mut c[..m * n]);
     }
-    let rows = m.div_ceil(threads * 4).max(16);
+    // Blocks of at most 256 rows: the finished block is still in cache for the epilogue.
+    let rows = m.div_ceil(threads * 4).clamp(16, 256);
     c[..m * n]
         .par_chunks_mut(rows * n)
         .enumerate()
@@ -84,6 +101,7 @@ pub fn par_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut
                 cs: a.cs,
             };
             gemm(mr, k, n, sub, b, beta, chunk);
+            then(chunk);
         });
 }
 
@@ -160,6 +178,31 @@ mod tests {
             assert_eq!(c1, want);
             assert_eq!(c2, want);
         }
+    }
+
+    #[test]
+    fn epilogue_runs_on_every_row_block() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (m, k, n) = (1000, 70, 9);
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
+            let mut c = vec![0.0; m * n];
+            par_gemm_then(
+                m,
+                k,
+                n,
+                Mat::rows(&a, k),
+                Mat::rows(&b, n),
+                0.0,
+                &mut c,
+                &|rows| rows.iter_mut().for_each(|v| *v = 1.0),
+            );
+            assert!(c.iter().all(|&v| v == 1.0));
+        });
     }
 
     #[test]

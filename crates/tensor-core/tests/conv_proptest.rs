@@ -220,6 +220,9 @@ fn mobilenet_shapes_pinned() {
         fixed(true, (2, 14, 14, 6), (3, 3), 6, 2, pad),
         fixed(true, (1, 7, 7, 5), (3, 3), 5, 1, Padding::Same),
         fixed(false, (2, 5, 5, 6), (1, 1), 12, 1, Padding::Valid),
+        // Large enough for the parallel GEMM path with its fused bias + ReLU6 epilogue per row block.
+        fixed(false, (2, 24, 24, 8), (1, 1), 16, 1, Padding::Valid),
+        fixed(false, (1, 30, 30, 4), (3, 3), 8, 1, Padding::Same),
     ] {
         run(&p).unwrap();
     }

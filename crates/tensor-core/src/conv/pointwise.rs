@@ -1,7 +1,7 @@
 //! 1x1 stride-1 convolution as one GEMM over the `[N*H*W, C]` view of NHWC memory (no copies).
 
 use super::{epilogue, ConvGeom};
-use crate::gemm::{par_gemm, par_gemm_split_k, Mat};
+use crate::gemm::{par_gemm, par_gemm_split_k, par_gemm_then, Mat};
 use crate::Activation;
 
 fn pixels(g: &ConvGeom) -> usize {
@@ -18,7 +18,8 @@ pub fn forward(
     y: &mut [f32],
 ) {
     let p = pixels(g);
-    par_gemm(
+    let then = |rows: &mut [f32]| epilogue(rows, g.cout, bias, act);
+    par_gemm_then(
         p,
         g.cin,
         g.cout,
@@ -26,8 +27,8 @@ pub fn forward(
         Mat::rows(w, g.cout),
         0.0,
         y,
+        &then,
     );
-    epilogue(y, g.cout, bias, act);
 }
 
 /// `dx[P, cin] = dy[P, cout] * w^T`.
