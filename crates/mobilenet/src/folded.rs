@@ -246,15 +246,26 @@ impl FoldedPlan {
         if n <= MICRO_BATCH {
             return self.run_batch(x);
         }
+        // Micro-batches run side by side (each op is parallel inside too): both cores stay busy
+        // through the serial stretches of a layer.
+        use rayon::prelude::*;
+        let outs: Vec<HashMap<NodeId, Tensor>> = (0..n)
+            .step_by(MICRO_BATCH)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|start| {
+                let chunk = x
+                    .slice_axis(
+                        ndarray::Axis(0),
+                        (start..(start + MICRO_BATCH).min(n)).into(),
+                    )
+                    .to_owned();
+                self.run_batch(&chunk)
+            })
+            .collect::<Result<_>>()?;
         let mut parts: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
-        for start in (0..n).step_by(MICRO_BATCH) {
-            let chunk = x
-                .slice_axis(
-                    ndarray::Axis(0),
-                    (start..(start + MICRO_BATCH).min(n)).into(),
-                )
-                .to_owned();
-            for (k, v) in self.run_batch(&chunk)? {
+        for out in outs {
+            for (k, v) in out {
                 parts.entry(k).or_default().push(v);
             }
         }
