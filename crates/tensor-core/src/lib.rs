@@ -15,6 +15,7 @@ pub mod fold;
 pub mod gemm;
 pub mod padding;
 pub mod pool;
+pub mod simd;
 pub mod softmax;
 
 pub use activation::Activation;

@@ -14,6 +14,10 @@ fn fma_row(acc: &mut [f32], x: &[f32], w: &[f32]) {
 }
 
 /// `y = act(dwconv(x, w) + bias)`; `w` is `[kh, kw, C]`.
+///
+/// One output row at a time (parallel over rows): for each tap, one pass over the columns it
+/// reaches, so the row stays in L1 and the inner loop is a plain multiply-add over channels,
+/// compiled for the CPU's vector width ([`crate::simd`]).
 pub fn forward(
     g: &ConvGeom,
     x: &[f32],
@@ -22,37 +26,63 @@ pub fn forward(
     act: Activation,
     y: &mut [f32],
 ) {
-    let (c, ow, oh) = (g.cin, g.cols.out, g.rows.out);
-    let img_in = g.rows.input * g.cols.input * c;
-    y.par_chunks_mut(ow * c).enumerate().for_each(|(row, out)| {
-        let (n, oy) = (row / oh, row % oh);
-        let img = &x[n * img_in..][..img_in];
-        for ox in 0..ow {
-            let acc = &mut out[ox * c..][..c];
-            match bias {
-                Some(b) => acc.copy_from_slice(b),
-                None => acc.fill(0.0),
-            }
-            for ky in 0..g.kh {
-                let Some(iy) = ConvGeom::tap(&g.rows, g.stride, oy, ky) else {
-                    continue;
-                };
-                for kx in 0..g.kw {
-                    let Some(ix) = ConvGeom::tap(&g.cols, g.stride, ox, kx) else {
-                        continue;
-                    };
-                    fma_row(
-                        acc,
-                        &img[(iy * g.cols.input + ix) * c..][..c],
-                        &w[(ky * g.kw + kx) * c..][..c],
-                    );
-                }
-            }
-            if act != Activation::Linear {
-                acc.iter_mut().for_each(|v| *v = act.apply(*v));
+    let (c, ow) = (g.cin, g.cols.out);
+    y.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(row, out)| forward_row(g, x, w, bias, act, row, out));
+}
+
+crate::multiversion!(fn forward_row(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, row: usize, out: &mut [f32]) => forward_row_body);
+
+#[inline(always)]
+fn forward_row_body(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    row: usize,
+    out: &mut [f32],
+) {
+    let (c, oh, iw) = (g.cin, g.rows.out, g.cols.input);
+    let img_in = g.rows.input * iw * c;
+    let (n, oy) = (row / oh, row % oh);
+    let img = &x[n * img_in..][..img_in];
+    match bias {
+        Some(b) => out.chunks_exact_mut(c).for_each(|o| o.copy_from_slice(b)),
+        None => out.fill(0.0),
+    }
+    for ky in 0..g.kh {
+        let Some(iy) = ConvGeom::tap(&g.rows, g.stride, oy, ky) else {
+            continue;
+        };
+        let xrow = &img[iy * iw * c..][..iw * c];
+        for kx in 0..g.kw {
+            let wk = &w[(ky * g.kw + kx) * c..][..c];
+            let (lo, hi) = valid_cols(&g.cols, g.stride, kx);
+            for ox in lo..hi {
+                let ix = ox * g.stride + kx - g.cols.before;
+                fma_row(&mut out[ox * c..][..c], &xrow[ix * c..][..c], wk);
             }
         }
-    });
+    }
+    if act != Activation::Linear {
+        out.iter_mut().for_each(|v| *v = act.apply(*v));
+    }
+}
+
+/// The output columns `ox` whose tap `k` lands inside the input: `lo..hi`.
+#[inline(always)]
+fn valid_cols(d: &crate::PadDim, stride: usize, k: usize) -> (usize, usize) {
+    // ix = ox * stride + k - before must lie in 0..input.
+    let lo = d.before.saturating_sub(k).div_ceil(stride);
+    let last = d.input + d.before;
+    let hi = if last > k {
+        ((last - 1 - k) / stride + 1).min(d.out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
 }
 
 /// Output index along one axis that input `i` reaches through tap `k`, if any.

@@ -166,15 +166,50 @@ pub fn conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::new("conv2d", x.shape(), w.shape(), stride, padding)?;
-    check_bias("conv2d", bias, g.cout)?;
-    let (xs, ws) = (contiguous(&x), contiguous(&w));
     let mut y = Array4::zeros(g.out_shape());
-    let ys = y.as_slice_mut().expect("fresh array is contiguous");
-    match ConvStrategy::choose(&g) {
-        ConvStrategy::Pointwise => pointwise::forward(&g, &xs, &ws, bias, act, ys),
-        ConvStrategy::Im2col => im2col::forward(&g, &xs, &ws, bias, act, ys),
-    }
+    conv2d_into(
+        x,
+        w,
+        bias,
+        stride,
+        padding,
+        act,
+        y.as_slice_mut().expect("fresh array is contiguous"),
+    )?;
     Ok(y)
+}
+
+/// [`conv2d`] into a caller's buffer `y` (`[N, OH, OW, Cout]`, every element overwritten): no allocation.
+pub fn conv2d_into(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: Padding,
+    act: Activation,
+    y: &mut [f32],
+) -> Result<()> {
+    let g = ConvGeom::new("conv2d", x.shape(), w.shape(), stride, padding)?;
+    check_bias("conv2d", bias, g.cout)?;
+    check_out("conv2d", &g, y)?;
+    let (xs, ws) = (contiguous(&x), contiguous(&w));
+    match ConvStrategy::choose(&g) {
+        ConvStrategy::Pointwise => pointwise::forward(&g, &xs, &ws, bias, act, y),
+        ConvStrategy::Im2col => im2col::forward(&g, &xs, &ws, bias, act, y),
+    }
+    Ok(())
+}
+
+fn check_out(op: &'static str, g: &ConvGeom, y: &[f32]) -> Result<()> {
+    let want: usize = g.out_shape().iter().product();
+    if y.len() != want {
+        return Err(Error::Shape {
+            op,
+            expected: g.out_shape().to_vec(),
+            got: vec![y.len()],
+        });
+    }
+    Ok(())
 }
 
 /// Gradients of a regular convolution (without activation): returns `(dx, dw)`;
@@ -219,18 +254,35 @@ pub fn depthwise_conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::depthwise("depthwise_conv2d", x.shape(), w.shape(), stride, padding)?;
-    check_bias("depthwise_conv2d", bias, g.cout)?;
-    let (xs, ws) = (contiguous(&x), contiguous(&w));
     let mut y = Array4::zeros(g.out_shape());
-    depthwise::forward(
-        &g,
-        &xs,
-        &ws,
+    depthwise_conv2d_into(
+        x,
+        w,
         bias,
+        stride,
+        padding,
         act,
         y.as_slice_mut().expect("contiguous"),
-    );
+    )?;
     Ok(y)
+}
+
+/// [`depthwise_conv2d`] into a caller's buffer `y` (every element overwritten): no allocation.
+pub fn depthwise_conv2d_into(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: Padding,
+    act: Activation,
+    y: &mut [f32],
+) -> Result<()> {
+    let g = ConvGeom::depthwise("depthwise_conv2d", x.shape(), w.shape(), stride, padding)?;
+    check_bias("depthwise_conv2d", bias, g.cout)?;
+    check_out("depthwise_conv2d", &g, y)?;
+    let (xs, ws) = (contiguous(&x), contiguous(&w));
+    depthwise::forward(&g, &xs, &ws, bias, act, y);
+    Ok(())
 }
 
 /// Gradients of a depthwise convolution (without activation): `(dx, dw)`.
