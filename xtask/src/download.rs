@@ -62,11 +62,16 @@ pub fn download(req: &Request) -> Result<()> {
                 attempt += 1;
                 if attempt >= ATTEMPTS {
                     bar.abandon();
-                    return Err(e.context(format!(
-                        "downloading {} (partial file kept at {} for the next run)",
-                        req.url,
-                        part.display()
-                    )));
+                    let kept = if std::fs::metadata(&part).is_ok_and(|m| m.len() > 0) {
+                        format!(
+                            " (partial file kept at {} for the next run)",
+                            part.display()
+                        )
+                    } else {
+                        let _ = std::fs::remove_file(&part);
+                        String::new()
+                    };
+                    return Err(e.context(format!("downloading {}{kept}", req.url)));
                 }
                 if !req.quiet {
                     bar.println(format!(

@@ -31,7 +31,7 @@ pub const STUDY_CLASSES: [&str; 15] = [
     "weightlifting",
 ];
 
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct WeightsArgs {
     /// Width multipliers (repeatable).
     #[arg(long, default_values = ["1.0"])]
@@ -58,7 +58,7 @@ pub struct WeightsArgs {
     pub class_index_url: Option<String>,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// Classes to keep (comma-separated); default: the study's 15.
     #[arg(long, value_delimiter = ',')]

@@ -44,14 +44,24 @@ pub enum What {
     Data(fetch::DataArgs),
 }
 
+/// A subcommand's arguments as clap fills them when none are given: defaults and environment variables.
+fn defaults<T: clap::FromArgMatches + Args>(name: &'static str) -> T {
+    let matches = T::augment_args(clap::Command::new(name)).get_matches_from([name]);
+    T::from_arg_matches(&matches).expect("defaults parse")
+}
+
 fn main() {
     let cli = Cli::parse();
     let Cmd::Fetch(args) = cli.cmd;
     let result = match &args.what {
         Some(What::Weights(w)) => fetch::weights(&args.root, w, args.quiet),
         Some(What::Data(d)) => fetch::data(&args.root, d, args.quiet),
-        None => fetch::weights(&args.root, &fetch::WeightsArgs::default(), args.quiet)
-            .and_then(|_| fetch::data(&args.root, &fetch::DataArgs::default(), args.quiet)),
+        None => fetch::weights(
+            &args.root,
+            &defaults::<fetch::WeightsArgs>("weights"),
+            args.quiet,
+        )
+        .and_then(|_| fetch::data(&args.root, &defaults::<fetch::DataArgs>("data"), args.quiet)),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -394,3 +394,32 @@ fn interrupted_download_resumes_in_the_next_run() {
         &shared().join("weights/mobilenet_v2_0.35_224_no_top"),
     );
 }
+
+#[test]
+fn plain_fetch_asks_for_keras_default_files() {
+    let s = serve(HashMap::new());
+    let root = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["fetch", "--root", root.path().to_str().unwrap(), "--quiet"])
+        .env("MOBILENET_WEIGHTS_URL", &s.url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "{}/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+            s.url
+        )),
+        "{t}"
+    );
+    assert!(t.contains("HTTP 404"), "{t}");
+    assert!(
+        !t.contains("partial file kept"),
+        "nothing arrived, nothing kept: {t}"
+    );
+    assert!(!root
+        .path()
+        .join("weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5.part")
+        .exists());
+}
