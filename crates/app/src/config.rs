@@ -213,13 +213,7 @@ impl RunConfig {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
-        nn::checkpoint::write_atomic(&dir.join("config.json"), |f| {
-            use std::io::Write;
-            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io {
-                path: dir.join("config.json"),
-                source: e,
-            })
-        })?;
+        nn::checkpoint::write_bytes_atomic(&dir.join("config.json"), text.as_bytes())?;
         Ok(())
     }
 

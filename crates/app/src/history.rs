@@ -26,13 +26,7 @@ pub fn write(dir: &Path, h: &[EpochRecord]) -> Result<()> {
     let json = serde_json::to_string_pretty(h)?;
     for (name, text) in [("history.csv", csv), ("history.json", json)] {
         let path = dir.join(name);
-        nn::checkpoint::write_atomic(&path, |f| {
-            use std::io::Write;
-            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io {
-                path: path.clone(),
-                source: e,
-            })
-        })?;
+        nn::checkpoint::write_bytes_atomic(&path, text.as_bytes())?;
     }
     Ok(())
 }

@@ -90,12 +90,6 @@ pub fn write(
     }
     h += "</body></html>";
     let path = dir.join("report.html");
-    nn::checkpoint::write_atomic(&path, |f| {
-        use std::io::Write;
-        f.write_all(h.as_bytes()).map_err(|e| nn::Error::Io {
-            path: path.clone(),
-            source: e,
-        })
-    })?;
+    nn::checkpoint::write_bytes_atomic(&path, h.as_bytes())?;
     Ok(())
 }

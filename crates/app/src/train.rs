@@ -41,13 +41,7 @@ impl TrainerState {
     fn save(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
         let path = dir.join("trainer.json");
-        nn::checkpoint::write_atomic(&path, |f| {
-            use std::io::Write;
-            f.write_all(text.as_bytes()).map_err(|e| nn::Error::Io {
-                path: path.clone(),
-                source: e,
-            })
-        })?;
+        nn::checkpoint::write_bytes_atomic(&path, text.as_bytes())?;
         Ok(())
     }
 

@@ -115,8 +115,12 @@ impl Transform {
         mul(&mul(&offset, &m), &reset)
     }
 
-    pub fn is_identity(&self) -> bool {
-        *self == Self::IDENTITY
+    /// No rotation, shift or zoom (a flip may remain): pixels are copied, not resampled.
+    fn affine_is_identity(&self) -> bool {
+        Transform {
+            flip: false,
+            ..*self
+        } == Self::IDENTITY
     }
 
     /// Writes the transformed, preprocessed image into `out` (`[h, w, 3]` f32) in one sampling pass.
@@ -124,8 +128,7 @@ impl Transform {
         let (h, w) = (img.height() as usize, img.width() as usize);
         let src = img.as_raw();
         let col_of = |c: usize| if self.flip { w - 1 - c } else { c };
-        if self.theta == 0.0 && self.tx == 0.0 && self.ty == 0.0 && self.zx == 1.0 && self.zy == 1.0
-        {
+        if self.affine_is_identity() {
             for r in 0..h {
                 for c in 0..w {
                     let s = &src[(r * w + col_of(c)) * 3..][..3];

@@ -67,7 +67,7 @@ impl Classifier {
                 head.classes
             )));
         }
-        let feats = net.config_channels();
+        let feats = crate::arch::Alpha(net.config.alpha).last_filters();
         let g = &mut net.graph;
         let gap = g.add(
             GlobalAveragePooling2D::new("global_average_pooling2d"),
@@ -124,11 +124,6 @@ impl Classifier {
             .first_trainable()
             .unwrap_or(self.net.graph.len() - 1);
         dropout.map_or(first, |d| d.min(first))
-    }
-
-    /// Whether the base is entirely frozen (only the head trains).
-    pub fn base_frozen(&mut self) -> bool {
-        self.cut() > self.net.out_relu
     }
 
     fn ensure_plan(&mut self) -> Result<()> {
@@ -230,12 +225,5 @@ impl Classifier {
     ) -> Result<StepOutput> {
         let f = self.frozen(x)?;
         self.train_step_frozen(&f, labels, opt)
-    }
-}
-
-impl MobileNetV2 {
-    /// Channels of `out_relu`.
-    pub fn config_channels(&self) -> usize {
-        crate::arch::Alpha(self.config.alpha).last_filters()
     }
 }

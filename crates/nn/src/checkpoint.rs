@@ -42,6 +42,16 @@ pub fn write_atomic(
     result
 }
 
+/// Writes `bytes` to `path` atomically (text files: configuration, history, reports).
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |f| {
+        f.write_all(bytes).map_err(|e| Error::Io {
+            path: path.into(),
+            source: e,
+        })
+    })
+}
+
 /// Saves named tensors as an `.npz`, atomically.
 pub fn save_npz(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     write_atomic(path, |f| {
