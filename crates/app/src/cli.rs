@@ -100,6 +100,9 @@ pub struct TrainArgs {
     /// Plain lines instead of progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the time per layer at the end (forward and backward, ms per training batch).
+    #[arg(long)]
+    pub profile: bool,
     /// Stop as after Ctrl-C once this many batches ran (for tests and scripted interruptions).
     #[arg(long, hide = true)]
     pub interrupt_after: Option<u64>,
@@ -143,6 +146,9 @@ pub struct PredictArgs {
     /// Resize interpolation: nearest or bilinear.
     #[arg(long, default_value = "bilinear")]
     pub interpolation: String,
+    /// Print the time per layer of the forward pass.
+    #[arg(long)]
+    pub profile: bool,
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
 }

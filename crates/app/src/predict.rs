@@ -53,6 +53,7 @@ pub fn run(args: PredictArgs) -> Result<i32> {
     if args.top == 0 {
         bail!("--top must be at least 1");
     }
+    nn::profile::enable(args.profile);
     let (probs, names): (ndarray::Array2<f32>, Vec<String>) = if let Some(w) = &args.weights {
         let mut net = MobileNetV2::from_path(w, Some(true))
             .with_context(|| format!("loading weights {}", w.display()))?;
@@ -95,6 +96,10 @@ pub fn run(args: PredictArgs) -> Result<i32> {
             })
             .collect();
         println!("{}: {}", p.display(), parts.join(", "));
+    }
+    if args.profile {
+        println!("\nTime per layer:");
+        println!("{}", nn::profile::markdown(&nn::profile::take(), 1));
     }
     Ok(0)
 }

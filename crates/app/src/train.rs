@@ -228,6 +228,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     let mut clf = crate::load::for_training(&mut cfg)?;
     let mut opt = optimizer(&cfg)?;
     let mut state = TrainerState::default();
+    nn::profile::enable(args.profile);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating run folder {}", dir.display()))?;
     if let Some(s) = resume {
@@ -249,6 +250,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     } else {
         cfg.save(&dir)?;
     }
+    let start_iterations = opt.iterations();
 
     let unfrozen = clf.net.base_len() - clf.cut().min(clf.net.base_len());
     let use_cache = cfg.augment == data::Augment::default().into();
@@ -448,5 +450,10 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     };
     crate::report::write(&dir, &cfg, &state.history, result.as_ref())?;
     println!("Report: {}", dir.join("report.html").display());
+    if args.profile {
+        let steps = (opt.iterations() - start_iterations) as usize;
+        println!("\nTime per layer (validation, test and feature-cache passes included):");
+        println!("{}", nn::profile::markdown(&nn::profile::take(), steps));
+    }
     Ok(0)
 }

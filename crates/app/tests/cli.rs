@@ -50,11 +50,31 @@ fn imagenet_top1_matches_keras_on_the_test_photos() {
         .map(|k| imgs.join(k))
         .collect();
     let weights = shared().join("weights/mobilenet_v2_1.0_224");
-    let mut args = vec!["predict", "--weights", s(&weights), "--top", "5"];
+    let mut args = vec![
+        "predict",
+        "--weights",
+        s(&weights),
+        "--top",
+        "5",
+        "--profile",
+    ];
     args.extend(files.iter().map(|f| s(f)));
     let out = run(&args);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // --profile: one row per layer that ran, first to last, each with a time.
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(
+        rows.get(1).map(|r| r.starts_with("| Conv1 | ")),
+        Some(true),
+        "{stdout}"
+    );
+    assert!(
+        rows.last().unwrap().starts_with("| predictions | "),
+        "{stdout}"
+    );
+    // Header, then the 153 base layers (Keras counts 154 with the input), pooling, predictions.
+    assert_eq!(rows.len(), 1 + 153 + 2, "{stdout}");
     for (name, e) in expected.as_object().unwrap() {
         let line = stdout
             .lines()

@@ -43,6 +43,8 @@ enum Op {
 }
 
 struct Step {
+    /// The graph nodes it covers, for `--profile`: `first` or `first..last`.
+    name: String,
     op: Op,
     inputs: Vec<NodeId>,
     out: NodeId,
@@ -225,7 +227,12 @@ impl FoldedPlan {
                     }
                 }
             }
+            let name = match cur > i {
+                true => format!("{}..{}", g.layer(i).name(), g.layer(cur).name()),
+                false => g.layer(i).name().to_string(),
+            };
             steps.push(Step {
+                name,
                 op,
                 inputs,
                 out: cur,
@@ -299,7 +306,9 @@ impl FoldedPlan {
                 }
             };
             let ins: Vec<&Tensor> = step.inputs.iter().map(|&j| get(j)).collect::<Result<_>>()?;
+            let t = nn::profile::start();
             let y = exec(&step.op, &ins)?;
+            nn::profile::record(t, &step.name, nn::profile::Phase::Forward);
             for &j in &step.inputs {
                 if last_use.get(&j) == Some(&s) && !self.keep.contains(&j) {
                     live.remove(&j);

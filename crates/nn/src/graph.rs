@@ -164,7 +164,9 @@ impl Graph {
                     )
                 })?);
             }
+            let t = crate::profile::start();
             let y = node.layer.forward(&ins, ctx)?;
+            crate::profile::record(t, node.layer.name(), crate::profile::Phase::Forward);
             if capture.contains(&i) {
                 captured.insert(i, y.clone());
             }
@@ -202,7 +204,9 @@ impl Graph {
                 .inputs
                 .iter()
                 .any(|&j| j != INPUT && j >= first && j >= range.start);
+            let t = crate::profile::start();
             let dxs = node.layer.backward(&g, need_dx)?;
+            crate::profile::record(t, node.layer.name(), crate::profile::Phase::Backward);
             for (&j, dx) in node.inputs.iter().zip(dxs) {
                 let Some(dx) = dx else { continue };
                 if j == INPUT || j < first || j < range.start {

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod loss;
 pub mod optim;
 pub mod param;
+pub mod profile;
 pub mod vars;
 
 pub use error::{Error, Result};

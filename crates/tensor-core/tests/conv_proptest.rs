@@ -45,9 +45,14 @@ fn act() -> impl Strategy<Value = Activation> {
     ]
 }
 
+/// Small channel counts, and the multiples of 8 and 16 that the vector kernels take.
+fn channels() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => 1..6usize, 1 => prop::sample::select(vec![8usize, 16, 24, 32])]
+}
+
 prop_compose! {
     fn problem(depthwise: bool)(
-        n in 1..3usize, h in 1..9usize, w in 1..9usize, cin in 1..6usize, cout in 1..6usize,
+        n in 1..3usize, h in 1..9usize, w in 1..9usize, cin in channels(), cout in channels(),
         kh in 1..4usize, kw in 1..4usize, stride in 1..4usize, padding in padding(), act in act(),
         with_bias in any::<bool>(), dy_seed in any::<u64>(),
     )(
@@ -171,6 +176,10 @@ fn run(p: &ConvProblem) -> Result<(), TestCaseError> {
         let mut y = vec![0.0; want.len()];
         conv::im2col::forward(&g, x, w, p.bias.as_deref(), p.act, &mut y);
         prop_assert_eq!(&y, &want, "im2col");
+        y.fill(f32::NAN);
+        if conv::direct::forward(&g, x, w, p.bias.as_deref(), p.act, &mut y) {
+            prop_assert_eq!(&y, &want, "direct");
+        }
     }
     p.check_backward(&g);
     Ok(())
@@ -231,6 +240,12 @@ fn mobilenet_shapes_pinned() {
         // Large enough for the parallel GEMM path with its fused bias + ReLU6 epilogue per row block.
         fixed(false, (2, 24, 24, 8), (1, 1), 16, 1, Padding::Valid),
         fixed(false, (1, 30, 30, 4), (3, 3), 8, 1, Padding::Same),
+        // The vector kernels: the stem's 3 -> 32 (direct), depthwise at 16, 24 and 32 channels.
+        fixed(false, (2, 17, 18, 3), (3, 3), 32, 2, pad),
+        fixed(false, (1, 9, 11, 3), (3, 3), 24, 1, Padding::Same),
+        fixed(true, (2, 12, 13, 32), (3, 3), 32, 1, Padding::Same),
+        fixed(true, (1, 12, 12, 16), (3, 3), 16, 2, pad),
+        fixed(true, (1, 9, 10, 24), (3, 3), 24, 1, Padding::Same),
     ] {
         run(&p).unwrap();
     }

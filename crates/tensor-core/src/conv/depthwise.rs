@@ -1,5 +1,7 @@
 //! Depthwise KxK convolution, vectorised across channels: NHWC keeps a pixel's channels contiguous,
-//! so every tap is one fused multiply-add over a `C`-wide row (the compiler emits SIMD for it).
+//! so every tap is one multiply-add over a block of channels. The forward keeps each accumulator in
+//! a register across the taps (explicit x86 vectors in `depthwise_x86`, a portable twin here); the
+//! backward passes use plain rows the compiler vectorises.
 //! Parallel over output rows (forward), input rows (input gradient) and row blocks (weight gradient).
 
 use super::ConvGeom;
@@ -15,9 +17,11 @@ fn fma_row(acc: &mut [f32], x: &[f32], w: &[f32]) {
 
 /// `y = act(dwconv(x, w) + bias)`; `w` is `[kh, kw, C]`.
 ///
-/// One output row at a time (parallel over rows): for each tap, one pass over the columns it
-/// reaches, so the row stays in L1 and the inner loop is a plain multiply-add over channels,
-/// compiled for the CPU's vector width ([`crate::simd`]).
+/// Parallel over output rows. Within a row, each output pixel is built one channel block at a time:
+/// the accumulator stays in a register across all taps and is stored once, with the activation
+/// applied. x86 CPUs with AVX-512 or AVX2 run the explicit-vector rows of
+/// [`depthwise_x86`](super::depthwise_x86) when `C` is a multiple of their width; everything else
+/// runs the portable [`forward_row_blocked`].
 pub fn forward(
     g: &ConvGeom,
     x: &[f32],
@@ -27,62 +31,116 @@ pub fn forward(
     y: &mut [f32],
 ) {
     let (c, ow) = (g.cin, g.cols.out);
+    let zeros;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            zeros = vec![0.0f32; c];
+            &zeros
+        }
+    };
     y.par_chunks_mut(ow * c)
         .enumerate()
         .for_each(|(row, out)| forward_row(g, x, w, bias, act, row, out));
 }
 
-crate::multiversion!(fn forward_row(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, act: Activation, row: usize, out: &mut [f32]) => forward_row_body);
+fn forward_row(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    act: Activation,
+    row: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::depthwise_x86::{row_avx2, row_avx512, MAX_KH};
+        use crate::simd::{level, Level};
+        let c = g.cin;
+        match level() {
+            // SAFETY: `level()` detected the features; `c` is a multiple of the lane count; the
+            // slices have the sizes `g` gives (the kernels assert it).
+            Level::Avx512 if c.is_multiple_of(16) && g.kh <= MAX_KH => {
+                return unsafe { row_avx512(g, x, w, bias, act, row, out) }
+            }
+            // SAFETY: as above (AVX-512 CPUs have AVX2 and FMA).
+            Level::Avx512 | Level::Avx2 if c.is_multiple_of(8) && g.kh <= MAX_KH => {
+                return unsafe { row_avx2(g, x, w, bias, act, row, out) }
+            }
+            _ => {}
+        }
+    }
+    forward_row_portable(g, x, w, bias, act, row, out)
+}
+
+crate::multiversion!(fn forward_row_portable(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], act: Activation, row: usize, out: &mut [f32]) => forward_row_body);
 
 #[inline(always)]
 fn forward_row_body(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
-    bias: Option<&[f32]>,
+    bias: &[f32],
     act: Activation,
     row: usize,
     out: &mut [f32],
 ) {
-    let (c, oh, iw) = (g.cin, g.rows.out, g.cols.input);
-    let img_in = g.rows.input * iw * c;
-    let (n, oy) = (row / oh, row % oh);
-    let img = &x[n * img_in..][..img_in];
-    match bias {
-        Some(b) => out.chunks_exact_mut(c).for_each(|o| o.copy_from_slice(b)),
-        None => out.fill(0.0),
-    }
-    for ky in 0..g.kh {
-        let Some(iy) = ConvGeom::tap(&g.rows, g.stride, oy, ky) else {
-            continue;
-        };
-        let xrow = &img[iy * iw * c..][..iw * c];
-        for kx in 0..g.kw {
-            let wk = &w[(ky * g.kw + kx) * c..][..c];
-            let (lo, hi) = valid_cols(&g.cols, g.stride, kx);
-            for ox in lo..hi {
-                let ix = ox * g.stride + kx - g.cols.before;
-                fma_row(&mut out[ox * c..][..c], &xrow[ix * c..][..c], wk);
-            }
-        }
-    }
-    if act != Activation::Linear {
-        out.iter_mut().for_each(|v| *v = act.apply(*v));
+    if g.cin.is_multiple_of(8) {
+        forward_row_blocked::<8>(g, x, w, bias, act, row, out)
+    } else if g.cin.is_multiple_of(4) {
+        forward_row_blocked::<4>(g, x, w, bias, act, row, out)
+    } else {
+        forward_row_blocked::<1>(g, x, w, bias, act, row, out)
     }
 }
 
-/// The output columns `ox` whose tap `k` lands inside the input: `lo..hi`.
+/// One output row, `C` a multiple of `L`: per pixel and channel block, the taps that land inside
+/// the input are summed in a `[f32; L]` accumulator (one vector register) and stored once.
 #[inline(always)]
-fn valid_cols(d: &crate::PadDim, stride: usize, k: usize) -> (usize, usize) {
-    // ix = ox * stride + k - before must lie in 0..input.
-    let lo = d.before.saturating_sub(k).div_ceil(stride);
-    let last = d.input + d.before;
-    let hi = if last > k {
-        ((last - 1 - k) / stride + 1).min(d.out)
-    } else {
-        0
-    };
-    (lo.min(hi), hi)
+fn forward_row_blocked<const L: usize>(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    act: Activation,
+    row: usize,
+    out: &mut [f32],
+) {
+    let (c, oh, iw, s) = (g.cin, g.rows.out, g.cols.input, g.stride);
+    let img_in = g.rows.input * iw * c;
+    let (n, oy) = (row / oh, row % oh);
+    let img = &x[n * img_in..][..img_in];
+    let (before, last) = (g.cols.before, iw + g.cols.before);
+    for (ox, o) in out.chunks_exact_mut(c).enumerate() {
+        // Taps kx with 0 <= ox*s + kx - before < iw.
+        let kx_lo = before.saturating_sub(ox * s);
+        let kx_hi = g.kw.min(last.saturating_sub(ox * s));
+        for cb in (0..c).step_by(L) {
+            let mut acc = [0.0f32; L];
+            acc.copy_from_slice(&bias[cb..cb + L]);
+            for ky in 0..g.kh {
+                let Some(iy) = ConvGeom::tap(&g.rows, s, oy, ky) else {
+                    continue;
+                };
+                let xrow = &img[iy * iw * c..][..iw * c];
+                for kx in kx_lo..kx_hi {
+                    let ix = ox * s + kx - before;
+                    let xv: &[f32; L] = xrow[ix * c + cb..][..L].try_into().unwrap();
+                    let wv: &[f32; L] = w[(ky * g.kw + kx) * c + cb..][..L].try_into().unwrap();
+                    for i in 0..L {
+                        acc[i] += xv[i] * wv[i];
+                    }
+                }
+            }
+            let ov = &mut o[cb..cb + L];
+            match act {
+                Activation::Linear => ov.copy_from_slice(&acc),
+                Activation::Relu => (0..L).for_each(|i| ov[i] = acc[i].max(0.0)),
+                Activation::Relu6 => (0..L).for_each(|i| ov[i] = acc[i].clamp(0.0, 6.0)),
+            }
+        }
+    }
 }
 
 /// Output index along one axis that input `i` reaches through tap `k`, if any.

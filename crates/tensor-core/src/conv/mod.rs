@@ -5,6 +5,11 @@
 //! vectorised over channels). [`ConvStrategy::choose`] picks once from the shapes.
 
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_x86;
+pub mod direct;
+#[cfg(target_arch = "x86_64")]
+mod direct_x86;
 pub mod im2col;
 pub mod pointwise;
 pub mod reference;
@@ -124,6 +129,8 @@ fn with_op(op: &'static str, e: Error) -> Error {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvStrategy {
     Pointwise,
+    /// Few input channels (the stem), forward only: [`direct`]; backward as im2col.
+    Direct,
     Im2col,
 }
 
@@ -132,6 +139,8 @@ impl ConvStrategy {
         let unpadded = g.rows.before + g.rows.after + g.cols.before + g.cols.after == 0;
         if g.kh == 1 && g.kw == 1 && g.stride == 1 && unpadded {
             ConvStrategy::Pointwise
+        } else if direct::applies(g) {
+            ConvStrategy::Direct
         } else {
             ConvStrategy::Im2col
         }
@@ -195,6 +204,11 @@ pub fn conv2d_into(
     let (xs, ws) = (contiguous(&x), contiguous(&w));
     match ConvStrategy::choose(&g) {
         ConvStrategy::Pointwise => pointwise::forward(&g, &xs, &ws, bias, act, y),
+        ConvStrategy::Direct => {
+            if !direct::forward(&g, &xs, &ws, bias, act, y) {
+                im2col::forward(&g, &xs, &ws, bias, act, y)
+            }
+        }
         ConvStrategy::Im2col => im2col::forward(&g, &xs, &ws, bias, act, y),
     }
     Ok(())
@@ -230,14 +244,16 @@ pub fn conv2d_backward(
     let strategy = ConvStrategy::choose(&g);
     match strategy {
         ConvStrategy::Pointwise => pointwise::backward_weights(&g, &xs, &dys, dws),
-        ConvStrategy::Im2col => im2col::backward_weights(&g, &xs, &dys, dws),
+        ConvStrategy::Direct | ConvStrategy::Im2col => im2col::backward_weights(&g, &xs, &dys, dws),
     }
     let dx = need_dx.then(|| {
         let mut dx = Array4::zeros(x.raw_dim());
         let dxs = dx.as_slice_mut().expect("contiguous");
         match strategy {
             ConvStrategy::Pointwise => pointwise::backward_input(&g, &dys, &ws, dxs),
-            ConvStrategy::Im2col => im2col::backward_input(&g, &dys, &ws, dxs),
+            ConvStrategy::Direct | ConvStrategy::Im2col => {
+                im2col::backward_input(&g, &dys, &ws, dxs)
+            }
         }
         dx
     });

@@ -1,0 +1,143 @@
+//! This project's side of `benches/compare.sh`: the same measurements as `peers/tf_peer.py` and
+//! `peers/torch_peer.py`, on the study's model (MobileNetV2 base + GAP + Dense(256, relu) +
+//! Dense(15)), printed as one JSON line per run. Peak memory is the process's VmHWM, read the
+//! same way as the peers' `ru_maxrss`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use mobilenet::{Classifier, HeadConfig, MobileNetV2};
+use nn::optim::{Adam, AdamParams};
+use nn::Tensor;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Task {
+    /// Inference (frozen base, batch-norm folded).
+    Infer,
+    /// (A) one training step, base frozen.
+    TrainA,
+    /// (B) one training step, the last 3 base layers trainable.
+    TrainB,
+    /// (C) one training step, everything trainable.
+    TrainC,
+}
+
+#[derive(Parser)]
+struct Args {
+    #[arg(value_enum)]
+    task: Task,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Measure for at least this long (after warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    #[arg(long, default_value_t = 3)]
+    min_iters: usize,
+    /// Weights without or with top (the top is ignored), alpha 1.0.
+    #[arg(long, default_value = "weights/mobilenet_v2_1.0_224")]
+    weights: PathBuf,
+    /// Also write the time per layer (Markdown) to this file.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Warm-up twice, then repeats `f` until `seconds` have passed and at least `min_iters` ran.
+fn measure(args: &Args, mut f: impl FnMut() -> Result<()>) -> Result<(Duration, usize)> {
+    for _ in 0..2 {
+        f()?;
+    }
+    nn::profile::take(); // the warm-up is not profiled
+    let (start, mut times) = (Instant::now(), Vec::new());
+    while times.len() < args.min_iters || start.elapsed().as_secs_f64() < args.seconds {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed());
+    }
+    let n = times.len();
+    Ok((median(times), n))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let net = MobileNetV2::from_path(&args.weights, Some(false))
+        .with_context(|| format!("loading {} (cargo xtask fetch)", args.weights.display()))?;
+    if net.config.height != args.size || net.config.width != args.size {
+        bail!(
+            "{} is built for {}x{}; pass --size {}",
+            args.weights.display(),
+            net.config.height,
+            net.config.width,
+            net.config.height
+        );
+    }
+    let base_len = net.base_len();
+    let head = HeadConfig {
+        dense: 256,
+        dropout: 0.0,
+        classes: 15,
+        seed: 0,
+    };
+    let mut clf = Classifier::new(net, head)?;
+    let (n, s) = (args.batch, args.size);
+    let x = Tensor::from_shape_fn(vec![n, s, s, 3], |i| {
+        ((i[0] * 13 + i[1] * 7 + i[2] * 3 + i[3]) % 255) as f32 / 127.5 - 1.0
+    });
+    let labels: Vec<usize> = (0..n).map(|i| i % head.classes).collect();
+    let mut opt = Adam::new(AdamParams {
+        lr: 1e-5,
+        ..AdamParams::default()
+    });
+    let unfrozen = match args.task {
+        Task::Infer | Task::TrainA => 0,
+        Task::TrainB => 3,
+        Task::TrainC => base_len,
+    };
+    clf.unfreeze_last(unfrozen);
+    nn::profile::enable(args.profile.is_some());
+    let (t, iters) = match args.task {
+        Task::Infer => measure(&args, || {
+            clf.predict(&x)?;
+            Ok(())
+        })?,
+        _ => measure(&args, || {
+            clf.train_step(&x, &labels, &mut opt)?;
+            Ok(())
+        })?,
+    };
+    if let Some(p) = &args.profile {
+        let table = nn::profile::markdown(&nn::profile::take(), iters);
+        std::fs::write(p, table).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let task = format!("{:?}", args.task).to_lowercase();
+    let out = serde_json::json!({
+        "peer": "this",
+        "task": task,
+        "batch": n,
+        "size": s,
+        "iters": iters,
+        "ms_per_batch": t.as_secs_f64() * 1e3,
+        "images_per_s": n as f64 / t.as_secs_f64(),
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    println!("{out}");
+    Ok(())
+}

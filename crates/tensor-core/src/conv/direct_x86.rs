@@ -1,0 +1,139 @@
+//! Direct convolution for few input channels (the stem: 3x3x3 -> 32), x86 vectors over output
+//! channels. im2col would build a `[pixels, kh*kw*cin]` matrix with `K = 27`, too thin for a GEMM
+//! to pay for its packing; here each tap is one broadcast input value times one weight vector,
+//! four output pixels at a time so a weight load serves four fused multiply-adds.
+//!
+//! Arithmetic as im2col + matrixmultiply's FMA kernel does it: taps summed from zero in
+//! `(ky, kx, ci)` order with fused multiply-adds, then the bias added. Keeping those roundings keeps
+//! the Keras training-step fixtures (whose frozen stem feeds everything after it) within tolerance.
+
+use super::ConvGeom;
+use crate::Activation;
+
+/// Kernel heights these rows handle (the tap rows are listed in a fixed array).
+pub const MAX_KH: usize = 16;
+
+macro_rules! row_kernel {
+    ($name:ident, $feat:literal, $lanes:expr, $v:ty, $load:ident, $store:ident, $fma:ident, $add:ident, $zero:ident, $max:ident, $min:ident, $set1:ident) => {
+        /// One output row `row` (image-major) of `act(conv(x, w) + bias)`.
+        ///
+        /// # Safety
+        /// The CPU must support the target features; `g.cout` must be a multiple of the lane
+        /// count; the slices must have the sizes `g` gives (checked with asserts).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $name(
+            g: &ConvGeom,
+            x: &[f32],
+            w: &[f32],
+            bias: &[f32],
+            act: Activation,
+            row: usize,
+            out: &mut [f32],
+        ) {
+            use std::arch::x86_64::*;
+            const L: usize = $lanes;
+            const P: usize = 4;
+            let (cin, cout, oh, iw, s) = (g.cin, g.cout, g.rows.out, g.cols.input, g.stride);
+            let (ow, kw) = (g.cols.out, g.kw);
+            let img_in = g.rows.input * iw * cin;
+            let (n, oy) = (row / oh, row % oh);
+            assert!(cout % L == 0 && (n + 1) * img_in <= x.len() && out.len() == ow * cout);
+            assert!(w.len() == g.kh * kw * cin * cout && bias.len() == cout && g.kh <= MAX_KH);
+            let img = x.as_ptr().add(n * img_in);
+            let mut rows = [(0usize, 0usize); MAX_KH];
+            let mut nrows = 0;
+            for ky in 0..g.kh {
+                if let Some(iy) = ConvGeom::tap(&g.rows, s, oy, ky) {
+                    rows[nrows] = (ky, iy);
+                    nrows += 1;
+                }
+            }
+            let rows = &rows[..nrows];
+            let (before, last) = (g.cols.before, iw + g.cols.before);
+            // Every kx tap of output column `ox` lands inside the input.
+            let inside = |ox: usize| before <= ox * s && ox * s + kw <= last;
+            let (zero, six) = ($set1(0.0), $set1(6.0));
+            let finish = |acc: $v| match act {
+                // max/min with the constant first: a NaN stays NaN, like `clamp`.
+                Activation::Linear => acc,
+                Activation::Relu => $max(zero, acc),
+                Activation::Relu6 => $min(six, $max(zero, acc)),
+            };
+            let mut ox = 0;
+            while ox < ow {
+                if ox + P <= ow && inside(ox) && inside(ox + P - 1) {
+                    for cb in (0..cout).step_by(L) {
+                        let mut acc = [$zero(); P];
+                        for &(ky, iy) in rows {
+                            let xr = img.add((iy * iw + ox * s) * cin - before * cin);
+                            for kx in 0..kw {
+                                for ci in 0..cin {
+                                    let k = ((ky * kw + kx) * cin + ci) * cout + cb;
+                                    let wv = $load(w.as_ptr().add(k));
+                                    for q in 0..P {
+                                        let xv = $set1(*xr.add((q * s + kx) * cin + ci));
+                                        acc[q] = $fma(xv, wv, acc[q]);
+                                    }
+                                }
+                            }
+                        }
+                        let b = $load(bias.as_ptr().add(cb));
+                        for q in 0..P {
+                            let v = finish($add(acc[q], b));
+                            $store(out.as_mut_ptr().add((ox + q) * cout + cb), v);
+                        }
+                    }
+                    ox += P;
+                } else {
+                    let kx_lo = before.saturating_sub(ox * s);
+                    let kx_hi = kw.min(last.saturating_sub(ox * s));
+                    for cb in (0..cout).step_by(L) {
+                        let mut acc = $zero();
+                        for &(ky, iy) in rows {
+                            for kx in kx_lo..kx_hi {
+                                let ix = ox * s + kx - before;
+                                let xp = img.add((iy * iw + ix) * cin);
+                                for ci in 0..cin {
+                                    let k = ((ky * kw + kx) * cin + ci) * cout + cb;
+                                    acc = $fma($set1(*xp.add(ci)), $load(w.as_ptr().add(k)), acc);
+                                }
+                            }
+                        }
+                        let v = finish($add(acc, $load(bias.as_ptr().add(cb))));
+                        $store(out.as_mut_ptr().add(ox * cout + cb), v);
+                    }
+                    ox += 1;
+                }
+            }
+        }
+    };
+}
+
+row_kernel!(
+    row_avx512,
+    "avx512f",
+    16,
+    __m512,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps,
+    _mm512_add_ps,
+    _mm512_setzero_ps,
+    _mm512_max_ps,
+    _mm512_min_ps,
+    _mm512_set1_ps
+);
+row_kernel!(
+    row_avx2,
+    "avx2,fma",
+    8,
+    __m256,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_fmadd_ps,
+    _mm256_add_ps,
+    _mm256_setzero_ps,
+    _mm256_max_ps,
+    _mm256_min_ps,
+    _mm256_set1_ps
+);
