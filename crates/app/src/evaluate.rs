@@ -37,7 +37,7 @@ pub fn evaluate(clf: &mut Classifier, ds: &Dataset, split: &str) -> Result<EvalR
     let order: Vec<usize> = (0..ds.len()).collect();
     for chunk in order.chunks(ds.cfg.batch_size) {
         let b = ds.batch(chunk, 0, false);
-        let p = clf.predict(&b.x)?;
+        let p = clf.predict(&b.x.into_shared())?;
         for (row, &label) in p.rows().into_iter().zip(&b.labels) {
             let (arg, best) =
                 row.iter()

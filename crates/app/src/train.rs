@@ -68,7 +68,7 @@ impl FeatureCache {
         let order: Vec<usize> = (0..ds.len()).collect();
         for chunk in order.chunks(ds.cfg.batch_size) {
             let b = ds.batch(chunk, 0, false);
-            for (k, v) in clf.frozen(&b.x)? {
+            for (k, v) in clf.frozen(&b.x.into_shared())? {
                 parts.entry(k).or_default().push(v);
             }
             bar.inc(1);
@@ -80,7 +80,9 @@ impl FeatureCache {
             .iter()
             .map(|n| {
                 let views: Vec<_> = parts[n].iter().map(|t| t.view()).collect();
-                ndarray::concatenate(Axis(0), &views).context("stacking cached features")
+                ndarray::concatenate(Axis(0), &views)
+                    .map(|a| a.into_shared())
+                    .context("stacking cached features")
             })
             .collect::<Result<_>>()?;
         Ok(FeatureCache { nodes, data })
@@ -90,7 +92,7 @@ impl FeatureCache {
         self.nodes
             .iter()
             .zip(&self.data)
-            .map(|(n, t)| (*n, t.select(Axis(0), idx)))
+            .map(|(n, t)| (*n, t.select(Axis(0), idx).into_shared()))
             .collect()
     }
 
@@ -317,7 +319,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
                 (None, Some(s)) => {
                     let batch = s.next().context("the batch loader stopped early")?;
                     debug_assert_eq!(batch.indices, idx);
-                    clf.train_step(&batch.x, &labels, opt.as_mut())
+                    clf.train_step(&batch.x.into_shared(), &labels, opt.as_mut())
                 }
                 (None, None) => unreachable!("a stream exists when there is no cache"),
             };

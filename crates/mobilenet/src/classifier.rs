@@ -50,6 +50,7 @@ pub struct Classifier {
 
 fn to2(t: Tensor) -> Result<Array2<f32>> {
     t.into_dimensionality::<Ix2>()
+        .map(|a| a.into_owned())
         .map_err(|e| Error::Config(format!("expected [batch, classes]: {e}")))
 }
 
@@ -199,7 +200,7 @@ impl Classifier {
         let cut = self.plan.as_ref().expect("compiled").1;
         let g = &mut self.net.graph;
         g.zero_grad();
-        g.backward(l.dlogits.into_dyn(), cut..g.len())?;
+        g.backward(l.dlogits.into_dyn().into_shared(), cut..g.len())?;
         opt.begin_step();
         g.visit_params(&mut |p| {
             if p.trainable {

@@ -72,6 +72,7 @@ fn slice(t: &Tensor) -> &[f32] {
 
 fn to4(t: Tensor) -> Result<ndarray::Array4<f32>> {
     t.into_dimensionality()
+        .map(|a| a.into_owned())
         .map_err(|e| Error::Config(format!("expected a 4-D kernel: {e}")))
 }
 
@@ -172,11 +173,13 @@ impl FoldedPlan {
                     let w = v["kernel"]
                         .clone()
                         .into_dimensionality()
-                        .map_err(|e| Error::Config(e.to_string()))?;
+                        .map_err(|e| Error::Config(e.to_string()))?
+                        .into_owned();
                     let b = v["bias"]
                         .clone()
                         .into_dimensionality()
-                        .map_err(|e| Error::Config(e.to_string()))?;
+                        .map_err(|e| Error::Config(e.to_string()))?
+                        .into_owned();
                     Op::Dense { w, b, act }
                 }
                 Kind::Dropout => Op::Identity,
@@ -266,7 +269,7 @@ impl FoldedPlan {
                         ndarray::Axis(0),
                         (start..(start + MICRO_BATCH).min(n)).into(),
                     )
-                    .to_owned();
+                    .to_shared();
                 self.run_batch(&chunk)
             })
             .collect::<Result<_>>()?;
@@ -282,7 +285,7 @@ impl FoldedPlan {
                 let views: Vec<_> = v.iter().map(|t| t.view()).collect();
                 let joined = ndarray::concatenate(ndarray::Axis(0), &views)
                     .map_err(|e| Error::Config(e.to_string()))?;
-                Ok((k, joined))
+                Ok((k, joined.into_shared()))
             })
             .collect()
     }
@@ -353,7 +356,9 @@ fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
             } else {
                 conv::conv2d
             };
-            f(v4(x)?, w.view(), Some(bias), *stride, *padding, *act)?.into_dyn()
+            f(v4(x)?, w.view(), Some(bias), *stride, *padding, *act)?
+                .into_dyn()
+                .into_shared()
         }
         Op::Scale { scale, shift, act } => {
             let mut y = Tensor::zeros(x.raw_dim());
@@ -377,10 +382,12 @@ fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
             let mut y = ndarray::Array4::zeros((n, h + t + b, w + l + r, c));
             y.slice_mut(ndarray::s![.., *t..t + h, *l..l + w, ..])
                 .assign(&v);
-            y.into_dyn()
+            y.into_dyn().into_shared()
         }
-        Op::Add => tensor_core::add::forward(ins[0].view(), ins[1].view())?,
-        Op::Gap => tensor_core::pool::global_avg_pool(v4(x)?).into_dyn(),
+        Op::Add => tensor_core::add::forward(ins[0].view(), ins[1].view())?.into_shared(),
+        Op::Gap => tensor_core::pool::global_avg_pool(v4(x)?)
+            .into_dyn()
+            .into_shared(),
         Op::Dense { w, b, act } => {
             let x2 = x
                 .view()
@@ -388,7 +395,7 @@ fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
                 .map_err(|_| Error::Config("dense expects 2-D".into()))?;
             let mut y = tensor_core::dense::forward(x2, w.view(), b.view())?;
             act.apply_in_place(y.as_slice_mut().expect("contiguous"));
-            y.into_dyn()
+            y.into_dyn().into_shared()
         }
         Op::Identity => x.clone(),
     })

@@ -336,7 +336,7 @@ impl MobileNetV2 {
                 .into_dimensionality()
                 .map_err(|e| Error::Config(e.to_string()))?,
         );
-        result.push(("features".into(), feats.into_dyn()));
+        result.push(("features".into(), feats.into_dyn().into_shared()));
         Ok(result)
     }
 

@@ -248,15 +248,15 @@ fn train_step_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<Strin
             let name = format!("step {k} {t} {var}");
             let so = step_out.as_ref();
             let ours: Option<Tensor> = match t {
-                "probs_inference" => Some(infer.clone().into_dyn()),
+                "probs_inference" => Some(infer.clone().into_dyn().into_shared()),
                 "loss_inference" => Some(Tensor::from_elem(vec![], onehot_loss(&infer))),
                 "grad" => params.get(var).map(|p| p.1.clone()),
                 "weight" => params.get(var).map(|p| p.0.clone()),
                 "moving_stat" => params.get(var).map(|p| p.0.clone()),
                 "features_train" => so.map(|s| s.features.clone()),
                 "hidden_train" => so.and_then(|s| s.hidden.clone()),
-                "logits_train" => so.map(|s| s.logits.clone().into_dyn()),
-                "probs_train" => so.map(|s| s.probs.clone().into_dyn()),
+                "logits_train" => so.map(|s| s.logits.clone().into_dyn().into_shared()),
+                "probs_train" => so.map(|s| s.probs.clone().into_dyn().into_shared()),
                 "loss_train" => so.map(|s| Tensor::from_elem(vec![], s.loss)),
                 _ => None,
             };

@@ -22,4 +22,4 @@ pub use layer::{Ctx, Layer, Mode};
 pub use param::Param;
 
 /// Activations and gradients: dynamic-rank f32 arrays (NHWC for images, `[N, F]` for features).
-pub type Tensor = ndarray::ArrayD<f32>;
+pub type Tensor = ndarray::ArcArray<f32, ndarray::IxDyn>;

@@ -23,7 +23,8 @@ fn every_parameter_gradient_matches_finite_differences() {
     let out = softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), &labels)
         .unwrap();
     g.zero_grad();
-    g.backward(out.dlogits.into_dyn(), 0..g.len()).unwrap();
+    g.backward(out.dlogits.into_dyn().into_shared(), 0..g.len())
+        .unwrap();
 
     let mut analytic = Vec::new();
     g.visit_params(&mut |p| {
@@ -78,7 +79,8 @@ fn backward_stops_below_the_lowest_trainable_layer() {
         .unwrap();
     g.zero_grad();
     // Frozen layers recorded nothing; a backward into them would fail with "without a recorded forward".
-    g.backward(out.dlogits.into_dyn(), 0..g.len()).unwrap();
+    g.backward(out.dlogits.into_dyn().into_shared(), 0..g.len())
+        .unwrap();
     let mut frozen_grads = 0.0f32;
     let mut dense_grads = 0.0f32;
     g.visit_params(&mut |p| {

@@ -17,7 +17,7 @@ fn stripes(n: usize, seed: u64) -> (Tensor, Vec<usize>) {
         let phase = (i / 2) % 2;
         (if (pos + phase) % 2 == 0 { 1.0 } else { 0.0 }) + noise[[i, y, x, 0]]
     });
-    (x.into_dyn(), labels)
+    (x.into_dyn().into_shared(), labels)
 }
 
 #[test]
@@ -61,7 +61,8 @@ fn small_cnn_learns_stripes() {
         let out =
             softmax_cross_entropy(logits.view().into_dimensionality::<Ix2>().unwrap(), &y).unwrap();
         g.zero_grad();
-        g.backward(out.dlogits.into_dyn(), 0..g.len()).unwrap();
+        g.backward(out.dlogits.into_dyn().into_shared(), 0..g.len())
+            .unwrap();
         opt.begin_step();
         g.visit_params(&mut |p| {
             if p.trainable {

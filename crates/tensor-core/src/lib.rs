@@ -13,6 +13,7 @@ pub mod dense;
 pub mod error;
 pub mod fold;
 pub mod gemm;
+pub mod inverted_residual;
 pub mod padding;
 pub mod pool;
 pub mod simd;

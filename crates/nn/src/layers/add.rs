@@ -21,7 +21,7 @@ impl Layer for Add {
 
     fn forward(&mut self, inputs: &[&Tensor], _ctx: Ctx) -> Result<Tensor> {
         match inputs {
-            [a, b] => Ok(tensor_core::add::forward(a.view(), b.view())?),
+            [a, b] => Ok(tensor_core::add::forward(a.view(), b.view())?.into_shared()),
             _ => Err(Error::layer(
                 &self.name,
                 format!("expects 2 inputs, got {}", inputs.len()),

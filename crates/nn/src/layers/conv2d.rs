@@ -52,7 +52,7 @@ impl Layer for Conv2D {
             Activation::Linear,
         )?;
         self.x = ctx.record.then(|| x.clone());
-        Ok(y.into_dyn())
+        Ok(y.into_dyn().into_shared())
     }
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
@@ -77,7 +77,7 @@ impl Layer for Conv2D {
                 .for_each(|r| db.iter_mut().zip(r).for_each(|(a, v)| *a += v));
             b.accumulate(&db);
         }
-        Ok(vec![dx.map(|d| d.into_dyn())])
+        Ok(vec![dx.map(|d| d.into_dyn().into_shared())])
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

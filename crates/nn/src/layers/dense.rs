@@ -66,7 +66,7 @@ impl Layer for Dense {
         let mut y: Array2<f32> = dense::forward(view2(&self.name, x)?, w, b)?;
         self.act
             .apply_in_place(y.as_slice_mut().expect("contiguous"));
-        let y = y.into_dyn();
+        let y = y.into_dyn().into_shared();
         self.cache = ctx.record.then(|| (x.clone(), y.clone()));
         Ok(y)
     }
@@ -92,7 +92,7 @@ impl Layer for Dense {
         if self.bias.trainable {
             self.bias.accumulate(g.db.as_slice().expect("contiguous"));
         }
-        Ok(vec![g.dx.map(|d| d.into_dyn())])
+        Ok(vec![g.dx.map(|d| d.into_dyn().into_shared())])
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

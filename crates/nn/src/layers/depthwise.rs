@@ -42,7 +42,7 @@ impl Layer for DepthwiseConv2D {
             Activation::Linear,
         )?;
         self.x = ctx.record.then(|| x.clone());
-        Ok(y.into_dyn())
+        Ok(y.into_dyn().into_shared())
     }
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
@@ -58,7 +58,7 @@ impl Layer for DepthwiseConv2D {
         if self.kernel.trainable {
             self.kernel.accumulate(dw.as_slice().expect("contiguous"));
         }
-        Ok(vec![dx.map(|d| d.into_dyn())])
+        Ok(vec![dx.map(|d| d.into_dyn().into_shared())])
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

@@ -56,14 +56,15 @@ impl Layer for Dropout {
                 0.0
             }
         });
-        let y = x * &mask;
+        let mask = mask.into_shared();
+        let y = (x * &mask).into_shared();
         self.mask = ctx.record.then_some(mask);
         Ok(y)
     }
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
         let mask = cached(&self.name, &self.mask)?;
-        Ok(vec![need_dx.then(|| dy * mask)])
+        Ok(vec![need_dx.then(|| (dy * mask).into_shared())])
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

@@ -27,7 +27,7 @@ impl Layer for GlobalAveragePooling2D {
     fn forward(&mut self, inputs: &[&Tensor], _ctx: Ctx) -> Result<Tensor> {
         let x = view4(&self.name, one(&self.name, inputs)?)?;
         self.hw = Some((x.dim().1, x.dim().2));
-        Ok(pool::global_avg_pool(x).into_dyn())
+        Ok(pool::global_avg_pool(x).into_dyn().into_shared())
     }
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
@@ -36,7 +36,9 @@ impl Layer for GlobalAveragePooling2D {
             return Ok(vec![None]);
         }
         Ok(vec![Some(
-            pool::global_avg_pool_backward(view2(&self.name, dy)?, h, w)?.into_dyn(),
+            pool::global_avg_pool_backward(view2(&self.name, dy)?, h, w)?
+                .into_dyn()
+                .into_shared(),
         )])
     }
 

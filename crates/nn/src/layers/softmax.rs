@@ -25,7 +25,9 @@ impl Layer for Softmax {
     }
 
     fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
-        let y = softmax::forward(view2(&self.name, one(&self.name, inputs)?)?).into_dyn();
+        let y = softmax::forward(view2(&self.name, one(&self.name, inputs)?)?)
+            .into_dyn()
+            .into_shared();
         self.y = ctx.record.then(|| y.clone());
         Ok(y)
     }
@@ -34,7 +36,11 @@ impl Layer for Softmax {
         let y = cached(&self.name, &self.y)?;
         Ok(vec![need_dx
             .then(|| -> Result<Tensor> {
-                Ok(softmax::backward(view2(&self.name, y)?, view2(&self.name, dy)?).into_dyn())
+                Ok(
+                    softmax::backward(view2(&self.name, y)?, view2(&self.name, dy)?)
+                        .into_dyn()
+                        .into_shared(),
+                )
             })
             .transpose()?])
     }

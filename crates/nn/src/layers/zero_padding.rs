@@ -34,7 +34,7 @@ impl Layer for ZeroPadding2D {
         let mut y = Array4::zeros((n, h + t + b, w + l + r, c));
         y.slice_mut(s![.., t..t + h, l..l + w, ..]).assign(&x);
         self.in_hw = Some((h, w));
-        Ok(y.into_dyn())
+        Ok(y.into_dyn().into_shared())
     }
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
@@ -45,6 +45,7 @@ impl Layer for ZeroPadding2D {
             dy.slice(s![.., t..t + h, l..l + w, ..])
                 .to_owned()
                 .into_dyn()
+                .into_shared()
         })])
     }
 

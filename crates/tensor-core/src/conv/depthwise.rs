@@ -44,7 +44,8 @@ pub fn forward(
         .for_each(|(row, out)| forward_row(g, x, w, bias, act, row, out));
 }
 
-fn forward_row(
+/// One output row `row` (image-major) of [`forward`], on the calling thread.
+pub(crate) fn forward_row(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],

@@ -1,0 +1,175 @@
+//! MobileNetV2's inverted-residual block (1x1 expand -> depthwise -> 1x1 project [+ input]) computed
+//! in tiles of output rows, so the expanded tensor (6x the channels) never leaves the cache: per
+//! tile, the input rows it needs are expanded into a small buffer, the depthwise runs on that
+//! buffer, and the projection writes the output rows directly.
+//!
+//! Its reference is the three layers run one after another ([`conv::pointwise`],
+//! [`conv::depthwise`], [`add`](crate::add)); the results are bit-identical because each element
+//! is computed by the same kernels in the same order (property test `tests/inverted_residual.rs`).
+//! Parallel over (image, tile), so batch 1 keeps every core busy too.
+
+use crate::conv::{self, ConvGeom};
+use crate::gemm::{gemm, Mat};
+use crate::{check_shape, Activation, Error, PadDim, Padding, Result};
+use ndarray::{Array4, ArrayView4};
+use rayon::prelude::*;
+
+/// A 1x1 convolution: `w` is `[cin, cout]` row-major, `bias` `[cout]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pointwise<'a> {
+    pub w: &'a [f32],
+    pub bias: &'a [f32],
+    pub act: Activation,
+}
+
+/// The depthwise convolution: `w` is `[kh, kw, C]`, `bias` `[C]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Depthwise<'a> {
+    pub w: &'a [f32],
+    pub kh: usize,
+    pub kw: usize,
+    pub bias: &'a [f32],
+    pub act: Activation,
+    pub stride: usize,
+    pub padding: Padding,
+}
+
+/// Bytes of expanded rows a tile aims for (well inside a 1-2 MiB L2).
+const TILE_BYTES: usize = 256 * 1024;
+
+const OP: &str = "inverted_residual";
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        op: OP,
+        msg: format!("{what} has {got} values, expected {want}"),
+    })
+}
+
+/// `y = project(depthwise(expand(x))) [+ x]`; `x` is NHWC. `residual` needs stride 1 and
+/// `cout == cin`. Tiles hold about [`TILE_BYTES`] of expanded rows.
+pub fn forward(
+    x: ArrayView4<f32>,
+    expand: Option<Pointwise>,
+    dw: Depthwise,
+    project: Pointwise,
+    residual: bool,
+) -> Result<Array4<f32>> {
+    forward_tiled(x, expand, dw, project, residual, None)
+}
+
+/// [`forward`] with `tile` output rows per tile (`None`: from [`TILE_BYTES`]).
+pub fn forward_tiled(
+    x: ArrayView4<f32>,
+    expand: Option<Pointwise>,
+    dw: Depthwise,
+    project: Pointwise,
+    residual: bool,
+    tile: Option<usize>,
+) -> Result<Array4<f32>> {
+    let (n, h, w, cin) = x.dim();
+    let cexp = expand.map_or(cin, |e| e.bias.len());
+    if let Some(e) = expand {
+        check_len("expand kernel", e.w.len(), cin * cexp)?;
+    }
+    let g = ConvGeom::depthwise(
+        OP,
+        &[n, h, w, cexp],
+        &[dw.kh, dw.kw, cexp, 1],
+        dw.stride,
+        dw.padding,
+    )?;
+    check_len("depthwise kernel", dw.w.len(), dw.kh * dw.kw * cexp)?;
+    check_len("depthwise bias", dw.bias.len(), cexp)?;
+    let cout = project.bias.len();
+    check_len("project kernel", project.w.len(), cexp * cout)?;
+    let (oh, ow) = (g.rows.out, g.cols.out);
+    if residual {
+        check_shape(OP, &[n, h, w, cin], &[n, oh, ow, cout])?;
+    }
+    let xs = match x.to_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(x.iter().copied().collect()),
+    };
+    let s = dw.stride;
+    let tile = tile
+        .unwrap_or(TILE_BYTES / (s * w * cexp * 4).max(1))
+        .clamp(1, oh.max(1));
+    let mut y = Array4::<f32>::zeros((n, oh, ow, cout));
+    let ys = y.as_slice_mut().expect("fresh array is contiguous");
+    let tasks: Vec<(usize, usize, &mut [f32])> = ys
+        .chunks_mut((oh * ow * cout).max(1))
+        .enumerate()
+        .flat_map(|(img, out)| {
+            out.chunks_mut(tile * ow * cout)
+                .enumerate()
+                .map(move |(t, o)| (img, t * tile, o))
+        })
+        .collect();
+    tasks.into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(ebuf, dbuf): &mut (Vec<f32>, Vec<f32>), (img, oy0, out)| {
+            let rows_out = out.len() / (ow * cout);
+            let before = g.rows.before;
+            // Input rows the tile reads: first..last (the rest is padding).
+            let first = (oy0 * s).saturating_sub(before);
+            let last = h.min((oy0 + rows_out - 1) * s + dw.kh - before);
+            let rows_in = last - first;
+            let xin = &xs[(img * h + first) * w * cin..][..rows_in * w * cin];
+            let ein: &[f32] = match expand {
+                Some(e) => {
+                    ebuf.resize(rows_in * w * cexp, 0.0);
+                    gemm(
+                        rows_in * w,
+                        cin,
+                        cexp,
+                        Mat::rows(xin, cin),
+                        Mat::rows(e.w, cexp),
+                        0.0,
+                        ebuf,
+                    );
+                    conv::epilogue(ebuf, cexp, Some(e.bias), e.act);
+                    ebuf
+                }
+                None => xin,
+            };
+            let tg = ConvGeom {
+                n: 1,
+                cin: cexp,
+                cout: cexp,
+                kh: dw.kh,
+                kw: dw.kw,
+                stride: s,
+                rows: PadDim {
+                    input: rows_in,
+                    out: rows_out,
+                    before: before.saturating_sub(oy0 * s),
+                    after: 0,
+                },
+                cols: g.cols,
+            };
+            dbuf.resize(rows_out * ow * cexp, 0.0);
+            for (r, drow) in dbuf.chunks_exact_mut(ow * cexp).enumerate() {
+                conv::depthwise::forward_row(&tg, ein, dw.w, dw.bias, dw.act, r, drow);
+            }
+            gemm(
+                rows_out * ow,
+                cexp,
+                cout,
+                Mat::rows(dbuf, cexp),
+                Mat::rows(project.w, cout),
+                0.0,
+                out,
+            );
+            conv::epilogue(out, cout, Some(project.bias), project.act);
+            if residual {
+                let xr = &xs[(img * h + oy0) * w * cin..][..out.len()];
+                out.iter_mut().zip(xr).for_each(|(o, x)| *o += x);
+            }
+        },
+    );
+    Ok(y)
+}

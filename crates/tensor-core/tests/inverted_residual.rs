@@ -1,0 +1,241 @@
+//! The row-tiled inverted-residual block against its reference: the three layers run one after
+//! another with the public kernels. Integer-valued data, so every sum is exact and the results
+//! must be identical, whatever the tile size.
+
+use ndarray::{Array1, Array4};
+use proptest::prelude::*;
+use tensor_core::inverted_residual::{forward_tiled, Depthwise, Pointwise};
+use tensor_core::{add, conv, Activation, Padding};
+
+fn ints(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 5) as f32 - 2.0
+        })
+        .collect()
+}
+
+fn act(i: u8) -> Activation {
+    [Activation::Linear, Activation::Relu, Activation::Relu6][i as usize % 3]
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    n: usize,
+    h: usize,
+    w: usize,
+    cin: usize,
+    cexp: Option<usize>,
+    cout: usize,
+    stride: usize,
+    padding: Padding,
+    acts: [u8; 3],
+    tile: usize,
+    seed: u64,
+}
+
+fn padding() -> impl Strategy<Value = Padding> {
+    prop_oneof![
+        Just(Padding::Same),
+        Just(Padding::Valid),
+        (0..2usize, 0..2usize, 0..2usize, 0..2usize).prop_map(|(top, bottom, left, right)| {
+            Padding::Explicit {
+                top,
+                bottom,
+                left,
+                right,
+            }
+        }),
+    ]
+}
+
+fn channels() -> impl Strategy<Value = usize> {
+    prop_oneof![1..6usize, prop::sample::select(vec![8usize, 16, 24, 32])]
+}
+
+prop_compose! {
+    fn block()(
+        n in 1..3usize, h in 3..12usize, w in 3..12usize, cin in channels(),
+        cexp in prop::option::of(channels()), cout in channels(), stride in 1..3usize,
+        padding in padding(), acts in any::<[u8; 3]>(), tile in 1..6usize, seed in any::<u64>(),
+    ) -> Block {
+        Block { n, h, w, cin, cexp, cout, stride, padding, acts, tile, seed }
+    }
+}
+
+fn check(b: &Block, residual: bool) -> Result<(), TestCaseError> {
+    let x = Array4::from_shape_vec(
+        (b.n, b.h, b.w, b.cin),
+        ints(b.n * b.h * b.w * b.cin, b.seed),
+    )
+    .unwrap();
+    let cexp = b.cexp.unwrap_or(b.cin);
+    let cout = if residual { b.cin } else { b.cout };
+    let ew = ints(b.cin * cexp, b.seed ^ 1);
+    let eb = ints(cexp, b.seed ^ 2);
+    let dww = ints(9 * cexp, b.seed ^ 3);
+    let dwb = ints(cexp, b.seed ^ 4);
+    let pw = ints(cexp * cout, b.seed ^ 5);
+    let pb = ints(cout, b.seed ^ 6);
+    let expand = b.cexp.map(|_| Pointwise {
+        w: &ew,
+        bias: &eb,
+        act: act(b.acts[0]),
+    });
+    let dw = Depthwise {
+        w: &dww,
+        kh: 3,
+        kw: 3,
+        bias: &dwb,
+        act: act(b.acts[1]),
+        stride: b.stride,
+        padding: b.padding,
+    };
+    let project = Pointwise {
+        w: &pw,
+        bias: &pb,
+        act: Activation::Linear,
+    };
+    // The reference: the layers one after another.
+    let e = match expand {
+        Some(e) => {
+            let k = Array4::from_shape_vec((1, 1, b.cin, cexp), e.w.to_vec()).unwrap();
+            conv::conv2d(x.view(), k.view(), Some(e.bias), 1, Padding::Valid, e.act).unwrap()
+        }
+        None => x.clone(),
+    };
+    let k = Array4::from_shape_vec((3, 3, cexp, 1), dww.clone()).unwrap();
+    let Ok(d) = conv::depthwise_conv2d(e.view(), k.view(), Some(&dwb), b.stride, b.padding, dw.act)
+    else {
+        return Ok(()); // a kernel larger than the padded input: nothing to compare
+    };
+    if residual && d.dim() != (b.n, b.h, b.w, cexp) {
+        return Ok(());
+    }
+    let k = Array4::from_shape_vec((1, 1, cexp, cout), pw.clone()).unwrap();
+    let mut want = conv::conv2d(
+        d.view(),
+        k.view(),
+        Some(&pb),
+        1,
+        Padding::Valid,
+        Activation::Linear,
+    )
+    .unwrap()
+    .into_dyn();
+    if residual {
+        want = add::forward(x.view().into_dyn(), want.view()).unwrap();
+    }
+    let got = forward_tiled(x.view(), expand, dw, project, residual, Some(b.tile)).unwrap();
+    prop_assert_eq!(got.into_dyn(), want);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn tiled_block_equals_the_layers_in_sequence(b in block()) {
+        check(&b, false)?;
+    }
+
+    #[test]
+    fn tiled_block_with_residual_equals_the_layers_in_sequence(b in block()) {
+        let b = Block { stride: 1, padding: Padding::Same, ..b };
+        check(&b, true)?;
+    }
+}
+
+#[test]
+fn mobilenet_block_shapes_pinned() {
+    // block_1 (expand 16 -> 96, stride 2 with Keras's correct_pad) and block_2 (residual, 24).
+    let pad = Padding::Explicit {
+        top: 0,
+        bottom: 1,
+        left: 0,
+        right: 1,
+    };
+    let cases = [
+        Block {
+            n: 2,
+            h: 14,
+            w: 13,
+            cin: 16,
+            cexp: Some(96),
+            cout: 24,
+            stride: 2,
+            padding: pad,
+            acts: [2, 2, 0],
+            tile: 3,
+            seed: 7,
+        },
+        Block {
+            n: 1,
+            h: 10,
+            w: 9,
+            cin: 24,
+            cexp: Some(144),
+            cout: 24,
+            stride: 1,
+            padding: Padding::Same,
+            acts: [2, 2, 0],
+            tile: 4,
+            seed: 8,
+        },
+        Block {
+            n: 1,
+            h: 8,
+            w: 8,
+            cin: 32,
+            cexp: None,
+            cout: 16,
+            stride: 1,
+            padding: Padding::Same,
+            acts: [0, 2, 0],
+            tile: 100,
+            seed: 9,
+        },
+    ];
+    for (i, b) in cases.iter().enumerate() {
+        check(b, i == 1).unwrap();
+    }
+}
+
+#[test]
+fn mis_sized_weights_are_an_error_naming_what() {
+    let x = Array4::<f32>::zeros((1, 4, 4, 3));
+    let (w, b) = (vec![0.0; 5], Array1::<f32>::zeros(6));
+    let dww = vec![0.0; 54];
+    let err = tensor_core::inverted_residual::forward(
+        x.view(),
+        Some(Pointwise {
+            w: &w,
+            bias: b.as_slice().unwrap(),
+            act: Activation::Relu6,
+        }),
+        Depthwise {
+            w: &dww,
+            kh: 3,
+            kw: 3,
+            bias: b.as_slice().unwrap(),
+            act: Activation::Relu6,
+            stride: 1,
+            padding: Padding::Same,
+        },
+        Pointwise {
+            w: &[0.0; 12],
+            bias: &[0.0; 2],
+            act: Activation::Linear,
+        },
+        false,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "inverted_residual: expand kernel has 5 values, expected 18"
+    );
+}
