@@ -40,6 +40,27 @@ enum Op {
         act: Activation,
     },
     Identity,
+    /// expand 1x1 -> depthwise -> project 1x1 [+ input], in row tiles ([`Block`]).
+    Block(Box<Block>),
+}
+
+/// A 1x1 convolution's folded weights `[cin, cout]`, bias and activation.
+struct Pw {
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    act: Activation,
+}
+
+/// An inverted-residual block compiled from its folded steps.
+struct Block {
+    expand: Option<Pw>,
+    dw: Pw,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    padding: Padding,
+    project: Pw,
+    residual: bool,
 }
 
 struct Step {
@@ -242,6 +263,7 @@ impl FoldedPlan {
             });
             i = cur + 1;
         }
+        let steps = fuse_blocks(steps, keep);
         Ok(FoldedPlan {
             steps,
             keep: keep.to_vec(),
@@ -334,6 +356,146 @@ impl FoldedPlan {
     }
 }
 
+/// The parts of a folded convolution step, when it is a 1x1 stride-1 unpadded one.
+fn as_pointwise(op: &Op) -> Option<Pw> {
+    match op {
+        Op::Conv {
+            w,
+            bias,
+            stride: 1,
+            padding,
+            act,
+            depthwise: false,
+        } if w.dim().0 == 1 && w.dim().1 == 1 && no_padding(*padding) => Some(Pw {
+            w: w.iter().copied().collect(),
+            bias: bias.clone(),
+            act: *act,
+        }),
+        _ => None,
+    }
+}
+
+fn no_padding(p: Padding) -> bool {
+    match p {
+        Padding::Valid | Padding::Same => true, // 1x1 stride 1: `same` pads nothing
+        Padding::Explicit {
+            top,
+            bottom,
+            left,
+            right,
+        } => top + bottom + left + right == 0,
+    }
+}
+
+/// Replaces each `[expand 1x1 ->] depthwise -> project 1x1 [-> add input]` run of steps whose
+/// intermediate outputs nothing else reads by one tiled [`Block`] step.
+fn fuse_blocks(steps: Vec<Step>, keep: &[NodeId]) -> Vec<Step> {
+    let mut readers: HashMap<NodeId, usize> = HashMap::new();
+    for s in &steps {
+        for &j in &s.inputs {
+            *readers.entry(j).or_default() += 1;
+        }
+    }
+    // Only `next` reads `s`'s output.
+    let private = |s: &Step, next: &Step| {
+        next.inputs == [s.out] && readers.get(&s.out) == Some(&1) && !keep.contains(&s.out)
+    };
+    let mut out: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    let mut fused = Vec::new();
+    let mut i = 0;
+    while i < out.len() {
+        let at = |k: usize| out.get(k).and_then(|s| s.as_ref());
+        let is_dw = |k: usize| {
+            matches!(
+                at(k).map(|s| &s.op),
+                Some(Op::Conv {
+                    depthwise: true,
+                    ..
+                })
+            )
+        };
+        let expand = at(i).and_then(|s| as_pointwise(&s.op));
+        let j = match (&expand, is_dw(i + 1)) {
+            (Some(_), true) if private(at(i).expect("exists"), at(i + 1).expect("exists")) => i + 1,
+            _ if is_dw(i) => i,
+            _ => {
+                fused.push(out[i].take().expect("each step moved once"));
+                i += 1;
+                continue;
+            }
+        };
+        let expand = if j > i { expand } else { None };
+        let (Some(dw_step), Some(pj_step)) = (at(j), at(j + 1)) else {
+            fused.push(out[i].take().expect("each step moved once"));
+            i += 1;
+            continue;
+        };
+        let project = as_pointwise(&pj_step.op);
+        if project.is_none() || !private(dw_step, pj_step) {
+            fused.push(out[i].take().expect("each step moved once"));
+            i += 1;
+            continue;
+        }
+        let u = at(i).expect("exists").inputs[0];
+        let residual = match at(j + 2) {
+            Some(a) => {
+                matches!(a.op, Op::Add)
+                    && a.inputs.len() == 2
+                    && a.inputs.contains(&u)
+                    && a.inputs.contains(&pj_step.out)
+                    && readers.get(&pj_step.out) == Some(&1)
+                    && !keep.contains(&pj_step.out)
+            }
+            None => false,
+        };
+        let Op::Conv {
+            w,
+            bias,
+            stride,
+            padding,
+            act,
+            ..
+        } = &dw_step.op
+        else {
+            unreachable!("checked to be a depthwise convolution")
+        };
+        let block = Block {
+            expand,
+            dw: Pw {
+                w: w.iter().copied().collect(),
+                bias: bias.clone(),
+                act: *act,
+            },
+            kh: w.dim().0,
+            kw: w.dim().1,
+            stride: *stride,
+            padding: *padding,
+            project: project.expect("checked above"),
+            residual,
+        };
+        let end = if residual { j + 2 } else { j + 1 };
+        let first = &at(i).expect("exists").name;
+        let last = &at(end).expect("exists").name;
+        let name = format!(
+            "{} .. {}",
+            first.split("..").next().unwrap_or(first),
+            last.rsplit("..").next().unwrap_or(last)
+        );
+        let out_id = at(end).expect("exists").out;
+        fused.push(Step {
+            name,
+            op: Op::Block(Box::new(block)),
+            inputs: vec![u],
+            out: out_id,
+        });
+        for k in i..=end {
+            out[k] = None;
+        }
+        i = end + 1;
+    }
+    fused
+}
+
 fn v4(t: &Tensor) -> Result<ndarray::ArrayView4<'_, f32>> {
     t.view()
         .into_dimensionality()
@@ -398,5 +560,33 @@ fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
             y.into_dyn().into_shared()
         }
         Op::Identity => x.clone(),
+        Op::Block(b) => {
+            use tensor_core::inverted_residual::{forward, Depthwise, Pointwise};
+            fn pw(p: &Pw) -> Pointwise<'_> {
+                Pointwise {
+                    w: &p.w,
+                    bias: &p.bias,
+                    act: p.act,
+                }
+            }
+            let dw = Depthwise {
+                w: &b.dw.w,
+                kh: b.kh,
+                kw: b.kw,
+                bias: &b.dw.bias,
+                act: b.dw.act,
+                stride: b.stride,
+                padding: b.padding,
+            };
+            forward(
+                v4(x)?,
+                b.expand.as_ref().map(pw),
+                dw,
+                pw(&b.project),
+                b.residual,
+            )?
+            .into_dyn()
+            .into_shared()
+        }
     })
 }
