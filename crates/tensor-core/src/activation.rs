@@ -48,10 +48,20 @@ impl Activation {
     }
 }
 
-/// `y = act(x)`.
+/// `y = act(x)`: one parallel pass (read `x`, write `y`).
 pub fn forward(act: Activation, x: &[f32], y: &mut [f32]) {
-    y.copy_from_slice(x);
-    act.apply_in_place(y);
+    let body = |(y, x): (&mut [f32], &[f32])| {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y = act.apply(*x);
+        }
+    };
+    if x.len() >= PAR_MIN {
+        y.par_chunks_mut(PAR_MIN)
+            .zip(x.par_chunks(PAR_MIN))
+            .for_each(body);
+    } else {
+        body((y, x));
+    }
 }
 
 /// `dx = dy * act'(x)`, with the mask taken from the saved output `y`.

@@ -1,30 +1,40 @@
 //! Batch normalisation over the channel axis of NHWC data (viewed as `[M, C]`, `M = N*H*W`).
 //!
 //! Inference: `y = act(x * scale + shift)` with `scale = gamma / sqrt(var + eps)`, one fused pass.
-//! Training (Keras semantics): batch mean and *biased* variance; forward keeps `x_hat` and `inv_std`,
-//! exactly what backward needs.
+//! Training (Keras semantics): batch mean and *biased* variance; forward keeps the per-channel
+//! statistics, and backward recomputes `x_hat` from the input (the layer keeps the input anyway),
+//! which saves a tensor-sized write and the memory to hold it.
 
 use crate::{Activation, Error, Result};
 use rayon::prelude::*;
 
 const ROWS_PER_TASK: usize = 1024;
 
-/// Per-channel sums of `f(row, c)` over all rows, accumulated in f64: fixed row blocks in parallel,
-/// then added in block order, so the result does not depend on thread count or scheduling.
-pub fn channel_sums(m: usize, c: usize, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
+/// Per-channel sums in f64 over all `m` rows: `add(r, acc)` adds row `r`'s `c` values into `acc`
+/// (callers write a plain zip over the row's slices, which the compiler vectorises). Fixed row
+/// blocks in parallel, then added in block order, so the result does not depend on thread count
+/// or scheduling.
+pub fn channel_sums(m: usize, c: usize, add: impl Fn(usize, &mut [f64]) + Sync) -> Vec<f64> {
     let partials: Vec<Vec<f64>> = (0..m.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
         .map(|b| {
             let mut acc = vec![0.0f64; c];
             for r in b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m) {
-                acc.iter_mut()
-                    .enumerate()
-                    .for_each(|(ch, a)| *a += f(r, ch));
+                add(r, &mut acc);
             }
             acc
         })
         .collect();
     crate::gemm::sum_in_order(partials, c)
+}
+
+/// `x_hat = (x - mean) * inv_std` of one row, as the forward computes it (backward recomputes it
+/// from `x` rather than keeping a copy).
+#[inline(always)]
+fn normalise(x: &[f32], mean: &[f32], inv_std: &[f32], out: &mut [f32]) {
+    for (((o, x), m), i) in out.iter_mut().zip(x).zip(mean).zip(inv_std) {
+        *o = (x - m) * i;
+    }
 }
 
 fn check(op: &'static str, len: usize, c: usize, params: &[&[f32]]) -> Result<usize> {
@@ -93,8 +103,6 @@ pub fn inference_forward(
 /// What a training-mode forward leaves for backward and for the moving statistics.
 #[derive(Clone, Debug, Default)]
 pub struct BnCache {
-    /// Normalised input `[M, C]`.
-    pub x_hat: Vec<f32>,
     /// `1 / sqrt(var + eps)` per channel.
     pub inv_std: Vec<f32>,
     /// Batch mean per channel.
@@ -113,34 +121,37 @@ pub fn training_forward(
 ) -> Result<BnCache> {
     let c = gamma.len();
     let m = check("batch_norm_training", x.len(), c, &[beta])?;
-    let sums = channel_sums(m, c, |r, ch| x[r * c + ch] as f64);
+    let row = |r: usize| &x[r * c..][..c];
+    let sums = channel_sums(m, c, |r, acc| {
+        acc.iter_mut()
+            .zip(row(r))
+            .for_each(|(a, &v)| *a += v as f64)
+    });
     let mean: Vec<f64> = sums.iter().map(|s| s / m as f64).collect();
-    let sq = channel_sums(m, c, |r, ch| (x[r * c + ch] as f64 - mean[ch]).powi(2));
+    let sq = channel_sums(m, c, |r, acc| {
+        for ((a, &v), mu) in acc.iter_mut().zip(row(r)).zip(&mean) {
+            let d = v as f64 - mu;
+            *a += d * d;
+        }
+    });
     let var: Vec<f64> = sq.iter().map(|s| s / m as f64).collect();
     let inv_std: Vec<f32> = var
         .iter()
         .map(|v| (1.0 / (v + eps as f64).sqrt()) as f32)
         .collect();
     let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-    let mut x_hat = vec![0.0f32; x.len()];
-    x_hat
-        .par_chunks_mut(c * 256)
-        .zip(y.par_chunks_mut(c * 256))
+    y.par_chunks_mut(c * 256)
         .zip(x.par_chunks(c * 256))
-        .for_each(|((xh, y), x)| {
-            for ((xh, y), x) in xh
-                .chunks_exact_mut(c)
-                .zip(y.chunks_exact_mut(c))
-                .zip(x.chunks_exact(c))
-            {
-                for ch in 0..c {
-                    xh[ch] = (x[ch] - mean32[ch]) * inv_std[ch];
-                    y[ch] = gamma[ch] * xh[ch] + beta[ch];
+        .for_each(|(y, x)| {
+            let mut xh = vec![0.0f32; c];
+            for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                normalise(x, &mean32, &inv_std, &mut xh);
+                for (((y, xh), g), b) in y.iter_mut().zip(&xh).zip(gamma).zip(beta) {
+                    *y = g * xh + b;
                 }
             }
         });
     Ok(BnCache {
-        x_hat,
         inv_std,
         mean: mean32,
         var: var.iter().map(|&v| v as f32).collect(),
@@ -155,23 +166,47 @@ pub struct BnGrads {
     pub dbeta: Vec<f32>,
 }
 
-/// Training backward: `dx = gamma * inv_std / M * (M*dy - sum(dy) - x_hat * sum(dy * x_hat))`.
+/// Training backward: `dx = gamma * inv_std / M * (M*dy - sum(dy) - x_hat * sum(dy * x_hat))`,
+/// with `x_hat` recomputed from the forward's input `x`.
 pub fn training_backward(
     dy: &[f32],
+    x: &[f32],
     cache: &BnCache,
     gamma: &[f32],
     need_dx: bool,
 ) -> Result<BnGrads> {
     let c = gamma.len();
-    let m = check("batch_norm_backward", dy.len(), c, &[&cache.inv_std])?;
-    let xh = &cache.x_hat;
-    let dbeta64 = channel_sums(m, c, |r, ch| dy[r * c + ch] as f64);
-    let dgamma64 = channel_sums(m, c, |r, ch| (dy[r * c + ch] * xh[r * c + ch]) as f64);
+    let m = check(
+        "batch_norm_backward",
+        dy.len(),
+        c,
+        &[&cache.inv_std, &cache.mean],
+    )?;
+    if x.len() != dy.len() {
+        return Err(Error::Shape {
+            op: "batch_norm_backward",
+            expected: vec![dy.len()],
+            got: vec![x.len()],
+        });
+    }
+    let (mean, inv) = (&cache.mean, &cache.inv_std);
+    // sum(dy) and sum(dy * x_hat) in one pass over dy and x: `[dbeta | dgamma]`.
+    let both = channel_sums(m, 2 * c, |r, acc| {
+        let (db, dg) = acc.split_at_mut(c);
+        // Every slice cut to `c`: no bounds checks in the loop, which then vectorises.
+        let (db, dg) = (&mut db[..c], &mut dg[..c]);
+        let (xr, dyr) = (&x[r * c..][..c], &dy[r * c..][..c]);
+        let (mean, inv) = (&mean[..c], &inv[..c]);
+        for ch in 0..c {
+            db[ch] += dyr[ch] as f64;
+            // x_hat exactly as `normalise` computes it.
+            dg[ch] += (dyr[ch] * ((xr[ch] - mean[ch]) * inv[ch])) as f64;
+        }
+    });
+    let (dbeta64, dgamma64) = both.split_at(c);
     let dx = need_dx.then(|| {
         let mf = m as f32;
-        let k: Vec<f32> = (0..c)
-            .map(|ch| gamma[ch] * cache.inv_std[ch] / mf)
-            .collect();
+        let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * inv[ch] / mf).collect();
         let (db, dg): (Vec<f32>, Vec<f32>) = (
             dbeta64.iter().map(|&v| v as f32).collect(),
             dgamma64.iter().map(|&v| v as f32).collect(),
@@ -179,15 +214,19 @@ pub fn training_backward(
         let mut dx = vec![0.0f32; dy.len()];
         dx.par_chunks_mut(c * 256)
             .zip(dy.par_chunks(c * 256))
-            .zip(xh.par_chunks(c * 256))
-            .for_each(|((dx, dy), xh)| {
-                for ((dx, dy), xh) in dx
+            .zip(x.par_chunks(c * 256))
+            .for_each(|((dx, dy), x)| {
+                let (k, db, dg) = (&k[..c], &db[..c], &dg[..c]);
+                let (mean, inv) = (&mean[..c], &inv[..c]);
+                for ((dx, dy), x) in dx
                     .chunks_exact_mut(c)
                     .zip(dy.chunks_exact(c))
-                    .zip(xh.chunks_exact(c))
+                    .zip(x.chunks_exact(c))
                 {
+                    let (dx, dy, x) = (&mut dx[..c], &dy[..c], &x[..c]);
                     for ch in 0..c {
-                        dx[ch] = k[ch] * (mf * dy[ch] - db[ch] - xh[ch] * dg[ch]);
+                        let xh = (x[ch] - mean[ch]) * inv[ch];
+                        dx[ch] = k[ch] * (mf * dy[ch] - db[ch] - xh * dg[ch]);
                     }
                 }
             });
@@ -214,9 +253,16 @@ pub fn inference_backward(
     let c = gamma.len();
     let m = check("batch_norm_backward", dy.len(), c, &[mean, var])?;
     let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let dbeta = channel_sums(m, c, |r, ch| dy[r * c + ch] as f64);
-    let dgamma = channel_sums(m, c, |r, ch| {
-        (dy[r * c + ch] * (x[r * c + ch] - mean[ch]) * inv[ch]) as f64
+    let dbeta = channel_sums(m, c, |r, acc| {
+        acc.iter_mut()
+            .zip(&dy[r * c..][..c])
+            .for_each(|(a, &v)| *a += v as f64)
+    });
+    let dgamma = channel_sums(m, c, |r, acc| {
+        let (dyr, xr) = (&dy[r * c..][..c], &x[r * c..][..c]);
+        for ch in 0..c {
+            acc[ch] += (dyr[ch] * (xr[ch] - mean[ch]) * inv[ch]) as f64;
+        }
     });
     let dx = need_dx.then(|| {
         let scale: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
@@ -238,19 +284,18 @@ pub fn inference_backward(
 pub mod reference {
     use super::BnCache;
 
+    /// Returns the statistics and `x_hat`.
     pub fn training_forward(
         x: &[f32],
         gamma: &[f32],
         beta: &[f32],
         eps: f32,
         y: &mut [f32],
-    ) -> BnCache {
+    ) -> (BnCache, Vec<f32>) {
         let c = gamma.len();
         let m = x.len() / c;
-        let mut cache = BnCache {
-            x_hat: vec![0.0; x.len()],
-            ..Default::default()
-        };
+        let mut cache = BnCache::default();
+        let mut x_hat = vec![0.0; x.len()];
         for ch in 0..c {
             let mean = (0..m).map(|r| x[r * c + ch] as f64).sum::<f64>() / m as f64;
             let var = (0..m)
@@ -260,19 +305,20 @@ pub mod reference {
             let inv = 1.0 / (var + eps as f64).sqrt();
             for r in 0..m {
                 let xh = (x[r * c + ch] as f64 - mean) * inv;
-                cache.x_hat[r * c + ch] = xh as f32;
+                x_hat[r * c + ch] = xh as f32;
                 y[r * c + ch] = (gamma[ch] as f64 * xh + beta[ch] as f64) as f32;
             }
             cache.mean.push(mean as f32);
             cache.var.push(var as f32);
             cache.inv_std.push(inv as f32);
         }
-        cache
+        (cache, x_hat)
     }
 
     /// Returns `(dx, dgamma, dbeta)`.
     pub fn training_backward(
         dy: &[f32],
+        x_hat: &[f32],
         cache: &BnCache,
         gamma: &[f32],
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -282,13 +328,13 @@ pub mod reference {
         for ch in 0..c {
             let sum_dy: f64 = (0..m).map(|r| dy[r * c + ch] as f64).sum();
             let sum_dy_xh: f64 = (0..m)
-                .map(|r| (dy[r * c + ch] * cache.x_hat[r * c + ch]) as f64)
+                .map(|r| (dy[r * c + ch] * x_hat[r * c + ch]) as f64)
                 .sum();
             for r in 0..m {
                 let i = r * c + ch;
                 let g = gamma[ch] as f64 * cache.inv_std[ch] as f64 / m as f64;
-                dx[i] = (g * (m as f64 * dy[i] as f64 - sum_dy - cache.x_hat[i] as f64 * sum_dy_xh))
-                    as f32;
+                dx[i] =
+                    (g * (m as f64 * dy[i] as f64 - sum_dy - x_hat[i] as f64 * sum_dy_xh)) as f32;
             }
             dg[ch] = sum_dy_xh as f32;
             db[ch] = sum_dy as f32;

@@ -301,39 +301,46 @@ fn bn_train_loss(x: &[f32], gamma: &[f32], beta: &[f32], r: &[f32]) -> f64 {
 
 #[test]
 fn batch_norm_training_backward_matches_finite_differences_and_reference() {
-    let c = 3;
-    let x: Vec<f32> = rand_vec(8 * c, 14).iter().map(|v| v * 2.0 + 0.5).collect();
-    let gamma = vec![1.5, -0.7, 0.9];
-    let beta = vec![0.1, 0.2, -0.3];
-    let r = rand_vec(x.len(), 15);
-    let mut y = vec![0.0; x.len()];
-    let cache = batch_norm::training_forward(&x, &gamma, &beta, 1e-3, &mut y).unwrap();
-    let mut y_ref = vec![0.0; x.len()];
-    let cache_ref = batch_norm::reference::training_forward(&x, &gamma, &beta, 1e-3, &mut y_ref);
-    for (a, b) in y.iter().zip(&y_ref) {
-        assert!((a - b).abs() < 1e-5);
+    // 3 channels, and 70: more than the 64-channel blocks backward recomputes x_hat in.
+    for (c, rows, seed) in [(3usize, 8usize, 14u64), (70, 5, 16)] {
+        let x: Vec<f32> = rand_vec(rows * c, seed)
+            .iter()
+            .map(|v| v * 2.0 + 0.5)
+            .collect();
+        let gamma: Vec<f32> = rand_vec(c, seed + 10).iter().map(|v| v + 0.2).collect();
+        let beta = rand_vec(c, seed + 20);
+        let r = rand_vec(x.len(), seed + 1);
+        let mut y = vec![0.0; x.len()];
+        let cache = batch_norm::training_forward(&x, &gamma, &beta, 1e-3, &mut y).unwrap();
+        let mut y_ref = vec![0.0; x.len()];
+        let (cache_ref, x_hat) =
+            batch_norm::reference::training_forward(&x, &gamma, &beta, 1e-3, &mut y_ref);
+        for (a, b) in y.iter().zip(&y_ref) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        for (a, b) in cache.var.iter().zip(&cache_ref.var) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        let g = batch_norm::training_backward(&r, &x, &cache, &gamma, true).unwrap();
+        let (dx_ref, dg_ref, db_ref) =
+            batch_norm::reference::training_backward(&r, &x_hat, &cache_ref, &gamma);
+        let dx = g.dx.unwrap();
+        for (a, b) in dx
+            .iter()
+            .zip(&dx_ref)
+            .chain(g.dgamma.iter().zip(&dg_ref))
+            .chain(g.dbeta.iter().zip(&db_ref))
+        {
+            assert!((a - b).abs() < 1e-4, "{a} vs reference {b} (c = {c})");
+        }
+        fd_check("bn dx", &x, &dx, |v| bn_train_loss(v, &gamma, &beta, &r));
+        fd_check("bn dgamma", &gamma, &g.dgamma, |v| {
+            bn_train_loss(&x, v, &beta, &r)
+        });
+        fd_check("bn dbeta", &beta, &g.dbeta, |v| {
+            bn_train_loss(&x, &gamma, v, &r)
+        });
     }
-    for (a, b) in cache.var.iter().zip(&cache_ref.var) {
-        assert!((a - b).abs() < 1e-6);
-    }
-    let g = batch_norm::training_backward(&r, &cache, &gamma, true).unwrap();
-    let (dx_ref, dg_ref, db_ref) = batch_norm::reference::training_backward(&r, &cache_ref, &gamma);
-    let dx = g.dx.unwrap();
-    for (a, b) in dx
-        .iter()
-        .zip(&dx_ref)
-        .chain(g.dgamma.iter().zip(&dg_ref))
-        .chain(g.dbeta.iter().zip(&db_ref))
-    {
-        assert!((a - b).abs() < 1e-5, "{a} vs reference {b}");
-    }
-    fd_check("bn dx", &x, &dx, |v| bn_train_loss(v, &gamma, &beta, &r));
-    fd_check("bn dgamma", &gamma, &g.dgamma, |v| {
-        bn_train_loss(&x, v, &beta, &r)
-    });
-    fd_check("bn dbeta", &beta, &g.dbeta, |v| {
-        bn_train_loss(&x, &gamma, v, &r)
-    });
 }
 
 #[test]

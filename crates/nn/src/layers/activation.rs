@@ -33,9 +33,13 @@ impl Layer for ReLU {
     }
 
     fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
-        let mut y = one(&self.name, inputs)?.clone();
-        self.act
-            .apply_in_place(y.as_slice_mut().expect("contiguous"));
+        let x = one(&self.name, inputs)?;
+        let mut y = Tensor::zeros(x.raw_dim());
+        activation::forward(
+            self.act,
+            x.as_slice().expect("contiguous"),
+            y.as_slice_mut().expect("contiguous"),
+        );
         self.y = ctx.record.then(|| y.clone());
         Ok(y)
     }

@@ -24,7 +24,8 @@ impl Default for BnConfig {
 }
 
 enum Cache {
-    Batch(BnCache),
+    /// Batch statistics and the input (`x_hat` is recomputed from it).
+    Batch(BnCache, Tensor),
     Moving(Tensor),
 }
 
@@ -122,7 +123,7 @@ impl Layer for BatchNormalization {
             };
             update(&mut self.moving_mean, &cache.mean);
             update(&mut self.moving_variance, &cache.var);
-            self.cache = ctx.record.then_some(Cache::Batch(cache));
+            self.cache = ctx.record.then(|| Cache::Batch(cache, x.clone()));
         } else {
             let (scale, shift) = self.scale_shift();
             batch_norm::inference_forward(xs, &scale, &shift, Activation::Linear, ys)?;
@@ -134,9 +135,13 @@ impl Layer for BatchNormalization {
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
         let dys = dy.as_slice().expect("contiguous");
         let g = match cached(&self.name, &self.cache)? {
-            Cache::Batch(cache) => {
-                batch_norm::training_backward(dys, cache, self.gamma.slice(), need_dx)?
-            }
+            Cache::Batch(cache, x) => batch_norm::training_backward(
+                dys,
+                x.as_slice().expect("contiguous"),
+                cache,
+                self.gamma.slice(),
+                need_dx,
+            )?,
             Cache::Moving(x) => batch_norm::inference_backward(
                 x.as_slice().expect("contiguous"),
                 dys,

@@ -3,7 +3,7 @@
 use super::view4;
 use crate::layer::one;
 use crate::{Ctx, Layer, Param, Result, Tensor};
-use ndarray::{s, Array4};
+use ndarray::{par_azip, s, Array4};
 
 pub struct ZeroPadding2D {
     name: String,
@@ -32,7 +32,8 @@ impl Layer for ZeroPadding2D {
         let (n, h, w, c) = x.dim();
         let ((t, b), (l, r)) = self.pad;
         let mut y = Array4::zeros((n, h + t + b, w + l + r, c));
-        y.slice_mut(s![.., t..t + h, l..l + w, ..]).assign(&x);
+        let mut inner = y.slice_mut(s![.., t..t + h, l..l + w, ..]);
+        par_azip!((o in &mut inner, &v in &x) *o = v);
         self.in_hw = Some((h, w));
         Ok(y.into_dyn().into_shared())
     }
@@ -42,10 +43,10 @@ impl Layer for ZeroPadding2D {
         let ((t, _), (l, _)) = self.pad;
         let dy = view4(&self.name, dy)?;
         Ok(vec![need_dx.then(|| {
-            dy.slice(s![.., t..t + h, l..l + w, ..])
-                .to_owned()
-                .into_dyn()
-                .into_shared()
+            let (n, _, _, c) = dy.dim();
+            let mut dx = Array4::zeros((n, *h, *w, c));
+            par_azip!((o in &mut dx, &v in &dy.slice(s![.., t..t + h, l..l + w, ..])) *o = v);
+            dx.into_dyn().into_shared()
         })])
     }
 
