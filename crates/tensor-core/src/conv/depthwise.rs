@@ -146,7 +146,7 @@ fn forward_row_blocked<const L: usize>(
 
 /// Output index along one axis that input `i` reaches through tap `k`, if any.
 #[inline(always)]
-fn out_of(d: &crate::PadDim, stride: usize, i: usize, k: usize) -> Option<usize> {
+pub(super) fn out_of(d: &crate::PadDim, stride: usize, i: usize, k: usize) -> Option<usize> {
     let t = (i + d.before) as isize - k as isize;
     if t < 0 || !(t as usize).is_multiple_of(stride) {
         return None;
@@ -162,6 +162,23 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     dx.par_chunks_mut(iw * c)
         .enumerate()
         .for_each(|(row, out)| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use super::depthwise_x86::{dx_row_avx2, dx_row_avx512, MAX_KH};
+                use crate::simd::{level, Level};
+                let fits = g.kh <= MAX_KH && g.kw <= MAX_KH;
+                match level() {
+                    // SAFETY: features detected; `c` a multiple of the lanes; sizes asserted inside.
+                    Level::Avx512 if fits && c.is_multiple_of(16) => {
+                        return unsafe { dx_row_avx512(g, dy, w, row, out) }
+                    }
+                    // SAFETY: as above.
+                    Level::Avx512 | Level::Avx2 if fits && c.is_multiple_of(8) => {
+                        return unsafe { dx_row_avx2(g, dy, w, row, out) }
+                    }
+                    _ => {}
+                }
+            }
             let (n, iy) = (row / ih, row % ih);
             let img = &dy[n * img_out..][..img_out];
             for ix in 0..iw {
@@ -198,6 +215,25 @@ pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         .enumerate()
         .map(|(blk, rows)| {
             let mut acc = vec![0.0f32; klen];
+            #[cfg(target_arch = "x86_64")]
+            {
+                use super::depthwise_x86::{dw_rows_avx2, dw_rows_avx512};
+                use crate::simd::{level, Level};
+                let span = blk * ROWS..blk * ROWS + rows.len() / (ow * c);
+                match level() {
+                    // SAFETY: features detected; `c` a multiple of the lanes; sizes asserted inside.
+                    Level::Avx512 if c.is_multiple_of(16) => {
+                        unsafe { dw_rows_avx512(g, x, dy, span, &mut acc) };
+                        return acc;
+                    }
+                    // SAFETY: as above.
+                    Level::Avx512 | Level::Avx2 if c.is_multiple_of(8) => {
+                        unsafe { dw_rows_avx2(g, x, dy, span, &mut acc) };
+                        return acc;
+                    }
+                    _ => {}
+                }
+            }
             for (r, dyr) in rows.chunks_exact(ow * c).enumerate() {
                 let row = blk * ROWS + r;
                 let (n, oy) = (row / oh, row % oh);

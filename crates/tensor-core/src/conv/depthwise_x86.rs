@@ -78,6 +78,132 @@ macro_rules! row_kernel {
     };
 }
 
+macro_rules! backward_kernels {
+    ($dx:ident, $dw:ident, $feat:literal, $lanes:expr, $v:ty, $load:ident, $store:ident, $mul:ident, $add:ident, $zero:ident) => {
+        /// One input row `row` (image-major) of the input gradient: every tap that reaches it.
+        ///
+        /// # Safety
+        /// As for the forward rows; `out` is one row of `dx` (`iw * C`).
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $dx(g: &ConvGeom, dy: &[f32], w: &[f32], row: usize, out: &mut [f32]) {
+            use std::arch::x86_64::*;
+            const L: usize = $lanes;
+            let (c, ih, iw, s) = (g.cin, g.rows.input, g.cols.input, g.stride);
+            let (ow, img_out) = (g.cols.out, g.rows.out * g.cols.out * c);
+            let (n, iy) = (row / ih, row % ih);
+            assert!(c % L == 0 && (n + 1) * img_out <= dy.len() && out.len() == iw * c);
+            assert!(w.len() == g.kh * g.kw * c && g.kh <= MAX_KH && g.kw <= MAX_KH);
+            let img = dy.as_ptr().add(n * img_out);
+            let mut rows = [(0usize, 0usize); MAX_KH];
+            let mut nrows = 0;
+            for ky in 0..g.kh {
+                if let Some(oy) = super::depthwise::out_of(&g.rows, s, iy, ky) {
+                    rows[nrows] = (ky, oy);
+                    nrows += 1;
+                }
+            }
+            for ix in 0..iw {
+                let mut cols = [(0usize, 0usize); MAX_KH];
+                let mut ncols = 0;
+                for kx in 0..g.kw {
+                    if let Some(ox) = super::depthwise::out_of(&g.cols, s, ix, kx) {
+                        cols[ncols] = (kx, ox);
+                        ncols += 1;
+                    }
+                }
+                for cb in (0..c).step_by(L) {
+                    let mut acc: $v = $zero();
+                    for &(ky, oy) in &rows[..nrows] {
+                        for &(kx, ox) in &cols[..ncols] {
+                            let d = $load(img.add((oy * ow + ox) * c + cb));
+                            let k = $load(w.as_ptr().add((ky * g.kw + kx) * c + cb));
+                            acc = $add(acc, $mul(d, k));
+                        }
+                    }
+                    $store(out.as_mut_ptr().add(ix * c + cb), acc);
+                }
+            }
+        }
+
+        /// The weight gradient of output rows `rows` (image-major), added into `acc` (`kh*kw*C`):
+        /// one tap and channel block at a time, its sum kept in a register over all the rows.
+        ///
+        /// # Safety
+        /// As for the forward rows.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn $dw(
+            g: &ConvGeom,
+            x: &[f32],
+            dy: &[f32],
+            rows: std::ops::Range<usize>,
+            acc: &mut [f32],
+        ) {
+            use std::arch::x86_64::*;
+            const L: usize = $lanes;
+            let (c, oh, ow, iw, s) = (g.cin, g.rows.out, g.cols.out, g.cols.input, g.stride);
+            let img_in = g.rows.input * iw * c;
+            assert!(c % L == 0 && acc.len() == g.kh * g.kw * c);
+            assert!(
+                rows.end * ow * c <= dy.len() && rows.end.div_ceil(oh.max(1)) * img_in <= x.len()
+            );
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    // Output columns whose tap kx lands inside the input.
+                    let lo = g.cols.before.saturating_sub(kx).div_ceil(s);
+                    let last = iw + g.cols.before;
+                    let hi = if last > kx {
+                        ((last - 1 - kx) / s + 1).min(ow)
+                    } else {
+                        0
+                    };
+                    for cb in (0..c).step_by(L) {
+                        let mut a: $v = $zero();
+                        for row in rows.clone() {
+                            let (n, oy) = (row / oh, row % oh);
+                            let Some(iy) = ConvGeom::tap(&g.rows, s, oy, ky) else {
+                                continue;
+                            };
+                            let xr = x.as_ptr().add(n * img_in + iy * iw * c + cb);
+                            let dr = dy.as_ptr().add(row * ow * c + cb);
+                            for ox in lo..hi.max(lo) {
+                                let ix = ox * s + kx - g.cols.before;
+                                a = $add(a, $mul($load(xr.add(ix * c)), $load(dr.add(ox * c))));
+                            }
+                        }
+                        let p = acc.as_mut_ptr().add((ky * g.kw + kx) * c + cb);
+                        $store(p, $add($load(p), a));
+                    }
+                }
+            }
+        }
+    };
+}
+
+backward_kernels!(
+    dx_row_avx512,
+    dw_rows_avx512,
+    "avx512f",
+    16,
+    __m512,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_mul_ps,
+    _mm512_add_ps,
+    _mm512_setzero_ps
+);
+backward_kernels!(
+    dx_row_avx2,
+    dw_rows_avx2,
+    "avx2,fma",
+    8,
+    __m256,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_mul_ps,
+    _mm256_add_ps,
+    _mm256_setzero_ps
+);
+
 row_kernel!(
     row_avx512,
     "avx512f",
