@@ -33,11 +33,11 @@ for d in "$DATA" data/sports15 ../shared/data/sports15; do
 done
 
 VENV=benches/.venv
-if ! "$VENV/bin/python" -c 'import tensorflow, torch, torchvision' 2>/dev/null; then
-  echo "== creating $VENV (tensorflow-cpu, torch, torchvision)"
+if ! "$VENV/bin/python" -c 'import tensorflow, torch, torchvision, scipy, PIL' 2>/dev/null; then
+  echo "== creating $VENV (tensorflow-cpu, torch, torchvision, scipy, pillow)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q tensorflow-cpu torch torchvision
+  "$VENV/bin/pip" install -q tensorflow-cpu torch torchvision scipy pillow
 fi
 PY="$VENV/bin/python"
 

@@ -10,7 +10,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-from keras.preprocessing.image import ImageDataGenerator  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Keras 3 keeps the study's ImageDataGenerator under tf.keras (keras.src.legacy).
+ImageDataGenerator = tf.keras.preprocessing.image.ImageDataGenerator
 
 
 def main():
