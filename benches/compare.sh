@@ -4,7 +4,7 @@
 #
 #   benches/compare.sh                 # inference b32/b1, training A/B/C (about 15 minutes)
 #   benches/compare.sh --quick         # shorter measurements, one round
-#   benches/compare.sh --e2e           # also the end-to-end --preset study-finetune wall time
+#   benches/compare.sh --e2e           # also the end-to-end --preset study-finetune wall time (+ ~25 minutes)
 #
 # Peers run in benches/.venv (created here with tensorflow-cpu, torch, torchvision; random
 # weights). They are measured only, never a dependency of the product.
@@ -71,13 +71,15 @@ done
 
 if [ "$E2E" = 1 ]; then
   [ -d "${DATA:-/nonexistent}" ] || { echo "no data for --e2e: run 'cargo xtask fetch'" >&2; exit 1; }
-  for peer in this tensorflow; do
+  for peer in this tensorflow pytorch; do
     start=$(date +%s%N)
     if [ "$peer" = this ]; then
       ./target/release/app train --preset study-finetune --data "$DATA" --weights "$WEIGHTS" \
         --out "$(mktemp -d)" > /dev/null
-    else
+    elif [ "$peer" = tensorflow ]; then
       TF_CPP_MIN_LOG_LEVEL=3 "$PY" benches/peers/tf_study.py --data "$DATA" > /dev/null 2>&1
+    else
+      "$PY" benches/peers/torch_study.py --data "$DATA" > /dev/null 2>&1
     fi
     ms=$(( ($(date +%s%N) - start) / 1000000 ))
     echo "{\"peer\":\"$peer\",\"task\":\"study-finetune\",\"batch\":32,\"size\":224,\"wall_ms\":$ms}" | tee -a "$RAW"
