@@ -56,17 +56,17 @@ pub(crate) fn forward_row(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::depthwise_x86::{row_avx2, row_avx512, MAX_KH};
+        use super::depthwise_x86::{row_avx2, row_avx512};
         use crate::simd::{level, Level};
         let c = g.cin;
         match level() {
             // SAFETY: `level()` detected the features; `c` is a multiple of the lane count; the
             // slices have the sizes `g` gives (the kernels assert it).
-            Level::Avx512 if c.is_multiple_of(16) && g.kh <= MAX_KH => {
+            Level::Avx512 if c.is_multiple_of(16) && g.kh <= super::MAX_TAPS => {
                 return unsafe { row_avx512(g, x, w, bias, act, row, out) }
             }
             // SAFETY: as above (AVX-512 CPUs have AVX2 and FMA).
-            Level::Avx512 | Level::Avx2 if c.is_multiple_of(8) && g.kh <= MAX_KH => {
+            Level::Avx512 | Level::Avx2 if c.is_multiple_of(8) && g.kh <= super::MAX_TAPS => {
                 return unsafe { row_avx2(g, x, w, bias, act, row, out) }
             }
             _ => {}
@@ -144,17 +144,6 @@ fn forward_row_blocked<const L: usize>(
     }
 }
 
-/// Output index along one axis that input `i` reaches through tap `k`, if any.
-#[inline(always)]
-pub(super) fn out_of(d: &crate::PadDim, stride: usize, i: usize, k: usize) -> Option<usize> {
-    let t = (i + d.before) as isize - k as isize;
-    if t < 0 || !(t as usize).is_multiple_of(stride) {
-        return None;
-    }
-    let o = t as usize / stride;
-    (o < d.out).then_some(o)
-}
-
 /// `dx[n, iy, ix, c] = sum over taps of dy[n, oy, ox, c] * w[ky, kx, c]`, gathered per input row.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (c, iw, ih) = (g.cin, g.cols.input, g.rows.input);
@@ -164,9 +153,9 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         .for_each(|(row, out)| {
             #[cfg(target_arch = "x86_64")]
             {
-                use super::depthwise_x86::{dx_row_avx2, dx_row_avx512, MAX_KH};
+                use super::depthwise_x86::{dx_row_avx2, dx_row_avx512};
                 use crate::simd::{level, Level};
-                let fits = g.kh <= MAX_KH && g.kw <= MAX_KH;
+                let fits = g.kh <= super::MAX_TAPS && g.kw <= super::MAX_TAPS;
                 match level() {
                     // SAFETY: features detected; `c` a multiple of the lanes; sizes asserted inside.
                     Level::Avx512 if fits && c.is_multiple_of(16) => {
@@ -185,11 +174,11 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
                 let acc = &mut out[ix * c..][..c];
                 acc.fill(0.0);
                 for ky in 0..g.kh {
-                    let Some(oy) = out_of(&g.rows, g.stride, iy, ky) else {
+                    let Some(oy) = ConvGeom::out_of(&g.rows, g.stride, iy, ky) else {
                         continue;
                     };
                     for kx in 0..g.kw {
-                        let Some(ox) = out_of(&g.cols, g.stride, ix, kx) else {
+                        let Some(ox) = ConvGeom::out_of(&g.cols, g.stride, ix, kx) else {
                             continue;
                         };
                         fma_row(

@@ -9,11 +9,8 @@
 //! add per tap (not fused): the same roundings as the portable kernel and as before, which is what
 //! keeps the Keras training-step fixtures within their tight tolerances.
 
-use super::ConvGeom;
+use super::{ConvGeom, Taps, MAX_TAPS};
 use crate::Activation;
-
-/// Kernel heights these rows handle (the tap rows are listed in a fixed array).
-pub const MAX_KH: usize = 16;
 
 macro_rules! row_kernel {
     ($name:ident, $feat:literal, $lanes:expr, $v:ty, $load:ident, $store:ident, $mul:ident, $add:ident, $max:ident, $min:ident, $set1:ident) => {
@@ -38,18 +35,11 @@ macro_rules! row_kernel {
             let img_in = g.rows.input * iw * c;
             let (n, oy) = (row / oh, row % oh);
             assert!(c % L == 0 && (n + 1) * img_in <= x.len() && out.len() == g.cols.out * c);
-            assert!(w.len() == g.kh * g.kw * c && bias.len() == c && g.kh <= MAX_KH);
+            assert!(w.len() == g.kh * g.kw * c && bias.len() == c && g.kh <= MAX_TAPS);
             let img = x.as_ptr().add(n * img_in);
             let (before, last) = (g.cols.before, iw + g.cols.before);
             // The input rows this output row reads, with their tap index.
-            let mut rows = [(0usize, 0usize); MAX_KH];
-            let mut nrows = 0;
-            for ky in 0..g.kh {
-                if let Some(iy) = ConvGeom::tap(&g.rows, s, oy, ky) {
-                    rows[nrows] = (ky, iy);
-                    nrows += 1;
-                }
-            }
+            let rows = Taps::new(g.kh, |ky| ConvGeom::tap(&g.rows, s, oy, ky));
             let (zero, six) = ($set1(0.0), $set1(6.0));
             for ox in 0..g.cols.out {
                 let kx_lo = before.saturating_sub(ox * s);
@@ -57,7 +47,7 @@ macro_rules! row_kernel {
                 let o = out.as_mut_ptr().add(ox * c);
                 for cb in (0..c).step_by(L) {
                     let mut acc: $v = $load(bias.as_ptr().add(cb));
-                    for &(ky, iy) in &rows[..nrows] {
+                    for &(ky, iy) in rows.as_slice() {
                         let xr = img.add(iy * iw * c + cb);
                         let wr = w.as_ptr().add(ky * g.kw * c + cb);
                         for kx in kx_lo..kx_hi {
@@ -92,29 +82,15 @@ macro_rules! backward_kernels {
             let (ow, img_out) = (g.cols.out, g.rows.out * g.cols.out * c);
             let (n, iy) = (row / ih, row % ih);
             assert!(c % L == 0 && (n + 1) * img_out <= dy.len() && out.len() == iw * c);
-            assert!(w.len() == g.kh * g.kw * c && g.kh <= MAX_KH && g.kw <= MAX_KH);
+            assert!(w.len() == g.kh * g.kw * c && g.kh <= MAX_TAPS && g.kw <= MAX_TAPS);
             let img = dy.as_ptr().add(n * img_out);
-            let mut rows = [(0usize, 0usize); MAX_KH];
-            let mut nrows = 0;
-            for ky in 0..g.kh {
-                if let Some(oy) = super::depthwise::out_of(&g.rows, s, iy, ky) {
-                    rows[nrows] = (ky, oy);
-                    nrows += 1;
-                }
-            }
+            let rows = Taps::new(g.kh, |ky| ConvGeom::out_of(&g.rows, s, iy, ky));
             for ix in 0..iw {
-                let mut cols = [(0usize, 0usize); MAX_KH];
-                let mut ncols = 0;
-                for kx in 0..g.kw {
-                    if let Some(ox) = super::depthwise::out_of(&g.cols, s, ix, kx) {
-                        cols[ncols] = (kx, ox);
-                        ncols += 1;
-                    }
-                }
+                let cols = Taps::new(g.kw, |kx| ConvGeom::out_of(&g.cols, s, ix, kx));
                 for cb in (0..c).step_by(L) {
                     let mut acc: $v = $zero();
-                    for &(ky, oy) in &rows[..nrows] {
-                        for &(kx, ox) in &cols[..ncols] {
+                    for &(ky, oy) in rows.as_slice() {
+                        for &(kx, ox) in cols.as_slice() {
                             let d = $load(img.add((oy * ow + ox) * c + cb));
                             let k = $load(w.as_ptr().add((ky * g.kw + kx) * c + cb));
                             acc = $add(acc, $mul(d, k));

@@ -15,7 +15,7 @@ pub fn applies(g: &ConvGeom) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::simd::{level, Level};
-        let small = g.cin <= MAX_CIN && g.kh <= super::direct_x86::MAX_KH;
+        let small = g.cin <= MAX_CIN && g.kh <= super::MAX_TAPS;
         match level() {
             Level::Avx512 | Level::Avx2 => small && g.cout.is_multiple_of(8),
             Level::Generic => false,

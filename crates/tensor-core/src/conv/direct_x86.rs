@@ -7,11 +7,8 @@
 //! `(ky, kx, ci)` order with fused multiply-adds, then the bias added. Keeping those roundings keeps
 //! the Keras training-step fixtures (whose frozen stem feeds everything after it) within tolerance.
 
-use super::ConvGeom;
+use super::{ConvGeom, Taps, MAX_TAPS};
 use crate::Activation;
-
-/// Kernel heights these rows handle (the tap rows are listed in a fixed array).
-pub const MAX_KH: usize = 16;
 
 macro_rules! row_kernel {
     ($name:ident, $feat:literal, $lanes:expr, $v:ty, $load:ident, $store:ident, $fma:ident, $add:ident, $zero:ident, $max:ident, $min:ident, $set1:ident) => {
@@ -38,17 +35,10 @@ macro_rules! row_kernel {
             let img_in = g.rows.input * iw * cin;
             let (n, oy) = (row / oh, row % oh);
             assert!(cout % L == 0 && (n + 1) * img_in <= x.len() && out.len() == ow * cout);
-            assert!(w.len() == g.kh * kw * cin * cout && bias.len() == cout && g.kh <= MAX_KH);
+            assert!(w.len() == g.kh * kw * cin * cout && bias.len() == cout && g.kh <= MAX_TAPS);
             let img = x.as_ptr().add(n * img_in);
-            let mut rows = [(0usize, 0usize); MAX_KH];
-            let mut nrows = 0;
-            for ky in 0..g.kh {
-                if let Some(iy) = ConvGeom::tap(&g.rows, s, oy, ky) {
-                    rows[nrows] = (ky, iy);
-                    nrows += 1;
-                }
-            }
-            let rows = &rows[..nrows];
+            let rows = Taps::new(g.kh, |ky| ConvGeom::tap(&g.rows, s, oy, ky));
+            let rows = rows.as_slice();
             let (before, last) = (g.cols.before, iw + g.cols.before);
             // Every kx tap of output column `ox` lands inside the input.
             let inside = |ox: usize| before <= ox * s && ox * s + kw <= last;

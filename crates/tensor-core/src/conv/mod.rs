@@ -109,6 +109,49 @@ impl ConvGeom {
         let i = (o * stride + k) as isize - d.before as isize;
         (i >= 0 && (i as usize) < d.input).then_some(i as usize)
     }
+    /// Output pixel that input pixel `i` reaches through tap `k` along one axis, if any (the
+    /// inverse of [`tap`](Self::tap), for gradients gathered per input pixel).
+    #[inline(always)]
+    pub fn out_of(d: &PadDim, stride: usize, i: usize, k: usize) -> Option<usize> {
+        let t = (i + d.before) as isize - k as isize;
+        if t < 0 || !(t as usize).is_multiple_of(stride) {
+            return None;
+        }
+        let o = t as usize / stride;
+        (o < d.out).then_some(o)
+    }
+}
+
+/// Kernel heights and widths the vector kernels take: their tap lists are fixed arrays.
+pub const MAX_TAPS: usize = 16;
+
+/// The taps of one axis that land inside the data, each with the index it lands on, in tap order.
+pub struct Taps {
+    list: [(usize, usize); MAX_TAPS],
+    len: usize,
+}
+
+impl Taps {
+    /// Taps `k < kernel` with `f(k)` inside; `kernel <= MAX_TAPS` (the callers dispatch on it).
+    #[inline(always)]
+    pub fn new(kernel: usize, f: impl Fn(usize) -> Option<usize>) -> Self {
+        assert!(kernel <= MAX_TAPS, "{kernel} taps, at most {MAX_TAPS}");
+        let mut t = Taps {
+            list: [(0, 0); MAX_TAPS],
+            len: 0,
+        };
+        for k in 0..kernel {
+            if let Some(i) = f(k) {
+                t.list[t.len] = (k, i);
+                t.len += 1;
+            }
+        }
+        t
+    }
+    #[inline(always)]
+    pub fn as_slice(&self) -> &[(usize, usize)] {
+        &self.list[..self.len]
+    }
 }
 
 fn dims4(op: &'static str, what: &str, s: &[usize]) -> Result<[usize; 4]> {
