@@ -28,8 +28,8 @@ pub fn channel_sums(m: usize, c: usize, add: impl Fn(usize, &mut [f64]) + Sync) 
     crate::gemm::sum_in_order(partials, c)
 }
 
-/// `x_hat = (x - mean) * inv_std` of one row, as the forward computes it (backward recomputes it
-/// from `x` rather than keeping a copy).
+/// `x_hat = (x - mean) * inv_std` of one row. Backward recomputes the same expression inline, element
+/// by element (a call per row with a scratch row kept its loops from vectorising).
 #[inline(always)]
 fn normalise(x: &[f32], mean: &[f32], inv_std: &[f32], out: &mut [f32]) {
     for (((o, x), m), i) in out.iter_mut().zip(x).zip(mean).zip(inv_std) {

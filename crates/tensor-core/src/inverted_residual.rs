@@ -90,10 +90,7 @@ pub fn forward_tiled(
     if residual {
         check_shape(OP, &[n, h, w, cin], &[n, oh, ow, cout])?;
     }
-    let xs = match x.to_slice() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(x.iter().copied().collect()),
-    };
+    let xs = conv::contiguous(&x);
     let s = dw.stride;
     let tile = tile
         .unwrap_or(TILE_BYTES / (s * w * cexp * 4).max(1))

@@ -190,7 +190,8 @@ impl ConvStrategy {
     }
 }
 
-fn contiguous<'a>(a: &ArrayView4<'a, f32>) -> std::borrow::Cow<'a, [f32]> {
+/// The data of `a` as one slice: borrowed when it is already contiguous, copied otherwise.
+pub(crate) fn contiguous<'a>(a: &ArrayView4<'a, f32>) -> std::borrow::Cow<'a, [f32]> {
     match a.to_slice() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(a.iter().copied().collect()),
