@@ -4,6 +4,7 @@
 //! Forward keeps a node's output only until its last reader has run; layers record what backward needs
 //! only from the lowest trainable node up, so a frozen base costs a forward pass and nothing more.
 
+use crate::layer::Fusable;
 use crate::{Ctx, Error, Layer, Mode, Param, Result, Tensor};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -21,6 +22,9 @@ struct Node {
 #[derive(Default)]
 pub struct Graph {
     nodes: Vec<Node>,
+    /// Nodes the last forward over them fused into a neighbour: they passed their input through, and
+    /// their backward passes the gradient through (the neighbour accounts for them).
+    passthrough: Vec<bool>,
 }
 
 /// What a forward pass returns: the last node's output and the captured ones.
@@ -119,6 +123,11 @@ impl Graph {
 
     /// Forward through nodes `range`, reading `feeds` (outputs of nodes before the range, or `INPUT`),
     /// returning the last node's output and copies of the `capture`d ones.
+    ///
+    /// A node with nothing of its own to compute may be fused into its neighbour for this run (see
+    /// [`Fusable`]): a `ReLU` into the batch-norm before it, a `ZeroPadding2D` into the depthwise
+    /// convolution after it. The fused node then passes its input through, forward and backward.
+    /// Only a node whose output goes to that neighbour alone, and is not captured, is fused.
     pub fn run(
         &mut self,
         feeds: &[(NodeId, &Tensor)],
@@ -143,6 +152,8 @@ impl Graph {
                 last_use.insert(j, i);
             }
         }
+        self.passthrough.resize(self.nodes.len(), false);
+        self.passthrough[range.clone()].fill(false);
         let mut owned: HashMap<NodeId, Tensor> = HashMap::new();
         let mut captured = HashMap::new();
         let mut last = None;
@@ -151,6 +162,7 @@ impl Graph {
                 mode,
                 record: first_train.is_some_and(|f| i >= f),
             };
+            self.fuse_with_next(i, &range, &last_use, capture);
             let node = &mut self.nodes[i];
             let mut ins = Vec::with_capacity(node.inputs.len());
             for &j in &node.inputs {
@@ -165,7 +177,14 @@ impl Graph {
                 })?);
             }
             let t = crate::profile::start();
-            let y = node.layer.forward(&ins, ctx)?;
+            let y = if self.passthrough[i] {
+                ins[0].clone()
+            } else {
+                let y = node.layer.forward(&ins, ctx);
+                // Whatever this node took over from a neighbour was for this forward only.
+                node.layer.fuse(None);
+                y?
+            };
             crate::profile::record(t, node.layer.name(), crate::profile::Phase::Forward);
             if capture.contains(&i) {
                 captured.insert(i, y.clone());
@@ -188,6 +207,41 @@ impl Graph {
         })
     }
 
+    /// The nodes the last forward over them fused into a neighbour (they passed their input through).
+    pub fn fused_nodes(&self) -> Vec<NodeId> {
+        (0..self.passthrough.len())
+            .filter(|&i| self.passthrough[i])
+            .collect()
+    }
+
+    /// Before node `i` runs: fuses the pair `(i, i + 1)` when one of them is [`Fusable`] into the
+    /// other, `i + 1` reads `i` alone and is its only reader, both are in the range and `i`'s output
+    /// is not captured. Marks the fused node pass-through.
+    fn fuse_with_next(
+        &mut self,
+        i: NodeId,
+        range: &Range<NodeId>,
+        last_use: &HashMap<NodeId, NodeId>,
+        capture: &[NodeId],
+    ) {
+        if self.passthrough[i] || i + 1 >= range.end {
+            return;
+        }
+        let next = &self.nodes[i + 1];
+        if next.inputs != [i] || last_use.get(&i) != Some(&(i + 1)) || capture.contains(&i) {
+            return;
+        }
+        // A padding goes into the node after it; an activation into the node before it.
+        let (into, fused, f) = match (self.nodes[i].layer.fusable(), next.layer.fusable()) {
+            (Some(f @ Fusable::Padding { .. }), _) => (i + 1, i, f),
+            (_, Some(f @ Fusable::Activation(_))) => (i, i + 1, f),
+            _ => return,
+        };
+        if self.nodes[into].layer.fuse(Some(f)) {
+            self.passthrough[fused] = true;
+        }
+    }
+
     /// Backward from `dy` (the gradient of node `range.end - 1`'s output) down to the lowest trainable
     /// node; parameter gradients are added into each `Param::grad`. Returns nothing: input gradients
     /// below the trainable part are never computed.
@@ -200,6 +254,21 @@ impl Graph {
         for i in (range.start.max(first)..range.end).rev() {
             let Some(g) = grads.remove(&i) else { continue };
             let node = &mut self.nodes[i];
+            if self.passthrough.get(i).copied().unwrap_or(false) {
+                // Fused into a neighbour, which takes this node's gradient into account.
+                let t = crate::profile::start();
+                crate::profile::record(t, node.layer.name(), crate::profile::Phase::Backward);
+                let j = node.inputs[0];
+                if j != INPUT && j >= first && j >= range.start {
+                    match grads.get_mut(&j) {
+                        Some(acc) => *acc += &g,
+                        None => {
+                            grads.insert(j, g);
+                        }
+                    }
+                }
+                continue;
+            }
             let need_dx = node
                 .inputs
                 .iter()

@@ -11,6 +11,7 @@ pub mod init;
 pub mod layer;
 pub mod layers;
 pub mod loss;
+pub mod memory;
 pub mod optim;
 pub mod param;
 pub mod profile;
@@ -18,7 +19,7 @@ pub mod vars;
 
 pub use error::{Error, Result};
 pub use graph::{Graph, NodeId};
-pub use layer::{Ctx, Layer, Mode};
+pub use layer::{Ctx, Fusable, Layer, Mode};
 pub use param::Param;
 
 /// Activations and gradients: dynamic-rank f32 arrays (NHWC for images, `[N, F]` for features).

@@ -176,11 +176,18 @@ fn batch_norm_relu6(c: &mut Criterion) {
         })
     });
     g.bench_function("training_forward_112x112x96", |b| {
-        b.iter(|| batch_norm::training_forward(xs, &gamma, &beta, 1e-3, &mut y).expect("bn"))
+        b.iter(|| {
+            batch_norm::training_forward(xs, &gamma, &beta, 1e-3, Activation::Relu6, &mut y)
+                .expect("bn")
+        })
     });
-    let cache = batch_norm::training_forward(xs, &gamma, &beta, 1e-3, &mut y).expect("bn");
+    let cache = batch_norm::training_forward(xs, &gamma, &beta, 1e-3, Activation::Relu6, &mut y)
+        .expect("bn");
     g.bench_function("training_backward_112x112x96", |b| {
-        b.iter(|| batch_norm::training_backward(&y, xs, &cache, &gamma, true).expect("bn"))
+        b.iter(|| {
+            batch_norm::training_backward(&y, xs, &cache, (&gamma, &beta), Activation::Relu6, true)
+                .expect("bn")
+        })
     });
     g.finish();
 }

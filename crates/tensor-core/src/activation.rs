@@ -1,5 +1,6 @@
 //! Element-wise activations: forward, and backward from the saved output.
 
+use kind::Kind;
 use rayon::prelude::*;
 
 const PAR_MIN: usize = 1 << 15;
@@ -30,7 +31,7 @@ impl Activation {
         match self {
             Activation::Linear => 1.0,
             Activation::Relu => (y > 0.0) as u8 as f32,
-            Activation::Relu6 => (y > 0.0 && y < 6.0) as u8 as f32,
+            Activation::Relu6 => ((y > 0.0) & (y < 6.0)) as u8 as f32,
         }
     }
 
@@ -39,21 +40,86 @@ impl Activation {
         if self == Activation::Linear {
             return;
         }
+        let body = |c: &mut [f32]| {
+            crate::per_activation!(self, A => crate::simd::vectorised(
+                #[inline(always)]
+                || c.iter_mut().for_each(|x| *x = A::apply(*x))
+            ))
+        };
         if v.len() >= PAR_MIN {
-            v.par_chunks_mut(PAR_MIN)
-                .for_each(|c| c.iter_mut().for_each(|x| *x = self.apply(*x)));
+            v.par_chunks_mut(PAR_MIN).for_each(body);
         } else {
-            v.iter_mut().for_each(|x| *x = self.apply(*x));
+            body(v);
         }
     }
+}
+
+/// Each activation as its own type, so a kernel generic over [`kind::Kind`] is compiled once per
+/// activation and its loop vectorises (a `match` on [`Activation`] per element keeps it scalar).
+/// [`per_activation!`](crate::per_activation) turns an [`Activation`] value into one of them.
+pub mod kind {
+    /// An activation known at compile time; the same arithmetic as [`Activation`](super::Activation).
+    pub trait Kind: Copy + Send + Sync + 'static {
+        const ACT: super::Activation;
+        #[inline(always)]
+        fn apply(v: f32) -> f32 {
+            Self::ACT.apply(v)
+        }
+        #[inline(always)]
+        fn grad(y: f32) -> f32 {
+            Self::ACT.grad_from_output(y)
+        }
+    }
+    #[derive(Clone, Copy)]
+    pub struct Linear;
+    #[derive(Clone, Copy)]
+    pub struct Relu;
+    #[derive(Clone, Copy)]
+    pub struct Relu6;
+    impl Kind for Linear {
+        const ACT: super::Activation = super::Activation::Linear;
+    }
+    impl Kind for Relu {
+        const ACT: super::Activation = super::Activation::Relu;
+    }
+    impl Kind for Relu6 {
+        const ACT: super::Activation = super::Activation::Relu6;
+    }
+}
+
+/// Evaluates `$body` with the type `$A` standing for the activation `$act`
+/// (one of [`activation::kind`](crate::activation::kind)'s types).
+#[macro_export]
+macro_rules! per_activation {
+    ($act:expr, $A:ident => $body:expr) => {
+        match $act {
+            $crate::Activation::Linear => {
+                type $A = $crate::activation::kind::Linear;
+                $body
+            }
+            $crate::Activation::Relu => {
+                type $A = $crate::activation::kind::Relu;
+                $body
+            }
+            $crate::Activation::Relu6 => {
+                type $A = $crate::activation::kind::Relu6;
+                $body
+            }
+        }
+    };
 }
 
 /// `y = act(x)`: one parallel pass (read `x`, write `y`).
 pub fn forward(act: Activation, x: &[f32], y: &mut [f32]) {
     let body = |(y, x): (&mut [f32], &[f32])| {
-        for (y, x) in y.iter_mut().zip(x) {
-            *y = act.apply(*x);
-        }
+        crate::per_activation!(act, A => crate::simd::vectorised(
+            #[inline(always)]
+            || {
+                for (y, x) in y.iter_mut().zip(x) {
+                    *y = A::apply(*x);
+                }
+            }
+        ))
     };
     if x.len() >= PAR_MIN {
         y.par_chunks_mut(PAR_MIN)
@@ -67,9 +133,14 @@ pub fn forward(act: Activation, x: &[f32], y: &mut [f32]) {
 /// `dx = dy * act'(x)`, with the mask taken from the saved output `y`.
 pub fn backward(act: Activation, y: &[f32], dy: &[f32], dx: &mut [f32]) {
     let body = |(dx, (dy, y)): (&mut [f32], (&[f32], &[f32]))| {
-        for ((d, g), o) in dx.iter_mut().zip(dy).zip(y) {
-            *d = g * act.grad_from_output(*o);
-        }
+        crate::per_activation!(act, A => crate::simd::vectorised(
+            #[inline(always)]
+            || {
+                for ((d, g), o) in dx.iter_mut().zip(dy).zip(y) {
+                    *d = g * A::grad(*o);
+                }
+            }
+        ))
     };
     if y.len() >= PAR_MIN {
         dx.par_chunks_mut(PAR_MIN)

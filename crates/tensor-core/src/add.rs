@@ -6,8 +6,11 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 /// `y = a + b`.
 pub fn forward(a: ArrayViewD<f32>, b: ArrayViewD<f32>) -> Result<ArrayD<f32>> {
     check_shape("add", a.shape(), b.shape())?;
-    let mut y = a.to_owned();
-    Zip::from(&mut y).and(&b).par_for_each(|y, b| *y += b);
+    let mut y = crate::buffer::uninit_array(a.raw_dim());
+    Zip::from(&mut y)
+        .and(&a)
+        .and(&b)
+        .par_for_each(|y, &a, &b| *y = a + b);
     Ok(y)
 }
 

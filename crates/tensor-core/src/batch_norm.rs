@@ -5,6 +5,9 @@
 //! statistics, and backward recomputes `x_hat` from the input (the layer keeps the input anyway),
 //! which saves a tensor-sized write and the memory to hold it.
 
+use crate::activation::kind::Kind;
+use crate::fold::BnView;
+use crate::simd::vectorised;
 use crate::{Activation, Error, Result};
 use rayon::prelude::*;
 
@@ -18,11 +21,16 @@ pub fn channel_sums(m: usize, c: usize, add: impl Fn(usize, &mut [f64]) + Sync) 
     let partials: Vec<Vec<f64>> = (0..m.div_ceil(ROWS_PER_TASK))
         .into_par_iter()
         .map(|b| {
-            let mut acc = vec![0.0f64; c];
-            for r in b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m) {
-                add(r, &mut acc);
-            }
-            acc
+            vectorised(
+                #[inline(always)]
+                || {
+                    let mut acc = vec![0.0f64; c];
+                    for r in b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(m) {
+                        add(r, &mut acc);
+                    }
+                    acc
+                },
+            )
         })
         .collect();
     crate::gemm::sum_in_order(partials, c)
@@ -91,11 +99,14 @@ pub fn inference_forward(
     y.par_chunks_mut(c * 256)
         .zip(x.par_chunks(c * 256))
         .for_each(|(y, x)| {
-            for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                for (((y, x), s), b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
-                    *y = act.apply(x * s + b);
+            crate::per_activation!(act, A => vectorised(#[inline(always)]
+            || {
+                for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for (((y, x), s), b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                        *y = A::apply(x * s + b);
+                    }
                 }
-            }
+            }))
         });
     Ok(())
 }
@@ -111,51 +122,79 @@ pub struct BnCache {
     pub var: Vec<f32>,
 }
 
-/// Training forward: batch statistics, `y = gamma * x_hat + beta`.
+/// Training forward: batch statistics, `y = act(gamma * x_hat + beta)` (the activation that follows
+/// in the network fused in, so the pre-activation tensor is never written).
 pub fn training_forward(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
     eps: f32,
+    act: Activation,
     y: &mut [f32],
 ) -> Result<BnCache> {
     let c = gamma.len();
     let m = check("batch_norm_training", x.len(), c, &[beta])?;
-    let row = |r: usize| &x[r * c..][..c];
-    let sums = channel_sums(m, c, |r, acc| {
-        acc.iter_mut()
-            .zip(row(r))
-            .for_each(|(a, &v)| *a += v as f64)
-    });
-    let mean: Vec<f64> = sums.iter().map(|s| s / m as f64).collect();
-    let sq = channel_sums(m, c, |r, acc| {
-        for ((a, &v), mu) in acc.iter_mut().zip(row(r)).zip(&mean) {
-            let d = v as f64 - mu;
-            *a += d * d;
-        }
-    });
-    let var: Vec<f64> = sq.iter().map(|s| s / m as f64).collect();
+    // Mean and biased variance in one pass over `x`: sums of `x - k` and `(x - k)^2` in f64, with `k`
+    // the first row (the shifted-data algorithm: no cancellation when the mean dwarfs the spread).
+    let k: Vec<f64> = x[..c].iter().map(|&v| v as f64).collect();
+    let sums = channel_sums(
+        m,
+        2 * c,
+        #[inline(always)]
+        |r, acc| {
+            let (s1, s2) = acc.split_at_mut(c);
+            let (s1, s2, xr, k) = (&mut s1[..c], &mut s2[..c], &x[r * c..][..c], &k[..c]);
+            for ch in 0..c {
+                let d = xr[ch] as f64 - k[ch];
+                s1[ch] += d;
+                s2[ch] += d * d;
+            }
+        },
+    );
+    let mf = m as f64;
+    let mean: Vec<f64> = (0..c).map(|ch| k[ch] + sums[ch] / mf).collect();
+    let var: Vec<f64> = (0..c)
+        .map(|ch| ((sums[c + ch] - sums[ch] * sums[ch] / mf) / mf).max(0.0))
+        .collect();
     let inv_std: Vec<f32> = var
         .iter()
         .map(|v| (1.0 / (v + eps as f64).sqrt()) as f32)
         .collect();
     let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-    y.par_chunks_mut(c * 256)
-        .zip(x.par_chunks(c * 256))
-        .for_each(|(y, x)| {
-            let mut xh = vec![0.0f32; c];
-            for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                normalise(x, &mean32, &inv_std, &mut xh);
-                for (((y, xh), g), b) in y.iter_mut().zip(&xh).zip(gamma).zip(beta) {
-                    *y = g * xh + b;
-                }
-            }
-        });
+    crate::per_activation!(act, A => normalise_all::<A>(x, &mean32, &inv_std, gamma, beta, y));
     Ok(BnCache {
         inv_std,
         mean: mean32,
         var: var.iter().map(|&v| v as f32).collect(),
     })
+}
+
+/// `y = A(gamma * x_hat + beta)` over all rows.
+fn normalise_all<A: Kind>(
+    x: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+) {
+    let c = gamma.len();
+    y.par_chunks_mut(c * 256)
+        .zip(x.par_chunks(c * 256))
+        .for_each(|(y, x)| {
+            vectorised(
+                #[inline(always)]
+                || {
+                    let mut xh = vec![0.0f32; c];
+                    for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                        normalise(x, mean, inv_std, &mut xh);
+                        for (((y, xh), g), b) in y.iter_mut().zip(&xh).zip(gamma).zip(beta) {
+                            *y = A::apply(g * xh + b);
+                        }
+                    }
+                },
+            )
+        });
 }
 
 /// Gradients of a batch-norm `(dx, dgamma, dbeta)`.
@@ -166,21 +205,23 @@ pub struct BnGrads {
     pub dbeta: Vec<f32>,
 }
 
-/// Training backward: `dx = gamma * inv_std / M * (M*dy - sum(dy) - x_hat * sum(dy * x_hat))`,
-/// with `x_hat` recomputed from the forward's input `x`.
+/// Training backward: `dx = gamma * inv_std / M * (M*g - sum(g) - x_hat * sum(g * x_hat))` with
+/// `g = dy * act'(gamma * x_hat + beta)`, `x_hat` and the pre-activation recomputed from the
+/// forward's input `x` exactly as forward computed them (so the activation's mask is the forward's).
 pub fn training_backward(
     dy: &[f32],
     x: &[f32],
     cache: &BnCache,
-    gamma: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
+    act: Activation,
     need_dx: bool,
 ) -> Result<BnGrads> {
     let c = gamma.len();
-    let m = check(
+    check(
         "batch_norm_backward",
         dy.len(),
         c,
-        &[&cache.inv_std, &cache.mean],
+        &[&cache.inv_std, &cache.mean, beta],
     )?;
     if x.len() != dy.len() {
         return Err(Error::Shape {
@@ -189,95 +230,175 @@ pub fn training_backward(
             got: vec![x.len()],
         });
     }
+    let (dbeta, dgamma, dx) = crate::per_activation!(
+        act,
+        A => training_backward_with::<A>(dy, x, cache, (gamma, beta), need_dx)
+    );
+    Ok(BnGrads { dx, dgamma, dbeta })
+}
+
+/// [`training_backward`] for one activation: `(dbeta, dgamma, dx)`.
+fn training_backward_with<A: Kind>(
+    dy: &[f32],
+    x: &[f32],
+    cache: &BnCache,
+    (gamma, beta): (&[f32], &[f32]),
+    need_dx: bool,
+) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let c = gamma.len();
+    let m = dy.len() / c;
     let (mean, inv) = (&cache.mean, &cache.inv_std);
-    // sum(dy) and sum(dy * x_hat) in one pass over dy and x: `[dbeta | dgamma]`.
-    let both = channel_sums(m, 2 * c, |r, acc| {
-        let (db, dg) = acc.split_at_mut(c);
-        // Every slice cut to `c`: no bounds checks in the loop, which then vectorises.
-        let (db, dg) = (&mut db[..c], &mut dg[..c]);
-        let (xr, dyr) = (&x[r * c..][..c], &dy[r * c..][..c]);
-        let (mean, inv) = (&mean[..c], &inv[..c]);
-        for ch in 0..c {
-            db[ch] += dyr[ch] as f64;
-            // x_hat exactly as `normalise` computes it.
-            dg[ch] += (dyr[ch] * ((xr[ch] - mean[ch]) * inv[ch])) as f64;
-        }
-    });
+    // sum(g) and sum(g * x_hat) in one pass over dy and x: `[dbeta | dgamma]`.
+    let both = channel_sums(
+        m,
+        2 * c,
+        #[inline(always)]
+        |r, acc| {
+            let (db, dg) = acc.split_at_mut(c);
+            // Every slice cut to `c`: no bounds checks in the loop, which then vectorises.
+            let (db, dg) = (&mut db[..c], &mut dg[..c]);
+            let (xr, dyr) = (&x[r * c..][..c], &dy[r * c..][..c]);
+            let (mean, inv, gamma, beta) = (&mean[..c], &inv[..c], &gamma[..c], &beta[..c]);
+            for ch in 0..c {
+                // x_hat and the pre-activation exactly as forward computes them.
+                let xh = (xr[ch] - mean[ch]) * inv[ch];
+                let g = dyr[ch] * A::grad(gamma[ch] * xh + beta[ch]);
+                db[ch] += g as f64;
+                dg[ch] += (g * xh) as f64;
+            }
+        },
+    );
     let (dbeta64, dgamma64) = both.split_at(c);
+    let dbeta: Vec<f32> = dbeta64.iter().map(|&v| v as f32).collect();
+    let dgamma: Vec<f32> = dgamma64.iter().map(|&v| v as f32).collect();
     let dx = need_dx.then(|| {
         let mf = m as f32;
         let k: Vec<f32> = (0..c).map(|ch| gamma[ch] * inv[ch] / mf).collect();
-        let (db, dg): (Vec<f32>, Vec<f32>) = (
-            dbeta64.iter().map(|&v| v as f32).collect(),
-            dgamma64.iter().map(|&v| v as f32).collect(),
-        );
-        let mut dx = vec![0.0f32; dy.len()];
+        let mut dx = crate::buffer::uninit(dy.len());
         dx.par_chunks_mut(c * 256)
             .zip(dy.par_chunks(c * 256))
             .zip(x.par_chunks(c * 256))
             .for_each(|((dx, dy), x)| {
-                let (k, db, dg) = (&k[..c], &db[..c], &dg[..c]);
-                let (mean, inv) = (&mean[..c], &inv[..c]);
-                for ((dx, dy), x) in dx
-                    .chunks_exact_mut(c)
-                    .zip(dy.chunks_exact(c))
-                    .zip(x.chunks_exact(c))
-                {
-                    let (dx, dy, x) = (&mut dx[..c], &dy[..c], &x[..c]);
-                    for ch in 0..c {
-                        let xh = (x[ch] - mean[ch]) * inv[ch];
-                        dx[ch] = k[ch] * (mf * dy[ch] - db[ch] - xh * dg[ch]);
-                    }
-                }
+                let (k, db, dg) = (&k[..c], &dbeta[..c], &dgamma[..c]);
+                let (mean, inv, gamma, beta) = (&mean[..c], &inv[..c], &gamma[..c], &beta[..c]);
+                vectorised(
+                    #[inline(always)]
+                    || {
+                        for ((dx, dy), x) in dx
+                            .chunks_exact_mut(c)
+                            .zip(dy.chunks_exact(c))
+                            .zip(x.chunks_exact(c))
+                        {
+                            let (dx, dy, x) = (&mut dx[..c], &dy[..c], &x[..c]);
+                            for ch in 0..c {
+                                let xh = (x[ch] - mean[ch]) * inv[ch];
+                                let g = dy[ch] * A::grad(gamma[ch] * xh + beta[ch]);
+                                dx[ch] = k[ch] * (mf * g - db[ch] - xh * dg[ch]);
+                            }
+                        }
+                    },
+                )
             });
         dx
     });
-    Ok(BnGrads {
-        dx,
-        dgamma: dgamma64.iter().map(|&v| v as f32).collect(),
-        dbeta: dbeta64.iter().map(|&v| v as f32).collect(),
-    })
+    (dbeta, dgamma, dx)
 }
 
-/// Inference-mode backward (a batch-norm that uses its moving statistics): `dx = dy * scale`;
-/// `dgamma = sum(dy * (x - mean) / sqrt(var + eps))`, `dbeta = sum(dy)`.
+/// Inference-mode backward (a batch-norm that uses its moving statistics) of
+/// `y = act(x * scale + shift)`: with `g = dy * act'(x * scale + shift)` (the pre-activation exactly
+/// as [`inference_forward`] computes it), `dx = g * gamma / sqrt(var + eps)`,
+/// `dgamma = sum(g * (x - mean) / sqrt(var + eps))`, `dbeta = sum(g)`.
 pub fn inference_backward(
     x: &[f32],
     dy: &[f32],
-    gamma: &[f32],
-    mean: &[f32],
-    var: &[f32],
-    eps: f32,
+    bn: BnView,
+    act: Activation,
     need_dx: bool,
 ) -> Result<BnGrads> {
+    let BnView {
+        gamma,
+        beta,
+        moving_mean: mean,
+        moving_variance: var,
+        eps,
+    } = bn;
     let c = gamma.len();
-    let m = check("batch_norm_backward", dy.len(), c, &[mean, var])?;
-    let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let dbeta = channel_sums(m, c, |r, acc| {
-        acc.iter_mut()
-            .zip(&dy[r * c..][..c])
-            .for_each(|(a, &v)| *a += v as f64)
-    });
-    let dgamma = channel_sums(m, c, |r, acc| {
-        let (dyr, xr) = (&dy[r * c..][..c], &x[r * c..][..c]);
-        for ch in 0..c {
-            acc[ch] += (dyr[ch] * (xr[ch] - mean[ch]) * inv[ch]) as f64;
-        }
-    });
-    let dx = need_dx.then(|| {
-        let scale: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
-        let mut dx = dy.to_vec();
-        dx.par_chunks_mut(c * 256).for_each(|d| {
-            d.chunks_exact_mut(c)
-                .for_each(|row| row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s))
+    check("batch_norm_backward", dy.len(), c, &[beta, mean, var])?;
+    if x.len() != dy.len() {
+        return Err(Error::Shape {
+            op: "batch_norm_backward",
+            expected: vec![dy.len()],
+            got: vec![x.len()],
         });
+    }
+    let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let (scale, shift) = scale_shift(gamma, beta, mean, var, eps);
+    let k: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
+    let (dbeta, dgamma, dx) = crate::per_activation!(
+        act,
+        A => inference_backward_with::<A>(x, dy, (&scale, &shift), (mean, &inv, &k), need_dx)
+    );
+    Ok(BnGrads { dx, dgamma, dbeta })
+}
+
+/// [`inference_backward`] for one activation: `(dbeta, dgamma, dx)`.
+fn inference_backward_with<A: Kind>(
+    x: &[f32],
+    dy: &[f32],
+    (scale, shift): (&[f32], &[f32]),
+    (mean, inv, k): (&[f32], &[f32], &[f32]),
+    need_dx: bool,
+) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let c = scale.len();
+    let m = dy.len() / c;
+    let both = channel_sums(
+        m,
+        2 * c,
+        #[inline(always)]
+        |r, acc| {
+            let (db, dg) = acc.split_at_mut(c);
+            let (db, dg) = (&mut db[..c], &mut dg[..c]);
+            let (xr, dyr) = (&x[r * c..][..c], &dy[r * c..][..c]);
+            let (scale, shift, mean, inv) = (&scale[..c], &shift[..c], &mean[..c], &inv[..c]);
+            for ch in 0..c {
+                // The pre-activation exactly as `inference_forward` computes it.
+                let g = dyr[ch] * A::grad(xr[ch] * scale[ch] + shift[ch]);
+                db[ch] += g as f64;
+                dg[ch] += (g * (xr[ch] - mean[ch]) * inv[ch]) as f64;
+            }
+        },
+    );
+    let (dbeta, dgamma) = both.split_at(c);
+    let dx = need_dx.then(|| {
+        let mut dx = crate::buffer::uninit(dy.len());
+        dx.par_chunks_mut(c * 256)
+            .zip(dy.par_chunks(c * 256))
+            .zip(x.par_chunks(c * 256))
+            .for_each(|((dx, dy), x)| {
+                let (scale, shift, k) = (&scale[..c], &shift[..c], &k[..c]);
+                vectorised(
+                    #[inline(always)]
+                    || {
+                        for ((dx, dy), x) in dx
+                            .chunks_exact_mut(c)
+                            .zip(dy.chunks_exact(c))
+                            .zip(x.chunks_exact(c))
+                        {
+                            let (dx, dy, x) = (&mut dx[..c], &dy[..c], &x[..c]);
+                            for ch in 0..c {
+                                dx[ch] = dy[ch] * A::grad(x[ch] * scale[ch] + shift[ch]) * k[ch];
+                            }
+                        }
+                    },
+                )
+            });
         dx
     });
-    Ok(BnGrads {
+    (
+        dbeta.iter().map(|&v| v as f32).collect(),
+        dgamma.iter().map(|&v| v as f32).collect(),
         dx,
-        dgamma: dgamma.iter().map(|&v| v as f32).collect(),
-        dbeta: dbeta.iter().map(|&v| v as f32).collect(),
-    })
+    )
 }
 
 /// Plain serial loops, the twin the fast versions are held to.

@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod add;
 pub mod batch_norm;
+pub mod buffer;
 pub mod conv;
 pub mod dense;
 pub mod error;

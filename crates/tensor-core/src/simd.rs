@@ -56,3 +56,31 @@ macro_rules! multiversion {
         }
     };
 }
+
+/// Runs `f` compiled for the best available instruction set: the closure, and every
+/// `#[inline(always)]` function it calls, is compiled again inside `#[target_feature]` wrappers
+/// (a closure called once is inlined into its caller). For the element-wise loops of batch-norm and
+/// activations, which the baseline x86-64 target would leave at two f64 or four f32 lanes.
+/// Put the whole loop inside `f`: a rayon task per chunk calls this once per chunk.
+#[inline(always)]
+pub fn vectorised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        match level() {
+            // SAFETY: `level()` reported these features present on this CPU.
+            Level::Avx512 => return unsafe { avx512(f) },
+            // SAFETY: as above.
+            Level::Avx2 => return unsafe { avx2(f) },
+            Level::Generic => {}
+        }
+    }
+    f()
+}

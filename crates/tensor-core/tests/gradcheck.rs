@@ -2,6 +2,7 @@
 //! the analytic `dL/dx` must match `(L(x + e) - L(x - e)) / 2e` at every coordinate.
 
 use ndarray::{Array1, Array2, Array4};
+use tensor_core::fold::BnView;
 use tensor_core::{batch_norm, conv, dense, pool, Activation, Padding};
 
 fn lcg(seed: &mut u64) -> f32 {
@@ -295,7 +296,7 @@ fn dense_backward_matches_finite_differences() {
 
 fn bn_train_loss(x: &[f32], gamma: &[f32], beta: &[f32], r: &[f32]) -> f64 {
     let mut y = vec![0.0; x.len()];
-    batch_norm::training_forward(x, gamma, beta, 1e-3, &mut y).unwrap();
+    batch_norm::training_forward(x, gamma, beta, 1e-3, Activation::Linear, &mut y).unwrap();
     dot(&y, r)
 }
 
@@ -311,7 +312,9 @@ fn batch_norm_training_backward_matches_finite_differences_and_reference() {
         let beta = rand_vec(c, seed + 20);
         let r = rand_vec(x.len(), seed + 1);
         let mut y = vec![0.0; x.len()];
-        let cache = batch_norm::training_forward(&x, &gamma, &beta, 1e-3, &mut y).unwrap();
+        let cache =
+            batch_norm::training_forward(&x, &gamma, &beta, 1e-3, Activation::Linear, &mut y)
+                .unwrap();
         let mut y_ref = vec![0.0; x.len()];
         let (cache_ref, x_hat) =
             batch_norm::reference::training_forward(&x, &gamma, &beta, 1e-3, &mut y_ref);
@@ -321,7 +324,15 @@ fn batch_norm_training_backward_matches_finite_differences_and_reference() {
         for (a, b) in cache.var.iter().zip(&cache_ref.var) {
             assert!((a - b).abs() < 1e-6);
         }
-        let g = batch_norm::training_backward(&r, &x, &cache, &gamma, true).unwrap();
+        let g = batch_norm::training_backward(
+            &r,
+            &x,
+            &cache,
+            (&gamma, &beta),
+            Activation::Linear,
+            true,
+        )
+        .unwrap();
         let (dx_ref, dg_ref, db_ref) =
             batch_norm::reference::training_backward(&r, &x_hat, &cache_ref, &gamma);
         let dx = g.dx.unwrap();
@@ -343,6 +354,72 @@ fn batch_norm_training_backward_matches_finite_differences_and_reference() {
     }
 }
 
+/// Batch-norm with its activation fused in equals batch-norm, then the activation (forward), and the
+/// activation's backward, then batch-norm's (backward): bit for bit, as the graph relies on.
+#[test]
+fn batch_norm_with_fused_activation_equals_the_two_in_sequence() {
+    for (act, c, rows, seed) in [
+        (Activation::Relu6, 3usize, 40usize, 30u64),
+        (Activation::Relu6, 70, 9, 31),
+        (Activation::Relu, 16, 20, 32),
+    ] {
+        // Wide enough that some values land below 0 and some above 6.
+        let x: Vec<f32> = rand_vec(rows * c, seed).iter().map(|v| v * 9.0).collect();
+        let gamma: Vec<f32> = rand_vec(c, seed + 10).iter().map(|v| v * 8.0).collect();
+        let beta: Vec<f32> = rand_vec(c, seed + 20).iter().map(|v| v * 6.0).collect();
+        let dy = rand_vec(x.len(), seed + 1);
+        // Training mode.
+        let (mut pre, mut fused) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        let cache =
+            batch_norm::training_forward(&x, &gamma, &beta, 1e-3, Activation::Linear, &mut pre)
+                .unwrap();
+        batch_norm::training_forward(&x, &gamma, &beta, 1e-3, act, &mut fused).unwrap();
+        let mut post = vec![0.0; x.len()];
+        tensor_core::activation::forward(act, &pre, &mut post);
+        assert_eq!(fused, post, "{act:?} forward, c = {c}");
+        let clipped = post.iter().filter(|&&v| v == 0.0 || v == 6.0).count();
+        assert!(clipped > 0 && clipped < post.len(), "the mask is exercised");
+        let mut dpre = vec![0.0; x.len()];
+        tensor_core::activation::backward(act, &post, &dy, &mut dpre);
+        let seq = batch_norm::training_backward(
+            &dpre,
+            &x,
+            &cache,
+            (&gamma, &beta),
+            Activation::Linear,
+            true,
+        )
+        .unwrap();
+        let one =
+            batch_norm::training_backward(&dy, &x, &cache, (&gamma, &beta), act, true).unwrap();
+        assert_eq!(one.dx, seq.dx, "{act:?} dx, c = {c}");
+        assert_eq!(one.dgamma, seq.dgamma);
+        assert_eq!(one.dbeta, seq.dbeta);
+        // Inference mode (moving statistics).
+        let mean = rand_vec(c, seed + 40);
+        let var: Vec<f32> = rand_vec(c, seed + 50)
+            .iter()
+            .map(|v| v.abs() + 0.1)
+            .collect();
+        let bn = BnView {
+            gamma: &gamma,
+            beta: &beta,
+            moving_mean: &mean,
+            moving_variance: &var,
+            eps: 1e-3,
+        };
+        let (s, b) = batch_norm::scale_shift(&gamma, &beta, &mean, &var, 1e-3);
+        let mut y = vec![0.0; x.len()];
+        batch_norm::inference_forward(&x, &s, &b, act, &mut y).unwrap();
+        tensor_core::activation::backward(act, &y, &dy, &mut dpre);
+        let seq = batch_norm::inference_backward(&x, &dpre, bn, Activation::Linear, true).unwrap();
+        let one = batch_norm::inference_backward(&x, &dy, bn, act, true).unwrap();
+        assert_eq!(one.dx, seq.dx, "{act:?} inference dx, c = {c}");
+        assert_eq!(one.dgamma, seq.dgamma);
+        assert_eq!(one.dbeta, seq.dbeta);
+    }
+}
+
 #[test]
 fn batch_norm_inference_backward_matches_finite_differences() {
     let c = 2;
@@ -354,7 +431,14 @@ fn batch_norm_inference_backward_matches_finite_differences() {
         vec![0.5, 2.0],
     );
     let r = rand_vec(x.len(), 17);
-    let g = batch_norm::inference_backward(&x, &r, &gamma, &mean, &var, 1e-3, true).unwrap();
+    let bn = BnView {
+        gamma: &gamma,
+        beta: &beta,
+        moving_mean: &mean,
+        moving_variance: &var,
+        eps: 1e-3,
+    };
+    let g = batch_norm::inference_backward(&x, &r, bn, Activation::Linear, true).unwrap();
     let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| {
         let (s, b) = batch_norm::scale_shift(gamma, beta, &mean, &var, 1e-3);
         let mut y = vec![0.0; x.len()];
@@ -422,7 +506,7 @@ fn fused_relu6_epilogue_equals_separate_ops() {
 
 #[test]
 fn folded_batch_norm_equals_conv_then_bn() {
-    use tensor_core::fold::{fold_batch_norm, BnView};
+    use tensor_core::fold::fold_batch_norm;
     let x = Array4::from_shape_vec((2, 5, 5, 3), rand_vec(150, 22)).unwrap();
     let w = Array4::from_shape_vec((3, 3, 3, 4), rand_vec(108, 23)).unwrap();
     let (gamma, beta) = (rand_vec(4, 24), rand_vec(4, 25));

@@ -1,6 +1,6 @@
 //! `ReLU` and `ReLU(max_value=6)`; backward masks with the saved output.
 
-use crate::layer::{cached, one};
+use crate::layer::{cached, one, Fusable};
 use crate::{Ctx, Layer, Param, Result, Tensor};
 use tensor_core::{activation, Activation};
 
@@ -34,7 +34,7 @@ impl Layer for ReLU {
 
     fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
         let x = one(&self.name, inputs)?;
-        let mut y = Tensor::zeros(x.raw_dim());
+        let mut y = Tensor::from(tensor_core::buffer::uninit_array(x.raw_dim()));
         activation::forward(
             self.act,
             x.as_slice().expect("contiguous"),
@@ -47,7 +47,7 @@ impl Layer for ReLU {
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
         let y = cached(&self.name, &self.y)?;
         Ok(vec![need_dx.then(|| {
-            let mut dx = Tensor::zeros(y.raw_dim());
+            let mut dx = Tensor::from(tensor_core::buffer::uninit_array(y.raw_dim()));
             let d = dx.as_slice_mut().expect("contiguous");
             activation::backward(
                 self.act,
@@ -60,4 +60,8 @@ impl Layer for ReLU {
     }
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}
+
+    fn fusable(&self) -> Option<Fusable> {
+        Some(Fusable::Activation(self.act))
+    }
 }

@@ -2,9 +2,10 @@
 //! training; a trainable one in training uses batch statistics (biased variance) and updates
 //! `moving = moving * momentum + batch * (1 - momentum)` with that same biased variance.
 
-use crate::layer::{cached, one};
+use crate::layer::{cached, one, Fusable};
 use crate::{Ctx, Error, Layer, Mode, Param, Result, Tensor};
 use tensor_core::batch_norm::{self, BnCache};
+use tensor_core::fold::BnView;
 use tensor_core::Activation;
 
 /// Keras's BatchNormalization options (MobileNetV2: eps 1e-3, momentum 0.999).
@@ -29,6 +30,12 @@ enum Cache {
     Moving(Tensor),
 }
 
+/// What backward needs: the cache, and the activation the forward fused in.
+struct Recorded {
+    cache: Cache,
+    act: Activation,
+}
+
 pub struct BatchNormalization {
     name: String,
     pub gamma: Param,
@@ -36,7 +43,9 @@ pub struct BatchNormalization {
     pub moving_mean: Param,
     pub moving_variance: Param,
     pub cfg: BnConfig,
-    cache: Option<Cache>,
+    /// The activation of the next layer, applied here when the graph fuses it in.
+    fused: Activation,
+    cache: Option<Recorded>,
 }
 
 impl BatchNormalization {
@@ -68,6 +77,7 @@ impl BatchNormalization {
             moving_variance: Param::state(format!("{name}/moving_variance"), var),
             name: name.to_string(),
             cfg,
+            fused: Activation::Linear,
             cache: None,
         })
     }
@@ -103,7 +113,7 @@ impl Layer for BatchNormalization {
                 format!("input {:?} does not end in {c} channels", x.shape()),
             ));
         }
-        let mut y = Tensor::zeros(x.raw_dim());
+        let mut y = Tensor::from(tensor_core::buffer::uninit_array(x.raw_dim()));
         let xs = x.as_slice().expect("contiguous");
         let ys = y.as_slice_mut().expect("contiguous");
         if self.uses_batch_stats(ctx) {
@@ -112,6 +122,7 @@ impl Layer for BatchNormalization {
                 self.gamma.slice(),
                 self.beta.slice(),
                 self.cfg.eps,
+                self.fused,
                 ys,
             )?;
             let m = self.cfg.momentum;
@@ -123,32 +134,44 @@ impl Layer for BatchNormalization {
             };
             update(&mut self.moving_mean, &cache.mean);
             update(&mut self.moving_variance, &cache.var);
-            self.cache = ctx.record.then(|| Cache::Batch(cache, x.clone()));
+            self.cache = ctx.record.then(|| Recorded {
+                cache: Cache::Batch(cache, x.clone()),
+                act: self.fused,
+            });
         } else {
             let (scale, shift) = self.scale_shift();
-            batch_norm::inference_forward(xs, &scale, &shift, Activation::Linear, ys)?;
-            self.cache = ctx.record.then(|| Cache::Moving(x.clone()));
+            batch_norm::inference_forward(xs, &scale, &shift, self.fused, ys)?;
+            self.cache = ctx.record.then(|| Recorded {
+                cache: Cache::Moving(x.clone()),
+                act: self.fused,
+            });
         }
         Ok(y)
     }
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
         let dys = dy.as_slice().expect("contiguous");
-        let g = match cached(&self.name, &self.cache)? {
+        let Recorded { cache, act } = cached(&self.name, &self.cache)?;
+        let g = match cache {
             Cache::Batch(cache, x) => batch_norm::training_backward(
                 dys,
                 x.as_slice().expect("contiguous"),
                 cache,
-                self.gamma.slice(),
+                (self.gamma.slice(), self.beta.slice()),
+                *act,
                 need_dx,
             )?,
             Cache::Moving(x) => batch_norm::inference_backward(
                 x.as_slice().expect("contiguous"),
                 dys,
-                self.gamma.slice(),
-                self.moving_mean.slice(),
-                self.moving_variance.slice(),
-                self.cfg.eps,
+                BnView {
+                    gamma: self.gamma.slice(),
+                    beta: self.beta.slice(),
+                    moving_mean: self.moving_mean.slice(),
+                    moving_variance: self.moving_variance.slice(),
+                    eps: self.cfg.eps,
+                },
+                *act,
                 need_dx,
             )?,
         };
@@ -168,5 +191,14 @@ impl Layer for BatchNormalization {
         f(&mut self.beta);
         f(&mut self.moving_mean);
         f(&mut self.moving_variance);
+    }
+
+    fn fuse(&mut self, f: Option<Fusable>) -> bool {
+        match f {
+            None => self.fused = Activation::Linear,
+            Some(Fusable::Activation(act)) => self.fused = act,
+            Some(_) => return false,
+        }
+        true
     }
 }

@@ -1,7 +1,7 @@
 //! `DepthwiseConv2D` (depth multiplier 1, no bias), kernel `[kh, kw, C, 1]`.
 
 use super::view4;
-use crate::layer::{cached, one};
+use crate::layer::{cached, one, Fusable};
 use crate::{Ctx, Layer, Param, Result, Tensor};
 use tensor_core::{conv, Activation, Padding};
 
@@ -10,7 +10,10 @@ pub struct DepthwiseConv2D {
     pub kernel: Param,
     pub stride: usize,
     pub padding: Padding,
-    x: Option<Tensor>,
+    /// The padding of a `ZeroPadding2D` before this layer, when the graph fuses it in.
+    fused_pad: Option<Padding>,
+    /// The input and the padding the recorded forward used.
+    x: Option<(Tensor, Padding)>,
 }
 
 impl DepthwiseConv2D {
@@ -20,6 +23,7 @@ impl DepthwiseConv2D {
             name: name.to_string(),
             stride,
             padding,
+            fused_pad: None,
             x: None,
         }
     }
@@ -33,26 +37,27 @@ impl Layer for DepthwiseConv2D {
     fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
         let x = one(&self.name, inputs)?;
         let w = view4(&self.name, &self.kernel.value)?;
+        let padding = self.fused_pad.unwrap_or(self.padding);
         let y = conv::depthwise_conv2d(
             view4(&self.name, x)?,
             w,
             None,
             self.stride,
-            self.padding,
+            padding,
             Activation::Linear,
         )?;
-        self.x = ctx.record.then(|| x.clone());
+        self.x = ctx.record.then(|| (x.clone(), padding));
         Ok(y.into_dyn().into_shared())
     }
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
-        let x = cached(&self.name, &self.x)?;
+        let (x, padding) = cached(&self.name, &self.x)?;
         let (dx, dw) = conv::depthwise_conv2d_backward(
             view4(&self.name, x)?,
             view4(&self.name, &self.kernel.value)?,
             view4(&self.name, dy)?,
             self.stride,
-            self.padding,
+            *padding,
             need_dx,
         )?;
         if self.kernel.trainable {
@@ -63,5 +68,28 @@ impl Layer for DepthwiseConv2D {
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {
         f(&mut self.kernel);
+    }
+
+    /// Takes over a `ZeroPadding2D` before it when its own padding is `valid`: padding on the fly
+    /// reads the unpadded input, and no padded copy (nor its cropped gradient) is ever written.
+    fn fuse(&mut self, f: Option<Fusable>) -> bool {
+        match f {
+            None => self.fused_pad = None,
+            Some(Fusable::Padding {
+                top,
+                bottom,
+                left,
+                right,
+            }) if self.padding == Padding::Valid => {
+                self.fused_pad = Some(Padding::Explicit {
+                    top,
+                    bottom,
+                    left,
+                    right,
+                })
+            }
+            Some(_) => return false,
+        }
+        true
     }
 }

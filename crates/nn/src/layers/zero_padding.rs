@@ -1,9 +1,10 @@
 //! `ZeroPadding2D(((top, bottom), (left, right)))`.
 
 use super::view4;
-use crate::layer::one;
+use crate::layer::{one, Fusable};
 use crate::{Ctx, Layer, Param, Result, Tensor};
-use ndarray::{par_azip, s, Array4};
+use ndarray::{par_azip, s, Ix4};
+use rayon::prelude::*;
 
 pub struct ZeroPadding2D {
     name: String,
@@ -31,9 +32,27 @@ impl Layer for ZeroPadding2D {
         let x = view4(&self.name, one(&self.name, inputs)?)?;
         let (n, h, w, c) = x.dim();
         let ((t, b), (l, r)) = self.pad;
-        let mut y = Array4::zeros((n, h + t + b, w + l + r, c));
-        let mut inner = y.slice_mut(s![.., t..t + h, l..l + w, ..]);
-        par_azip!((o in &mut inner, &v in &x) *o = v);
+        let (oh, ow) = (h + t + b, w + l + r);
+        let xs = tensor_core::conv::contiguous(&x);
+        let mut y = tensor_core::buffer::uninit_array(Ix4(n, oh, ow, c));
+        // One pass: every output row is either all padding or padding, an input row, padding.
+        y.as_slice_mut()
+            .expect("fresh array is contiguous")
+            .par_chunks_mut((ow * c).max(1))
+            .enumerate()
+            .for_each(|(row, out)| {
+                let (img, oy) = (row / oh, row % oh);
+                if oy < t || oy >= t + h {
+                    out.fill(0.0);
+                    return;
+                }
+                let src = &xs[((img * h + oy - t) * w) * c..][..w * c];
+                let (left, rest) = out.split_at_mut(l * c);
+                let (mid, right) = rest.split_at_mut(w * c);
+                left.fill(0.0);
+                mid.copy_from_slice(src);
+                right.fill(0.0);
+            });
         self.in_hw = Some((h, w));
         Ok(y.into_dyn().into_shared())
     }
@@ -44,11 +63,21 @@ impl Layer for ZeroPadding2D {
         let dy = view4(&self.name, dy)?;
         Ok(vec![need_dx.then(|| {
             let (n, _, _, c) = dy.dim();
-            let mut dx = Array4::zeros((n, *h, *w, c));
+            let mut dx = tensor_core::buffer::uninit_array(Ix4(n, *h, *w, c));
             par_azip!((o in &mut dx, &v in &dy.slice(s![.., t..t + h, l..l + w, ..])) *o = v);
             dx.into_dyn().into_shared()
         })])
     }
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}
+
+    fn fusable(&self) -> Option<Fusable> {
+        let ((top, bottom), (left, right)) = self.pad;
+        Some(Fusable::Padding {
+            top,
+            bottom,
+            left,
+            right,
+        })
+    }
 }

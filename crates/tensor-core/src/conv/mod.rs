@@ -14,8 +14,9 @@ pub mod im2col;
 pub mod pointwise;
 pub mod reference;
 
+use crate::activation::kind::Kind;
 use crate::{Activation, Error, PadDim, Padding, Result};
-use ndarray::{Array4, ArrayView4};
+use ndarray::{Array4, ArrayView4, Dim};
 
 /// The resolved geometry of a convolution (regular or depthwise).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +192,7 @@ impl ConvStrategy {
 }
 
 /// The data of `a` as one slice: borrowed when it is already contiguous, copied otherwise.
-pub(crate) fn contiguous<'a>(a: &ArrayView4<'a, f32>) -> std::borrow::Cow<'a, [f32]> {
+pub fn contiguous<'a>(a: &ArrayView4<'a, f32>) -> std::borrow::Cow<'a, [f32]> {
     match a.to_slice() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(a.iter().copied().collect()),
@@ -219,7 +220,7 @@ pub fn conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::new("conv2d", x.shape(), w.shape(), stride, padding)?;
-    let mut y = Array4::zeros(g.out_shape());
+    let mut y = crate::buffer::uninit_array(Dim(g.out_shape()));
     conv2d_into(
         x,
         w,
@@ -291,7 +292,7 @@ pub fn conv2d_backward(
         ConvStrategy::Direct | ConvStrategy::Im2col => im2col::backward_weights(&g, &xs, &dys, dws),
     }
     let dx = need_dx.then(|| {
-        let mut dx = Array4::zeros(x.raw_dim());
+        let mut dx = crate::buffer::uninit_array(x.raw_dim());
         let dxs = dx.as_slice_mut().expect("contiguous");
         match strategy {
             ConvStrategy::Pointwise => pointwise::backward_input(&g, &dys, &ws, dxs),
@@ -314,7 +315,7 @@ pub fn depthwise_conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::depthwise("depthwise_conv2d", x.shape(), w.shape(), stride, padding)?;
-    let mut y = Array4::zeros(g.out_shape());
+    let mut y = crate::buffer::uninit_array(Dim(g.out_shape()));
     depthwise_conv2d_into(
         x,
         w,
@@ -366,7 +367,7 @@ pub fn depthwise_conv2d_backward(
     let mut dw = Array4::zeros(w.raw_dim());
     depthwise::backward_weights(&g, &xs, &dys, dw.as_slice_mut().expect("contiguous"));
     let dx = need_dx.then(|| {
-        let mut dx = Array4::zeros(x.raw_dim());
+        let mut dx = crate::buffer::uninit_array(x.raw_dim());
         depthwise::backward_input(&g, &dys, &ws, dx.as_slice_mut().expect("contiguous"));
         dx
     });
@@ -376,11 +377,16 @@ pub fn depthwise_conv2d_backward(
 /// Adds the bias and applies the activation to each `cout`-wide row of `y`.
 pub(crate) fn epilogue(y: &mut [f32], cout: usize, bias: Option<&[f32]>, act: Activation) {
     match bias {
-        Some(b) => y.chunks_exact_mut(cout).for_each(|row| {
-            row.iter_mut()
-                .zip(b)
-                .for_each(|(v, b)| *v = act.apply(*v + b));
-        }),
+        Some(b) => crate::per_activation!(act, A => crate::simd::vectorised(
+            #[inline(always)]
+            || {
+                for row in y.chunks_exact_mut(cout) {
+                    for (v, b) in row.iter_mut().zip(b) {
+                        *v = A::apply(*v + b);
+                    }
+                }
+            }
+        )),
         None => act.apply_in_place(y),
     }
 }
