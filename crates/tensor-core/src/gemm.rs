@@ -42,6 +42,13 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f3
         c[..m * n].iter_mut().for_each(|v| *v *= beta);
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if beta == 0.0 && unpacked_applies(m, k, n, &a, &b) {
+        // SAFETY: AVX-512 detected by `unpacked_applies`; extents checked inside.
+        return unsafe {
+            crate::gemm_x86::gemm_avx512(m, k, n, a.data, a.rs as usize, b.data, &mut c[..m * n])
+        };
+    }
     // SAFETY: the extents `m x k`, `k x n` and `m x n` with the given strides lie inside the slices:
     // callers build `Mat` from slices of exactly those shapes, and `c` was checked above.
     unsafe {
@@ -62,6 +69,26 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f3
             1,
         );
     }
+}
+
+/// Up to which shared dimension the unpacked kernel runs: it beats matrixmultiply for the thin
+/// products of 1x1 convolutions (`K` = 16..144: 1.1-1.4x, `cargo bench -p tensor-core --bench gemm_crates`)
+/// and loses at `K` = 576; up to here it also sums in matrixmultiply's order, so results are
+/// bit-identical whichever runs.
+const UNPACKED_MAX_K: usize = 256;
+
+/// Whether [`gemm`] takes the unpacked AVX-512 kernel: both operands row-major with contiguous rows,
+/// `B` dense, `K` small, and `B` small enough to stay in cache while the rows of `A` stream by.
+#[cfg(target_arch = "x86_64")]
+fn unpacked_applies(m: usize, k: usize, n: usize, a: &Mat, b: &Mat) -> bool {
+    crate::simd::level() == crate::simd::Level::Avx512
+        && m > 0
+        && k <= UNPACKED_MAX_K
+        && k * n <= 1 << 18
+        && a.cs == 1
+        && a.rs >= k as isize
+        && b.cs == 1
+        && b.rs == n as isize
 }
 
 /// Parallel GEMM split over rows of `C` (use when `m` is large).

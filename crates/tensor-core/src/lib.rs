@@ -14,6 +14,8 @@ pub mod dense;
 pub mod error;
 pub mod fold;
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+pub mod gemm_x86;
 pub mod inverted_residual;
 pub mod padding;
 pub mod pool;

@@ -31,15 +31,22 @@ pub fn forward(
     );
 }
 
-/// `dx[P, cin] = dy[P, cout] * w^T`.
+/// `dx[P, cin] = dy[P, cout] * w^T`, with `w^T` copied row-major first (it is small) so that the
+/// product takes the unpacked kernel where it applies.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let p = pixels(g);
+    let mut wt = vec![0.0f32; g.cin * g.cout];
+    for (ci, row) in w.chunks_exact(g.cout).enumerate() {
+        for (co, &v) in row.iter().enumerate() {
+            wt[co * g.cin + ci] = v;
+        }
+    }
     par_gemm(
         p,
         g.cout,
         g.cin,
         Mat::rows(dy, g.cout),
-        Mat::transposed(w, g.cout),
+        Mat::rows(&wt, g.cin),
         0.0,
         dx,
     );
