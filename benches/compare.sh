@@ -74,8 +74,9 @@ if [ "$E2E" = 1 ]; then
   for peer in this tensorflow pytorch; do
     start=$(date +%s%N)
     if [ "$peer" = this ]; then
+      # Keep our run's report (per-epoch figures, test accuracy) next to the results.
       ./target/release/app train --preset study-finetune --data "$DATA" --weights "$WEIGHTS" \
-        --out "$(mktemp -d)" > /dev/null
+        --out "$(mktemp -d)" > "$OUT/$DATE-study-finetune.log" 2>&1
     elif [ "$peer" = tensorflow ]; then
       TF_CPP_MIN_LOG_LEVEL=3 "$PY" benches/peers/tf_study.py --data "$DATA" > /dev/null 2>&1
     else
