@@ -33,7 +33,12 @@ for d in "$DATA" data/sports15 ../shared/data/sports15; do
 done
 
 VENV=benches/.venv
-if ! "$VENV/bin/python" -c 'import tensorflow, torch, torchvision, scipy, PIL' 2>/dev/null; then
+have_peers() { # one process per module: TensorFlow and torch in one process abort (both register LLVM options)
+  for m in tensorflow torch torchvision scipy PIL; do
+    "$VENV/bin/python" -c "import $m" 2>/dev/null || return 1
+  done
+}
+if ! have_peers; then
   echo "== creating $VENV (tensorflow-cpu, torch, torchvision, scipy, pillow)"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
