@@ -76,7 +76,7 @@ fn measure(args: &Args, mut f: impl FnMut() -> Result<()>) -> Result<(Duration, 
 fn main() -> Result<()> {
     let args = Args::parse();
     // As the app does: keep freed buffers for the next step instead of refaulting fresh pages.
-    nn::memory::retain_freed_memory();
+    tensor_core::buffer::retain_freed_memory();
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }

@@ -18,7 +18,7 @@ use clap::Parser;
 fn main() {
     let args = cli::Cli::parse();
     // Training frees and reallocates the same buffers every step: keep them instead of refaulting.
-    nn::memory::retain_freed_memory();
+    tensor_core::buffer::retain_freed_memory();
     match try_main(args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {

@@ -11,7 +11,6 @@ pub mod init;
 pub mod layer;
 pub mod layers;
 pub mod loss;
-pub mod memory;
 pub mod optim;
 pub mod param;
 pub mod profile;

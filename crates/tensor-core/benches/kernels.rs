@@ -76,6 +76,9 @@ fn cases() -> Vec<ConvCase> {
 }
 
 fn convs(c: &mut Criterion) {
+    // Backward allocates its gradients, as training does: reuse pages as the binaries do, so the
+    // figures are the kernels and not the OS zeroing fresh pages.
+    tensor_core::buffer::retain_freed_memory();
     let mut g = c.benchmark_group("conv_batch32");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
@@ -156,6 +159,7 @@ fn convs(c: &mut Criterion) {
 }
 
 fn batch_norm_relu6(c: &mut Criterion) {
+    tensor_core::buffer::retain_freed_memory();
     let mut g = c.benchmark_group("batch_norm_relu6_batch32");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
