@@ -148,7 +148,8 @@ impl Transform {
                 let cc = col_of(c) as f64;
                 let sr = (m[0][0] * r as f64 + m[0][1] * cc + m[0][2]).clamp(0.0, hm);
                 let sc = (m[1][0] * r as f64 + m[1][1] * cc + m[1][2]).clamp(0.0, wm);
-                let (r0, c0) = (sr.floor() as usize, sc.floor() as usize);
+                // Clamped to >= 0, so truncation is floor (and no libm call in the pixel loop).
+                let (r0, c0) = (sr as usize, sc as usize);
                 let (r1, c1) = ((r0 + 1).min(h - 1), (c0 + 1).min(w - 1));
                 let (fr, fc) = ((sr - r0 as f64) as f32, (sc - c0 as f64) as f32);
                 let px = |rr: usize, cc: usize, k: usize| src[(rr * w + cc) * 3 + k] as f32;
