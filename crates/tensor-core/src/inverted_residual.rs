@@ -22,6 +22,24 @@ pub struct Pointwise<'a> {
     pub act: Activation,
 }
 
+impl Pointwise<'_> {
+    /// `out = act(x * w + bias)` over the `cin`-wide pixel rows of `x`: the 1x1 convolution of one
+    /// tile, serial (the tiles are the parallel tasks).
+    fn apply(&self, x: &[f32], cin: usize, cout: usize, out: &mut [f32]) {
+        let pixels = x.len() / cin;
+        gemm(
+            pixels,
+            cin,
+            cout,
+            Mat::rows(x, cin),
+            Mat::rows(self.w, cout),
+            0.0,
+            out,
+        );
+        conv::epilogue(out, cout, Some(self.bias), self.act);
+    }
+}
+
 /// The depthwise convolution: `w` is `[kh, kw, C]`, `bias` `[C]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Depthwise<'a> {
@@ -119,16 +137,7 @@ pub fn forward_tiled(
             let ein: &[f32] = match expand {
                 Some(e) => {
                     ebuf.resize(rows_in * w * cexp, 0.0);
-                    gemm(
-                        rows_in * w,
-                        cin,
-                        cexp,
-                        Mat::rows(xin, cin),
-                        Mat::rows(e.w, cexp),
-                        0.0,
-                        ebuf,
-                    );
-                    conv::epilogue(ebuf, cexp, Some(e.bias), e.act);
+                    e.apply(xin, cin, cexp, ebuf);
                     ebuf
                 }
                 None => xin,
@@ -152,16 +161,7 @@ pub fn forward_tiled(
             for (r, drow) in dbuf.chunks_exact_mut(ow * cexp).enumerate() {
                 conv::depthwise::forward_row(&tg, ein, dw.w, dw.bias, dw.act, r, drow);
             }
-            gemm(
-                rows_out * ow,
-                cexp,
-                cout,
-                Mat::rows(dbuf, cexp),
-                Mat::rows(project.w, cout),
-                0.0,
-                out,
-            );
-            conv::epilogue(out, cout, Some(project.bias), project.act);
+            project.apply(dbuf, cexp, cout, out);
             if residual {
                 let xr = &xs[(img * h + oy0) * w * cin..][..out.len()];
                 out.iter_mut().zip(xr).for_each(|(o, x)| *o += x);
