@@ -256,27 +256,18 @@ impl Graph {
         for i in (range.start.max(first)..range.end).rev() {
             let Some(g) = grads.remove(&i) else { continue };
             let node = &mut self.nodes[i];
-            if self.passthrough.get(i).copied().unwrap_or(false) {
-                // Fused into a neighbour, which takes this node's gradient into account.
-                let t = crate::profile::start();
-                crate::profile::record(t, node.layer.name(), crate::profile::Phase::Backward);
-                let j = node.inputs[0];
-                if j != INPUT && j >= first && j >= range.start {
-                    match grads.get_mut(&j) {
-                        Some(acc) => *acc += &g,
-                        None => {
-                            grads.insert(j, g);
-                        }
-                    }
-                }
-                continue;
-            }
             let need_dx = node
                 .inputs
                 .iter()
                 .any(|&j| j != INPUT && j >= first && j >= range.start);
             let t = crate::profile::start();
-            let dxs = node.layer.backward(&g, need_dx)?;
+            let dxs = if self.passthrough.get(i).copied().unwrap_or(false) {
+                // Fused into a neighbour, which takes this node's gradient into account: the
+                // gradient goes to its one input unchanged.
+                vec![Some(g)]
+            } else {
+                node.layer.backward(&g, need_dx)?
+            };
             crate::profile::record(t, node.layer.name(), crate::profile::Phase::Backward);
             for (&j, dx) in node.inputs.iter().zip(dxs) {
                 let Some(dx) = dx else { continue };
