@@ -233,9 +233,7 @@ impl Graph {
         }
         // A padding goes into the node after it; an activation into the node before it.
         let (into, fused, f) = match (self.nodes[i].layer.fusable(), next.layer.fusable()) {
-            (Some(f @ Fusable::Padding { .. }), _) if self.nodes[i].inputs.len() == 1 => {
-                (i + 1, i, f)
-            }
+            (Some(f @ Fusable::Padding(_)), _) if self.nodes[i].inputs.len() == 1 => (i + 1, i, f),
             (_, Some(f @ Fusable::Activation(_))) => (i, i + 1, f),
             _ => return,
         };

@@ -1,7 +1,7 @@
 //! The layer abstraction: four methods, forward and backward side by side in each implementation.
 
 use crate::{Param, Result, Tensor};
-use tensor_core::Activation;
+use tensor_core::{Activation, Padding};
 
 /// Training or inference. Frozen batch-norms use moving statistics in both (Keras).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,13 +60,9 @@ pub trait Layer: Send {
 pub enum Fusable {
     /// An element-wise activation, for the layer before it to apply to its output.
     Activation(Activation),
-    /// `ZeroPadding2D`, for the (valid-padded) convolution after it to pad on the fly.
-    Padding {
-        top: usize,
-        bottom: usize,
-        left: usize,
-        right: usize,
-    },
+    /// `ZeroPadding2D` (a [`Padding::Explicit`]), for the valid-padded convolution after it to pad
+    /// on the fly.
+    Padding(Padding),
 }
 
 /// The single input of a one-input layer, or an error naming the layer.

@@ -75,19 +75,7 @@ impl Layer for DepthwiseConv2D {
     fn fuse(&mut self, f: Option<Fusable>) -> bool {
         match f {
             None => self.fused_pad = None,
-            Some(Fusable::Padding {
-                top,
-                bottom,
-                left,
-                right,
-            }) if self.padding == Padding::Valid => {
-                self.fused_pad = Some(Padding::Explicit {
-                    top,
-                    bottom,
-                    left,
-                    right,
-                })
-            }
+            Some(Fusable::Padding(p)) if self.padding == Padding::Valid => self.fused_pad = Some(p),
             Some(_) => return false,
         }
         true

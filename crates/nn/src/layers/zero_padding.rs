@@ -73,11 +73,11 @@ impl Layer for ZeroPadding2D {
 
     fn fusable(&self) -> Option<Fusable> {
         let ((top, bottom), (left, right)) = self.pad;
-        Some(Fusable::Padding {
+        Some(Fusable::Padding(tensor_core::Padding::Explicit {
             top,
             bottom,
             left,
             right,
-        })
+        }))
     }
 }
