@@ -223,13 +223,7 @@ pub fn training_backward(
         c,
         &[&cache.inv_std, &cache.mean, beta],
     )?;
-    if x.len() != dy.len() {
-        return Err(Error::Shape {
-            op: "batch_norm_backward",
-            expected: vec![dy.len()],
-            got: vec![x.len()],
-        });
-    }
+    crate::check_shape("batch_norm_backward", &[dy.len()], &[x.len()])?;
     let (dbeta, dgamma, dx) = crate::per_activation!(
         act,
         A => training_backward_with::<A>(dy, x, cache, (gamma, beta), need_dx)
@@ -324,13 +318,7 @@ pub fn inference_backward(
     } = bn;
     let c = gamma.len();
     check("batch_norm_backward", dy.len(), c, &[beta, mean, var])?;
-    if x.len() != dy.len() {
-        return Err(Error::Shape {
-            op: "batch_norm_backward",
-            expected: vec![dy.len()],
-            got: vec![x.len()],
-        });
-    }
+    crate::check_shape("batch_norm_backward", &[dy.len()], &[x.len()])?;
     let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let (scale, shift) = scale_shift(gamma, beta, mean, var, eps);
     let k: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
