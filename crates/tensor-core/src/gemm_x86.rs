@@ -62,6 +62,7 @@ pub unsafe fn gemm_avx512(
 }
 
 /// One column block: columns `cb..cb + 16 * NB` (the last vector masked).
+#[derive(Clone, Copy)]
 struct Block {
     k: usize,
     n: usize,
@@ -133,13 +134,6 @@ unsafe fn tile<const NB: usize, const RR: usize>(
         }
     }
 }
-
-impl Clone for Block {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl Copy for Block {}
 
 #[cfg(test)]
 mod tests {
