@@ -24,7 +24,7 @@ pub fn run(a: ActivationsArgs) -> Result<i32> {
         }
         let p = a.out.join(format!("{name}.npy"));
         write_npy(&p, &t).with_context(|| format!("writing {}", p.display()))?;
-        println!("{name}: {:?} -> {}", t.shape(), p.display());
+        crate::outln!("{name}: {:?} -> {}", t.shape(), p.display());
     }
     Ok(0)
 }

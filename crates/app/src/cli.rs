@@ -126,9 +126,24 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+/// How `predict` writes its results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PredictFormat {
+    /// `path: label 0.912, label 0.051` lines.
+    Human,
+    /// Header `path,label,probability[,label_2,probability_2...]`, one row a photo.
+    Csv,
+    /// One JSON object a photo: `{"path", "top": [{"label", "index", "probability"}]}`.
+    Jsonl,
+}
+
 #[derive(Args, Debug)]
+#[command(
+    after_long_help = "Exit status: 0 every image classified; 1 finished, but some files were \
+skipped (each named on stderr); 2 error (nothing written to --output)."
+)]
 pub struct PredictArgs {
-    /// Run folder written by `train` (its final model, last.npz).
+    /// Run folder written by `train` (its final model, last.npz; --best for best.npz).
     #[arg(long, conflicts_with = "weights")]
     pub checkpoint: Option<PathBuf>,
     /// With --checkpoint: the lowest-validation-loss model (best.npz).
@@ -140,16 +155,40 @@ pub struct PredictArgs {
     /// `imagenet_class_index.json` [default: beside the weights].
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// How many classes to print per image.
+    /// How many classes to report per image.
     #[arg(long, default_value_t = 1)]
     pub top: usize,
-    /// Resize interpolation: nearest or bilinear.
-    #[arg(long, default_value = "bilinear")]
-    pub interpolation: String,
-    /// Print the time per layer of the forward pass.
+    /// Override the resize interpolation (nearest or bilinear) [default: the run's; bilinear for --weights].
+    #[arg(long)]
+    pub interpolation: Option<String>,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PredictFormat::Human)]
+    pub format: PredictFormat,
+    /// Write the results to this file (atomically: complete or not at all) instead of stdout.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// A file listing inputs, one path a line (`-`: standard input).
+    #[arg(long)]
+    pub list: Option<PathBuf>,
+    /// Classify only part K of N (1 <= K <= N) of the sorted inputs: contiguous parts, so the N
+    /// outputs concatenated in order equal one unsharded run (CSV: only part 1 has the header).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// A bad file is an error instead of a skipped warning.
+    #[arg(long)]
+    pub strict: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the time per step of the folded forward pass.
     #[arg(long)]
     pub profile: bool,
-    #[arg(required = true)]
+    /// Image files and folders (walked recursively, sorted, hidden files skipped; the content
+    /// decides what is an image).
+    #[arg(required_unless_present = "list")]
     pub images: Vec<PathBuf>,
 }
 

@@ -92,31 +92,44 @@ pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Re
 }
 
 pub fn print(r: &EvalResult) {
-    println!(
+    crate::outln!(
         "{} loss: {:.4} - accuracy: {:.4}",
-        r.split, r.loss, r.accuracy
+        r.split,
+        r.loss,
+        r.accuracy
     );
-    println!("Correct predictions: {} out of {}", r.correct, r.total);
-    println!(
+    crate::outln!("Correct predictions: {} out of {}", r.correct, r.total);
+    crate::outln!(
         "\n{:>16} {:>9} {:>9} {:>9} {:>8}",
-        "class", "precision", "recall", "f1", "support"
+        "class",
+        "precision",
+        "recall",
+        "f1",
+        "support"
     );
     for m in &r.per_class {
-        println!(
+        crate::outln!(
             "{:>16} {:>9.3} {:>9.3} {:>9.3} {:>8}",
-            m.class, m.precision, m.recall, m.f1, m.support
+            m.class,
+            m.precision,
+            m.recall,
+            m.f1,
+            m.support
         );
     }
-    println!(
+    crate::outln!(
         "\nConfusion matrix (rows: true, columns: predicted)\n{}",
         r.confusion.to_text()
     );
     if !r.misclassified.is_empty() {
-        println!("Misclassified:");
+        crate::outln!("Misclassified:");
         for m in &r.misclassified {
-            println!(
+            crate::outln!(
                 "  {}: {} taken for {} ({:.3})",
-                m.file, m.truth, m.predicted, m.probability
+                m.file,
+                m.truth,
+                m.predicted,
+                m.probability
             );
         }
     }
@@ -133,10 +146,10 @@ pub fn run(args: EvalArgs) -> Result<i32> {
         .join(format!("confusion_{}.png", args.split));
     crate::plots::confusion(&png, &r.confusion)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print(&r);
-        println!("Confusion matrix image: {}", png.display());
+        crate::outln!("Confusion matrix image: {}", png.display());
     }
     Ok(0)
 }

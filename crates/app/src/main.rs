@@ -7,25 +7,24 @@ mod config;
 mod evaluate;
 mod history;
 mod load;
+mod memory;
 mod metrics;
+mod pipe;
 mod plots;
 mod predict;
 mod report;
+mod scoring;
 mod train;
 
 use clap::Parser;
 
 fn main() {
     let args = cli::Cli::parse();
-    // Training frees and reallocates the same buffers every step: keep them instead of refaulting.
-    tensor_core::buffer::retain_freed_memory();
     match try_main(args) {
         Ok(code) => std::process::exit(code),
+        Err(e) if pipe::is_closed_pipe(&e) => std::process::exit(0),
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            eprint!("{}", error_report(&e));
             std::process::exit(2);
         }
     }
@@ -38,9 +37,52 @@ fn try_main(args: cli::Cli) -> anyhow::Result<i32> {
             .build_global()?;
     }
     match args.command {
-        cli::Command::Train(t) => train::run(t),
+        cli::Command::Train(t) => {
+            // Training frees and reallocates the same buffers every step: keep them instead of
+            // refaulting. Not for predict, whose memory must stay flat over any number of batches.
+            tensor_core::buffer::retain_freed_memory();
+            train::run(t)
+        }
         cli::Command::Eval(e) => evaluate::run(e),
         cli::Command::Predict(p) => predict::run(p),
         cli::Command::Activations(a) => activations::run(a),
+    }
+}
+
+/// `error: ...` then each cause that adds something: a cause whose text is already part of what
+/// was printed (libraries often repeat their source in their own message) is left out.
+fn error_report(e: &anyhow::Error) -> String {
+    let mut said = e.to_string();
+    let mut out = format!("error: {said}\n");
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if said.contains(&c) {
+            continue;
+        }
+        out.push_str(&format!("  caused by: {c}\n"));
+        said.push_str(&c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_report;
+    use anyhow::Context;
+
+    #[test]
+    fn repeated_causes_are_printed_once() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "Is a directory (os error 21)",
+        );
+        let e = Err::<(), _>(io)
+            .context("x.jpg: Is a directory (os error 21)")
+            .context("reading x.jpg")
+            .unwrap_err();
+        assert_eq!(
+            error_report(&e),
+            "error: reading x.jpg\n  caused by: x.jpg: Is a directory (os error 21)\n"
+        );
     }
 }

@@ -216,7 +216,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     } else {
         None
     };
-    println!(
+    crate::outln!(
         "Data {}: {} classes; {} train, {} valid, {} test images ({} skipped); loaded in {:.1}s",
         cfg.data.display(),
         cfg.classes.len(),
@@ -242,7 +242,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         if opt.iterations() != s.iterations {
             bail!("{}: checkpoint is at step {} but trainer.json at {}; the run folder is inconsistent", dir.display(), opt.iterations(), s.iterations);
         }
-        println!(
+        crate::outln!(
             "Resuming {} at epoch {}, batch {}",
             dir.display(),
             s.epoch + 1,
@@ -261,7 +261,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         .iter()
         .map(String::as_str)
         .collect();
-    println!(
+    crate::outln!(
         "Model: MobileNetV2 alpha {} ({} base layers), head GAP{} -> Dense({}, relu) -> Dense({}, softmax); {}",
         cfg.alpha,
         clf.net.base_len(),
@@ -274,7 +274,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         let t = Instant::now();
         let tc = FeatureCache::build(&mut clf, &train, "train", args.quiet)?;
         let vc = FeatureCache::build(&mut clf, &valid, "valid", args.quiet)?;
-        println!(
+        crate::outln!(
             "Feature cache: augmentation is off, so the frozen {} runs once per image ({:.0} MB, {:.1}s)",
             if unfrozen == 0 { "base" } else { "part of the base" },
             (tc.bytes() + vc.bytes()) as f64 / 1e6,
@@ -282,10 +282,10 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         );
         (Some(tc), Some(vc))
     } else {
-        println!("No feature cache: augmentation is on, so the frozen part runs (batch-norm folded) on every batch");
+        crate::outln!("No feature cache: augmentation is on, so the frozen part runs (batch-norm folded) on every batch");
         (None, None)
     };
-    println!(
+    crate::outln!(
         "Optimizer: {} lr {}; {} epochs, batch {}; preprocessing {}; run folder {}",
         cfg.optimizer,
         cfg.lr,
@@ -303,7 +303,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         let pb = bar(batches as u64, args.quiet);
         pb.set_position(state.next_batch as u64);
         if args.quiet {
-            println!("Epoch {}/{}", epoch + 1, cfg.epochs);
+            crate::outln!("Epoch {}/{}", epoch + 1, cfg.epochs);
         } else {
             pb.println(format!("Epoch {}/{}", epoch + 1, cfg.epochs));
         }
@@ -367,14 +367,14 @@ pub fn run(args: TrainArgs) -> Result<i32> {
                 state.seconds = started.elapsed().as_secs_f64();
                 save_checkpoint(&dir.join("last.npz"), &mut clf, opt.as_ref())?;
                 state.save(&dir)?;
-                println!(
+                crate::outln!(
                     "Interrupted: saved {} at epoch {}, batch {} of {}.",
                     dir.join("last.npz").display(),
                     epoch + 1,
                     state.next_batch,
                     batches
                 );
-                println!(
+                crate::outln!(
                     "Resume with: cargo run --release -p app -- train --resume {}",
                     dir.display()
                 );
@@ -399,7 +399,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
             val_loss,
             val_accuracy: val_acc,
         };
-        println!(
+        crate::outln!(
             "Epoch {}/{} - {:.0}s - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4}",
             rec.epoch, cfg.epochs, rec.seconds, rec.loss, rec.accuracy, rec.val_loss, rec.val_accuracy
         );
@@ -419,19 +419,19 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         history::write(&dir, &state.history)?;
         crate::plots::curves(&dir.join("history.png"), &state.history)?;
         if interrupted.load(Ordering::SeqCst) && state.epoch < cfg.epochs {
-            println!(
+            crate::outln!(
                 "Interrupted after epoch {}: saved {}.",
                 state.epoch,
                 dir.join("last.npz").display()
             );
-            println!(
+            crate::outln!(
                 "Resume with: cargo run --release -p app -- train --resume {}",
                 dir.display()
             );
             return Ok(130);
         }
     }
-    println!(
+    crate::outln!(
         "Training done in {:.1}s; lowest val_loss {:.4} (best.npz); run folder {}",
         t0.elapsed().as_secs_f64(),
         state.best_val_loss.unwrap_or(f64::NAN),
@@ -441,7 +441,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     let result: Option<EvalResult> = match &test {
         Some(test) => {
             let r = evaluate(&mut clf, test, "test")?;
-            println!("\nTest split, final model (last.npz):");
+            crate::outln!("\nTest split, final model (last.npz):");
             print(&r);
             let text = serde_json::to_string_pretty(&r)?;
             std::fs::write(dir.join("eval_test.json"), text)?;
@@ -451,11 +451,11 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         None => None,
     };
     crate::report::write(&dir, &cfg, &state.history, result.as_ref())?;
-    println!("Report: {}", dir.join("report.html").display());
+    crate::outln!("Report: {}", dir.join("report.html").display());
     if args.profile {
         let steps = (opt.iterations() - start_iterations) as usize;
-        println!("\nTime per layer (validation, test and feature-cache passes included):");
-        println!("{}", nn::profile::markdown(&nn::profile::take(), steps));
+        crate::outln!("\nTime per layer (validation, test and feature-cache passes included):");
+        crate::outln!("{}", nn::profile::markdown(&nn::profile::take(), steps));
     }
     Ok(0)
 }

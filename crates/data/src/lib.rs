@@ -6,12 +6,13 @@ pub mod augment;
 pub mod decode;
 pub mod error;
 pub mod folder;
+pub mod jpeg_end;
 pub mod loader;
 pub mod preprocess;
 pub mod resize;
 
 pub use augment::{Augment, Transform};
-pub use decode::{decode_rgb, DecodeLimits};
+pub use decode::{decode_rgb, decode_rgb_bytes, looks_like_image, DecodeLimits};
 pub use error::{DataError, Result};
 pub use folder::{ImageFolder, Skipped};
 pub use loader::{Batch, Dataset, LoaderConfig};

@@ -9,9 +9,11 @@ pub mod error;
 pub mod folded;
 pub mod imagenet;
 pub mod model;
+pub mod predictor;
 
 pub use arch::{make_divisible, Alpha};
 pub use classifier::{Classifier, HeadConfig, StepOutput};
 pub use error::{Error, Result};
 pub use folded::FoldedPlan;
 pub use model::{Kind, MobileNetV2, ModelConfig};
+pub use predictor::Predictor;

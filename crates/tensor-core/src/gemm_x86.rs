@@ -2,16 +2,23 @@
 //! convolutions of MobileNetV2, where `B` is the `Cin x Cout` weight matrix and `A` the pixels.
 //! matrixmultiply copies all of `A` into panels first; with `K` as small as 16 that copy costs as
 //! much as the multiply. Here each element of `A` is broadcast straight from its row and multiplied
-//! into up to four 16-lane vectors of a row of `B`, six rows of `C` at a time (24 accumulators in
-//! registers). Each output element is summed from zero over `k` in order with fused multiply-adds,
+//! into up to four 16-lane vectors of a row of `B`, six to twelve rows of `C` at a time (12 to 24
+//! accumulators in registers). Each output element is summed from zero over `k` in order with fused multiply-adds,
 //! as matrixmultiply's kernel does.
 
 use std::arch::x86_64::*;
 
 /// Lanes per vector.
 const L: usize = 16;
-/// Rows of `C` per micro-tile.
-const R: usize = 6;
+/// Rows of `C` per micro-tile, by vectors per row: enough independent accumulators (at least 12)
+/// to cover the fused multiply-add latency, at most 24 so that they stay in registers.
+const fn rows_per_tile(nb: usize) -> usize {
+    match nb {
+        1 => 12,
+        2 => 8,
+        _ => 6,
+    }
+}
 /// Vectors per column block (64 columns).
 const NB_MAX: usize = 4;
 
@@ -52,10 +59,10 @@ pub unsafe fn gemm_avx512(
             mask,
         };
         match nb {
-            1 => rows::<1>(&blk, m, a, b, c),
-            2 => rows::<2>(&blk, m, a, b, c),
-            3 => rows::<3>(&blk, m, a, b, c),
-            _ => rows::<4>(&blk, m, a, b, c),
+            1 => rows::<1, { rows_per_tile(1) }>(&blk, m, a, b, c),
+            2 => rows::<2, { rows_per_tile(2) }>(&blk, m, a, b, c),
+            3 => rows::<3, { rows_per_tile(3) }>(&blk, m, a, b, c),
+            _ => rows::<4, { rows_per_tile(4) }>(&blk, m, a, b, c),
         }
         cb += width;
     }
@@ -73,7 +80,13 @@ struct Block {
 
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn rows<const NB: usize>(blk: &Block, m: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+unsafe fn rows<const NB: usize, const R: usize>(
+    blk: &Block,
+    m: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+) {
     let mut r = 0;
     while r + R <= m {
         tile::<NB, R>(blk, r, a, b, c);

@@ -1,0 +1,69 @@
+//! Decoding and resizing on the worker pool, one batch ahead of inference: a producer thread turns
+//! the path list into batches of preprocessed pixels and hands them over through a channel that
+//! holds at most [`AHEAD`] batches, so memory is bounded by the batch size, not the number of paths.
+
+use data::{decode_rgb, resize, DecodeLimits, Interpolation, Preprocess, Transform};
+use rayon::prelude::*;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver};
+
+/// Decoded batches waiting for inference, at most.
+pub const AHEAD: usize = 2;
+
+/// How each image becomes model input.
+#[derive(Clone, Copy, Debug)]
+pub struct Decoding {
+    pub height: usize,
+    pub width: usize,
+    pub interpolation: Interpolation,
+    pub preprocess: Preprocess,
+    pub limits: DecodeLimits,
+}
+
+impl Decoding {
+    /// One image as `height * width * 3` preprocessed floats, or why it cannot be.
+    pub fn load(&self, path: &std::path::Path) -> Result<Vec<f32>, String> {
+        let img = decode_rgb(path, self.limits).map_err(|e| e.to_string())?;
+        let img = resize(
+            &img,
+            self.height as u32,
+            self.width as u32,
+            self.interpolation,
+        );
+        let mut out = vec![0.0f32; self.height * self.width * 3];
+        Transform::IDENTITY.apply(&img, self.preprocess, &mut out);
+        Ok(out)
+    }
+}
+
+/// One batch of consecutive inputs, each decoded or with the reason it could not be.
+pub struct Decoded {
+    /// Indices into the path list.
+    pub range: Range<usize>,
+    pub images: Vec<Result<Vec<f32>, String>>,
+}
+
+/// Spawns (inside `scope`) the producer of `paths` in batches of `batch`; the receiver yields them
+/// in order. Dropping the receiver stops the producer after its current batch.
+pub fn decode_in_batches<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    paths: &'scope [PathBuf],
+    batch: usize,
+    decoding: Decoding,
+) -> Receiver<Decoded> {
+    let (tx, rx) = sync_channel(AHEAD);
+    scope.spawn(move || {
+        for start in (0..paths.len()).step_by(batch.max(1)) {
+            let range = start..(start + batch).min(paths.len());
+            let images = paths[range.clone()]
+                .par_iter()
+                .map(|p| decoding.load(p))
+                .collect();
+            if tx.send(Decoded { range, images }).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,127 @@
+//! What scores images outside training: a run's classifier (its classes, preprocessing and resize
+//! interpolation come from the run) or ImageNet weights with the top, compiled for inference.
+
+use anyhow::{bail, Context, Result};
+use data::{Interpolation, Preprocess};
+use mobilenet::imagenet::ClassIndex;
+use mobilenet::{MobileNetV2, Predictor};
+use std::path::{Path, PathBuf};
+
+/// Where the model comes from, as the user said it.
+pub enum Source<'a> {
+    /// A run folder, and whether to take `best.npz` instead of `last.npz`.
+    Run { dir: &'a Path, best: bool },
+    /// ImageNet weights with the top, and the class index (`None`: beside the weights).
+    Weights {
+        dir: &'a Path,
+        labels: Option<&'a Path>,
+    },
+}
+
+/// A model ready to score preprocessed images, with everything needed to preprocess them.
+pub struct Scorer {
+    pub predictor: Predictor,
+    pub classes: Vec<String>,
+    pub preprocess: Preprocess,
+    pub interpolation: Interpolation,
+    /// One line for the user: which model, which preprocessing, and where each came from.
+    pub description: String,
+}
+
+pub fn parse_interpolation(s: &str) -> Result<Interpolation> {
+    match s {
+        "nearest" => Ok(Interpolation::Nearest),
+        "bilinear" => Ok(Interpolation::Bilinear),
+        other => bail!("--interpolation must be nearest or bilinear, got {other:?}"),
+    }
+}
+
+pub fn interpolation_name(i: Interpolation) -> &'static str {
+    match i {
+        Interpolation::Nearest => "nearest",
+        Interpolation::Bilinear => "bilinear",
+    }
+}
+
+fn labels_path(labels: Option<&Path>, weights: &Path) -> Result<PathBuf> {
+    if let Some(p) = labels {
+        return Ok(p.to_path_buf());
+    }
+    let beside = [
+        weights.join("imagenet_class_index.json"),
+        weights
+            .parent()
+            .map(|p| p.join("imagenet_class_index.json"))
+            .unwrap_or_default(),
+    ];
+    beside.into_iter().find(|p| p.is_file()).with_context(|| {
+        format!(
+            "no imagenet_class_index.json beside {}; pass --labels",
+            weights.display()
+        )
+    })
+}
+
+impl Scorer {
+    /// Loads and compiles the model. `interpolation` overrides the run's (and says so).
+    pub fn open(source: Source<'_>, interpolation: Option<&str>) -> Result<Self> {
+        let forced = interpolation.map(parse_interpolation).transpose()?;
+        match source {
+            Source::Run { dir, best } => {
+                let (cfg, mut clf) = crate::load::from_run(dir, best)?;
+                let predictor = Predictor::from_classifier(&mut clf)?;
+                let own = cfg.interpolation();
+                let interpolation = forced.unwrap_or(own);
+                let resize = match forced {
+                    Some(f) if f != own => format!(
+                        "resize {} (--interpolation; the run used {})",
+                        interpolation_name(f),
+                        interpolation_name(own)
+                    ),
+                    _ => format!("resize {} (the run's)", interpolation_name(own)),
+                };
+                Ok(Scorer {
+                    description: format!(
+                        "Model: run {} ({}), {} classes; preprocessing {} (the run's), {resize}",
+                        dir.display(),
+                        if best { "best.npz" } else { "last.npz" },
+                        cfg.classes.len(),
+                        cfg.preprocess
+                    ),
+                    predictor,
+                    preprocess: cfg.preprocess(),
+                    interpolation,
+                    classes: cfg.classes,
+                })
+            }
+            Source::Weights { dir, labels } => {
+                let mut net = MobileNetV2::from_path(dir, Some(true))
+                    .with_context(|| format!("loading weights {}", dir.display()))?;
+                let index = ClassIndex::load(&labels_path(labels, dir)?)?;
+                let classes: Vec<String> = index.0.iter().map(|e| e.1.clone()).collect();
+                let predictor = Predictor::from_model(&mut net)?;
+                if classes.len() != predictor.classes {
+                    bail!(
+                        "the class index has {} classes but the weights' top scores {}",
+                        classes.len(),
+                        predictor.classes
+                    );
+                }
+                let interpolation = forced.unwrap_or(Interpolation::Bilinear);
+                Ok(Scorer {
+                    description: format!(
+                        "Model: ImageNet MobileNetV2 alpha {} from {}, {} classes; preprocessing mobilenet, resize {}",
+                        net.config.alpha,
+                        dir.display(),
+                        classes.len(),
+                        interpolation_name(interpolation)
+                    ),
+                    predictor,
+                    classes,
+                    preprocess: Preprocess::Mobilenet,
+                    interpolation,
+                })
+            }
+        }
+    }
+}

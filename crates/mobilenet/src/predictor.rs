@@ -1,0 +1,90 @@
+//! A whole network (base + top or head) compiled once for inference: every node through the folded
+//! plan, probabilities out. What `predict`, and anything else that only scores images, runs.
+
+use crate::folded::FoldedPlan;
+use crate::model::Kind;
+use crate::{Classifier, Error, MobileNetV2, Result};
+use ndarray::{Array2, Ix2};
+use nn::{Graph, NodeId, Tensor};
+
+/// Inference-only model: folded plan over every node, softmax over the last one.
+pub struct Predictor {
+    plan: FoldedPlan,
+    out: NodeId,
+    /// Input size the network was built for.
+    pub height: usize,
+    pub width: usize,
+    /// Number of classes the last layer scores.
+    pub classes: usize,
+}
+
+impl Predictor {
+    fn compile(g: &mut Graph, kinds: &[Kind], height: usize, width: usize) -> Result<Self> {
+        let out = g
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| Error::Config("an empty network cannot predict".into()))?;
+        let plan = FoldedPlan::compile(g, kinds, g.len(), &[out])?;
+        let mut classes = 0;
+        g.layer_mut(out).visit_params(&mut |p| {
+            if p.name.ends_with("/bias") {
+                classes = p.value.len();
+            }
+        });
+        if classes == 0 {
+            return Err(Error::Config(format!(
+                "the last layer ({}) is not a classifier",
+                g.layer(out).name()
+            )));
+        }
+        Ok(Predictor {
+            plan,
+            out,
+            height,
+            width,
+            classes,
+        })
+    }
+
+    /// The ImageNet model with its top (`predictions`).
+    pub fn from_model(net: &mut MobileNetV2) -> Result<Self> {
+        if net.classes.is_none() {
+            return Err(Error::Config(
+                "these weights have no top (predictions): nothing to classify with".into(),
+            ));
+        }
+        Self::compile(
+            &mut net.graph,
+            &net.kinds,
+            net.config.height,
+            net.config.width,
+        )
+    }
+
+    /// A trained classifier (base + head); dropout is the identity at inference.
+    pub fn from_classifier(clf: &mut Classifier) -> Result<Self> {
+        let (h, w) = (clf.net.config.height, clf.net.config.width);
+        Self::compile(&mut clf.net.graph, &clf.net.kinds, h, w)
+    }
+
+    /// Class probabilities `[N, classes]` for a preprocessed NHWC batch.
+    pub fn predict(&self, x: &Tensor) -> Result<Array2<f32>> {
+        let s = x.shape();
+        if s.len() != 4 || s[1] != self.height || s[2] != self.width || s[3] != 3 {
+            return Err(Error::Config(format!(
+                "input has shape {s:?}, the model was built for [N, {}, {}, 3]",
+                self.height, self.width
+            )));
+        }
+        if s[0] == 0 {
+            return Ok(Array2::zeros((0, self.classes)));
+        }
+        let mut outs = self.plan.run(x)?;
+        let logits = outs
+            .remove(&self.out)
+            .ok_or_else(|| Error::Config("the plan did not produce the logits".into()))?
+            .into_dimensionality::<Ix2>()
+            .map_err(|e| Error::Config(format!("expected [batch, classes]: {e}")))?;
+        Ok(tensor_core::softmax::forward(logits.view()))
+    }
+}
