@@ -59,12 +59,15 @@ pub struct TrainArgs {
     /// A recipe; explicit flags override its values. Without one, `best` applies.
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
+    /// Passes over the training data [default: the preset's, 10]. With --resume: a larger number
+    /// trains a finished run further.
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Images per training step [default: 32].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Learning rate.
-    #[arg(long)]
+    /// Learning rate [default: the preset's: 1e-3 for best, 1e-4 study-finetune, 1e-5 study-frozen].
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerKind>,
@@ -74,8 +77,8 @@ pub struct TrainArgs {
     /// Units of the hidden Dense(relu) layer of the head (0: none).
     #[arg(long)]
     pub dense: Option<usize>,
-    /// Dropout rate after pooling.
-    #[arg(long)]
+    /// Dropout rate after pooling [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f32>,
     /// Augmentation `rotation,width_shift,height_shift,zoom,flip` (e.g. `20,0.2,0.2,0.2,1`), or `off`.
     #[arg(long)]
@@ -83,15 +86,25 @@ pub struct TrainArgs {
     /// Pixel scaling: `mobilenet` (x/127.5-1) or `unit` (x/255).
     #[arg(long)]
     pub preprocess: Option<String>,
+    /// Seeds the head's initialisation, the shuffling, augmentation and dropout [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Run folder [default: runs/<timestamp>].
+    /// Run folder [default: runs/<timestamp>, never an existing one].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue an interrupted run from its folder.
-    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "epochs", "lr", "out"])]
+    /// Replace what an existing, non-empty --out folder holds.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Continue an interrupted run from its folder (with --epochs N: train a finished run further).
+    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "lr", "out", "init_from"])]
     pub resume: Option<PathBuf>,
-    /// Use only the first N training images of each class (quick runs).
+    /// Start the model (base and head) from a run's final weights instead of ImageNet's.
+    #[arg(long, value_name = "RUN")]
+    pub init_from: Option<PathBuf>,
+    /// Print the resolved configuration (preset and flags) and exit without training.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Use only the first N training images of each class (quick runs; at least 1).
     #[arg(long)]
     pub limit_per_class: Option<usize>,
     /// A bad image is an error instead of a skipped warning.
@@ -124,6 +137,9 @@ pub struct EvalArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// List at most this many misclassified files (0: none).
+    #[arg(long, default_value_t = 20)]
+    pub show_misclassified: usize,
 }
 
 /// How `predict` writes its results.
@@ -194,14 +210,19 @@ pub struct PredictArgs {
 
 #[derive(Args, Debug)]
 pub struct ActivationsArgs {
+    /// MobileNetV2 weights (with or without the top).
     #[arg(long)]
     pub weights: PathBuf,
-    /// Input batch, NHWC float32 `.npy`, already preprocessed.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Comma-separated Keras layer names (`features` = pooled out_relu).
+    /// Input: an image file (decoded, resized to 224x224 bilinearly, x/127.5-1) or an NHWC
+    /// float32 `.npy` batch, already preprocessed.
+    #[arg(long, required_unless_present = "list")]
+    pub input: Option<PathBuf>,
+    /// Comma-separated Keras layer names (`features` = pooled out_relu; `predictions` needs the top).
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,
+    /// Print the layer names of these weights and exit.
     #[arg(long)]
-    pub out: PathBuf,
+    pub list: bool,
+    #[arg(long, required_unless_present = "list")]
+    pub out: Option<PathBuf>,
 }

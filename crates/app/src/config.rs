@@ -67,6 +67,9 @@ pub struct RunConfig {
     pub interpolation: String,
     pub seed: u64,
     pub limit_per_class: Option<usize>,
+    /// The run whose final weights this one started from (`--init-from`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 /// A preset's values (flags override them).
@@ -181,14 +184,39 @@ impl RunConfig {
             interpolation: "nearest".into(),
             seed: a.seed.unwrap_or(0),
             limit_per_class: a.limit_per_class,
+            init_from: a.init_from.clone(),
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 || self.batch_size == 0 {
-            bail!("--epochs and --batch-size must be at least 1");
+        if self.epochs == 0 {
+            bail!("--epochs must be at least 1, got 0");
+        }
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1, got 0");
+        }
+        if self.limit_per_class == Some(0) {
+            bail!("--limit-per-class must be at least 1 (it keeps the first N training images of each class), got 0");
+        }
+        if Preprocess::parse(&self.preprocess).is_none() {
+            bail!(
+                "preprocess must be `mobilenet` or `unit`, got {:?}",
+                self.preprocess
+            );
+        }
+        if !matches!(self.interpolation.as_str(), "nearest" | "bilinear") {
+            bail!(
+                "interpolation must be `nearest` or `bilinear`, got {:?}",
+                self.interpolation
+            );
+        }
+        if !matches!(self.optimizer.as_str(), "adam" | "sgd") {
+            bail!(
+                "optimizer must be `adam` or `sgd`, got {:?}",
+                self.optimizer
+            );
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("--lr must be a positive number, got {}", self.lr);
@@ -199,6 +227,7 @@ impl RunConfig {
         Ok(())
     }
 
+    /// The pixel scaling ([`validate`](Self::validate) has checked the name).
     pub fn preprocess(&self) -> Preprocess {
         Preprocess::parse(&self.preprocess).unwrap_or_default()
     }
@@ -227,6 +256,8 @@ impl RunConfig {
         if cfg.format_version != FORMAT_VERSION {
             bail!("{}: format version {} but this program reads {FORMAT_VERSION}; retrain or use the matching release", p.display(), cfg.format_version);
         }
+        cfg.validate()
+            .with_context(|| format!("{}: invalid run configuration", p.display()))?;
         Ok(cfg)
     }
 }

@@ -19,6 +19,8 @@ pub struct Misclassified {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalResult {
+    /// The checkpoint file that was scored.
+    pub checkpoint: String,
     pub split: String,
     pub loss: f64,
     pub accuracy: f64,
@@ -29,8 +31,14 @@ pub struct EvalResult {
     pub misclassified: Vec<Misclassified>,
 }
 
-/// Inference over the whole dataset, in order, without augmentation.
-pub fn evaluate(clf: &mut Classifier, ds: &Dataset, split: &str) -> Result<EvalResult> {
+/// Inference over the whole dataset, in order, without augmentation. `checkpoint` names the
+/// weights being scored in the result.
+pub fn evaluate(
+    clf: &mut Classifier,
+    ds: &Dataset,
+    split: &str,
+    checkpoint: &Path,
+) -> Result<EvalResult> {
     let mut pred = Vec::with_capacity(ds.len());
     let mut prob = Vec::with_capacity(ds.len());
     let mut loss = 0.0f64;
@@ -60,6 +68,7 @@ pub fn evaluate(clf: &mut Classifier, ds: &Dataset, split: &str) -> Result<EvalR
         .collect();
     let (correct, total) = (confusion.correct(), confusion.total());
     Ok(EvalResult {
+        checkpoint: checkpoint.display().to_string(),
         split: split.into(),
         loss: loss / total.max(1) as f64,
         accuracy: correct as f64 / total.max(1) as f64,
@@ -91,7 +100,9 @@ pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Re
     Ok(ds)
 }
 
-pub fn print(r: &EvalResult) {
+/// The result as text; at most `show_misclassified` misclassified files are listed.
+pub fn print(r: &EvalResult, show_misclassified: usize) {
+    crate::outln!("Checkpoint: {}", r.checkpoint);
     crate::outln!(
         "{} loss: {:.4} - accuracy: {:.4}",
         r.split,
@@ -121,9 +132,9 @@ pub fn print(r: &EvalResult) {
         "\nConfusion matrix (rows: true, columns: predicted)\n{}",
         r.confusion.to_text()
     );
-    if !r.misclassified.is_empty() {
+    if !r.misclassified.is_empty() && show_misclassified > 0 {
         crate::outln!("Misclassified:");
-        for m in &r.misclassified {
+        for m in r.misclassified.iter().take(show_misclassified) {
             crate::outln!(
                 "  {}: {} taken for {} ({:.3})",
                 m.file,
@@ -131,6 +142,10 @@ pub fn print(r: &EvalResult) {
                 m.predicted,
                 m.probability
             );
+        }
+        let more = r.misclassified.len().saturating_sub(show_misclassified);
+        if more > 0 {
+            crate::outln!("  ... and {more} more (--show-misclassified N lists more)");
         }
     }
 }
@@ -140,16 +155,30 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     let data = args.data.clone().unwrap_or_else(|| cfg.data.clone());
     crate::load::require(&data, crate::config::DEFAULT_DATA, "data folder")?;
     let ds = load_split(&cfg, &data, &args.split, false)?;
-    let r = evaluate(&mut clf, &ds, &args.split)?;
-    let png = args
-        .checkpoint
-        .join(format!("confusion_{}.png", args.split));
+    let file = args.checkpoint.join(checkpoint_name(args.best));
+    let r = evaluate(&mut clf, &ds, &args.split, &file)?;
+    // The run's own confusion_test.png belongs to the final model in report.html: best.npz's
+    // matrix gets a name of its own.
+    let png = args.checkpoint.join(format!(
+        "confusion_{}{}.png",
+        args.split,
+        if args.best { "_best" } else { "" }
+    ));
     crate::plots::confusion(&png, &r.confusion)?;
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        print(&r);
+        print(&r, args.show_misclassified);
         crate::outln!("Confusion matrix image: {}", png.display());
     }
     Ok(0)
+}
+
+/// The checkpoint file of a run that `--best` picks.
+pub fn checkpoint_name(best: bool) -> &'static str {
+    if best {
+        "best.npz"
+    } else {
+        "last.npz"
+    }
 }

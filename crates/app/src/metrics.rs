@@ -72,24 +72,40 @@ impl Confusion {
             .collect()
     }
 
-    /// The matrix as aligned text, rows = true class, columns = predicted (by index).
+    /// The matrix as aligned text, rows = true class (`index name`), columns = predicted class by
+    /// index; every count stands right under its column's index.
     pub fn to_text(&self) -> String {
-        let w = self
+        let labels: Vec<String> = self
             .classes
             .iter()
-            .map(|c| c.len())
+            .enumerate()
+            .map(|(i, c)| format!("{i:>2} {c}"))
+            .collect();
+        let corner = "true\\pred";
+        let w = labels
+            .iter()
+            .map(|l| l.chars().count())
+            .chain([corner.len()])
             .max()
-            .unwrap_or(5)
-            .max(5);
-        let mut s = format!("{:>w$} ", "true\\pred");
+            .unwrap_or(0);
+        let widest = self
+            .matrix
+            .iter()
+            .flatten()
+            .max()
+            .copied()
+            .unwrap_or(0)
+            .max(self.classes.len());
+        let cw = widest.to_string().len() + 2;
+        let mut s = format!("{corner:<w$}");
         for j in 0..self.classes.len() {
-            s += &format!("{j:>4}");
+            s += &format!("{j:>cw$}");
         }
         s += "\n";
-        for (i, row) in self.matrix.iter().enumerate() {
-            s += &format!("{:>w$} ", format!("{i:>2} {}", self.classes[i]), w = w + 3);
+        for (label, row) in labels.iter().zip(&self.matrix) {
+            s += &format!("{label:<w$}");
             for v in row {
-                s += &format!("{v:>4}");
+                s += &format!("{v:>cw$}");
             }
             s += "\n";
         }
@@ -111,5 +127,58 @@ mod tests {
         assert!((m[1].precision - 2.0 / 3.0).abs() < 1e-12);
         assert!((m[1].recall - 2.0 / 3.0).abs() < 1e-12);
         assert!((m[0].f1 - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn text_counts_stand_under_their_column_index() {
+        let classes: Vec<String> = (0..15)
+            .map(|i| format!("{}class{i}", "x".repeat(i % 4)))
+            .collect();
+        let truth: Vec<usize> = (0..15).flat_map(|i| vec![i; 120]).collect();
+        let pred: Vec<usize> = truth
+            .iter()
+            .enumerate()
+            .map(|(n, &t)| if n % 7 == 0 { (t + 3) % 15 } else { t })
+            .collect();
+        let c = Confusion::new(&classes, &truth, &pred);
+        let text = c.to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        // (token, byte offset where it ends) for each blank-separated token of a line.
+        let tokens = |l: &str| -> Vec<(String, usize)> {
+            let mut out = Vec::new();
+            let mut start = None;
+            for (p, ch) in l.char_indices().chain([(l.len(), ' ')]) {
+                match (ch == ' ', start) {
+                    (false, None) => start = Some(p),
+                    (true, Some(s0)) => {
+                        out.push((l[s0..p].to_string(), p));
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            out
+        };
+        let header = tokens(lines[0]);
+        let columns = &header[header.len() - 15..];
+        for (j, (t, _)) in columns.iter().enumerate() {
+            assert_eq!(t, &j.to_string(), "{text}");
+        }
+        for (i, line) in lines[1..].iter().enumerate() {
+            assert!(
+                line.starts_with(&format!("{i:>2} {}", classes[i])),
+                "{line}"
+            );
+            let row = tokens(line);
+            let counts = &row[row.len() - 15..];
+            for (j, ((v, end), (_, col_end))) in counts.iter().zip(columns).enumerate() {
+                assert_eq!(v, &c.matrix[i][j].to_string(), "{text}");
+                assert_eq!(
+                    end, col_end,
+                    "row {i}, column {j} is not under its index:\n{text}"
+                );
+            }
+            assert_eq!(line.len(), lines[0].len(), "{text}");
+        }
     }
 }

@@ -59,13 +59,14 @@ pub fn curves(path: &Path, h: &[EpochRecord]) -> Result<()> {
             ("accuracy", |r| r.accuracy, |r| r.val_accuracy),
         ];
         for (area, (name, train, val)) in panels.iter().zip(series.iter()) {
+            // Headroom above the curves for the legend (drawn in the upper right).
             let ymax = h
                 .iter()
                 .flat_map(|r| [train(r), val(r)])
                 .filter(|v| v.is_finite())
                 .fold(0.0f64, f64::max)
                 .max(1e-3)
-                * 1.05;
+                * 1.35;
             let mut b = ChartBuilder::on(area);
             b.margin(15)
                 .x_label_area_size(if text { 30 } else { 0 })
@@ -73,10 +74,19 @@ pub fn curves(path: &Path, h: &[EpochRecord]) -> Result<()> {
             if text {
                 b.caption(*name, ("sans-serif", 20));
             }
+            // Half an epoch of margin on each side, so a single epoch is a visible point.
             let mut chart = b
-                .build_cartesian_2d(1.0..n.max(2.0), 0.0..ymax)
+                .build_cartesian_2d(0.5..n + 0.5, 0.0..ymax)
                 .map_err(err(path))?;
             let mut mesh = chart.configure_mesh();
+            // Epoch ticks at whole numbers only.
+            mesh.x_labels(h.len().min(20)).x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("{}", x.round() as i64)
+                } else {
+                    String::new()
+                }
+            });
             if !text {
                 mesh.x_labels(0).y_labels(0);
             }
@@ -85,6 +95,13 @@ pub fn curves(path: &Path, h: &[EpochRecord]) -> Result<()> {
                 .map_err(err(path))?;
             let pts = |f: Metric| h.iter().map(|r| (r.epoch as f64, f(r))).collect::<Vec<_>>();
             for (f, color, label) in [(train, BLUE, "train"), (val, RED, "validation")] {
+                chart
+                    .draw_series(
+                        pts(*f)
+                            .into_iter()
+                            .map(|p| Circle::new(p, 5, color.filled())),
+                    )
+                    .map_err(err(path))?;
                 let s = chart
                     .draw_series(LineSeries::new(pts(*f), color.stroke_width(2)))
                     .map_err(err(path))?;
@@ -96,6 +113,7 @@ pub fn curves(path: &Path, h: &[EpochRecord]) -> Result<()> {
             if text {
                 chart
                     .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperRight)
                     .background_style(WHITE.mix(0.8))
                     .border_style(BLACK)
                     .draw()
@@ -145,18 +163,21 @@ pub fn confusion(path: &Path, c: &Confusion) -> Result<()> {
                 let y = (margin + i as u32 * cell + 12) as i32;
                 root.draw(&Text::new(c.classes[i].clone(), (5, y), ("sans-serif", 14)))
                     .map_err(err(path))?;
-                let x = (margin + i as u32 * cell + 10) as i32;
+                // Column i: the predicted class's name, written upwards above its column.
+                let x = (margin + i as u32 * cell + 12) as i32;
                 root.draw(&Text::new(
-                    format!("{i}"),
-                    (x, margin as i32 - 20),
-                    ("sans-serif", 14),
+                    c.classes[i].clone(),
+                    (x, margin as i32 - 6),
+                    ("sans-serif", 14)
+                        .into_font()
+                        .transform(FontTransform::Rotate270),
                 ))
                 .map_err(err(path))?;
             }
         }
         if text {
             root.draw(&Text::new(
-                "rows: true class, columns: predicted (index)",
+                "rows: true class, columns: predicted class",
                 (5, 5),
                 ("sans-serif", 14),
             ))

@@ -50,7 +50,7 @@ pub fn write(
     );
     h += "<h2>History</h2><table><tr><th>epoch</th><th>s</th><th>loss</th><th>accuracy</th><th>val_loss</th><th>val_accuracy</th></tr>";
     for r in history {
-        let _ = write!(h, "<tr><td>{}</td><td>{:.0}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>", r.epoch, r.seconds, r.loss, r.accuracy, r.val_loss, r.val_accuracy);
+        let _ = write!(h, "<tr><td>{}</td><td>{:.1}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>", r.epoch, r.seconds, r.loss, r.accuracy, r.val_loss, r.val_accuracy);
     }
     h += "</table>";
     if let Some(img) = embed_png(&dir.join("history.png")) {

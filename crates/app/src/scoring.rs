@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use data::{Interpolation, Preprocess};
 use mobilenet::imagenet::ClassIndex;
-use mobilenet::{MobileNetV2, Predictor};
+use mobilenet::Predictor;
 use std::path::{Path, PathBuf};
 
 /// Where the model comes from, as the user said it.
@@ -95,8 +95,7 @@ impl Scorer {
                 })
             }
             Source::Weights { dir, labels } => {
-                let mut net = MobileNetV2::from_path(dir, Some(true))
-                    .with_context(|| format!("loading weights {}", dir.display()))?;
+                let mut net = crate::load::open_weights(dir, Some(true))?;
                 let index = ClassIndex::load(&labels_path(labels, dir)?)?;
                 let classes: Vec<String> = index.0.iter().map(|e| e.1.clone()).collect();
                 let predictor = Predictor::from_model(&mut net)?;

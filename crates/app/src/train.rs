@@ -60,13 +60,28 @@ struct FeatureCache {
     data: Vec<Tensor>,
 }
 
+/// Ctrl-C arrived before the first training step: nothing was trained, nothing needs saving.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted before training started")]
+struct InterruptedBeforeTraining;
+
 impl FeatureCache {
-    fn build(clf: &mut Classifier, ds: &Dataset, what: &str, quiet: bool) -> Result<Self> {
+    fn build(
+        clf: &mut Classifier,
+        ds: &Dataset,
+        what: &str,
+        quiet: bool,
+        interrupted: &AtomicBool,
+    ) -> Result<Self> {
         let bar = bar(ds.num_batches() as u64, quiet);
         bar.set_message(format!("caching {what} features"));
         let mut parts: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
         let order: Vec<usize> = (0..ds.len()).collect();
         for chunk in order.chunks(ds.cfg.batch_size) {
+            if interrupted.load(Ordering::SeqCst) {
+                bar.abandon();
+                return Err(InterruptedBeforeTraining.into());
+            }
             let b = ds.batch(chunk, 0, false);
             for (k, v) in clf.frozen(&b.x.into_shared())? {
                 parts.entry(k).or_default().push(v);
@@ -135,10 +150,72 @@ fn save_checkpoint(path: &Path, clf: &mut Classifier, opt: &dyn Optimizer) -> Re
         .with_context(|| format!("writing checkpoint {}", path.display()))
 }
 
-fn run_dir(args: &TrainArgs) -> PathBuf {
-    args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(chrono::Local::now().format("%Y%m%d-%H%M%S").to_string())
-    })
+/// The run folder of a new run, created here: `--out` (refused when it already holds files,
+/// unless `--overwrite`), or `runs/<timestamp>` with `-2`, `-3`, ... added until the name is new.
+fn new_run_dir(args: &TrainArgs) -> Result<PathBuf> {
+    if let Some(out) = &args.out {
+        if !args.overwrite {
+            refuse_a_used_out(args)?;
+        }
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("creating run folder {}", out.display()))?;
+        return Ok(out.clone());
+    }
+    let root = PathBuf::from("runs");
+    std::fs::create_dir_all(&root).context("creating runs/")?;
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    claim_new_folder(&root, &stamp)
+}
+
+/// Creates `root/stamp`, or `root/stamp-2`, `-3`, ... : the first name that does not exist yet.
+fn claim_new_folder(root: &Path, stamp: &str) -> Result<PathBuf> {
+    for n in 1.. {
+        let dir = match n {
+            1 => root.join(stamp),
+            _ => root.join(format!("{stamp}-{n}")),
+        };
+        // create_dir fails when the folder exists: two runs never get the same one.
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
+/// `--data` must hold `train/`; a split folder given instead gets its parent suggested.
+fn check_data_folder(data: &Path) -> Result<()> {
+    crate::load::require(data, DEFAULT_DATA, "data folder")?;
+    if data.join("train").is_dir() {
+        return Ok(());
+    }
+    let name = data.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let parent = data.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) =
+        parent.filter(|p| matches!(name, "train" | "valid" | "test") && p.join("train").is_dir())
+    {
+        bail!(
+            "{}: a split folder, not the data folder; pass its parent: --data {}",
+            data.display(),
+            parent.display()
+        );
+    }
+    bail!(
+        "{}: no train/ folder; the data folder holds train/<class>/*.jpg and valid/<class>/*.jpg (and optionally test/)",
+        data.display()
+    )
+}
+
+/// The command that continues this run, as the user invoked this binary, with an absolute path.
+fn resume_command(dir: &Path) -> String {
+    let exe = std::env::args().next().unwrap_or_else(|| "app".into());
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    format!("{exe} train --resume {}", abs.display())
+}
+
+fn plural(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Validation (or test) loss and accuracy from cached features.
@@ -170,15 +247,31 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         })
         .context("installing the Ctrl-C handler")?;
     }
-    let (mut cfg, dir, resume) = match &args.resume {
-        Some(dir) => (
-            RunConfig::load(dir)?,
-            dir.clone(),
-            Some(TrainerState::load(dir)?),
-        ),
-        None => (RunConfig::from_args(&args)?, run_dir(&args), None),
+    let (mut cfg, resume) = match &args.resume {
+        Some(dir) => {
+            crate::load::check_run_folder(dir)?;
+            let mut cfg = RunConfig::load(dir)?;
+            let state = TrainerState::load(dir)?;
+            match args.epochs {
+                Some(e) if e > state.epoch => cfg.epochs = e,
+                Some(_) => return nothing_to_do(dir, &cfg, &state),
+                None if state.epoch >= cfg.epochs => return nothing_to_do(dir, &cfg, &state),
+                None => {}
+            }
+            (cfg, Some((dir.clone(), state)))
+        }
+        None => {
+            let cfg = RunConfig::from_args(&args)?;
+            if !args.overwrite && !args.dry_run {
+                refuse_a_used_out(&args)?;
+            }
+            (cfg, None)
+        }
     };
-    crate::load::require(&cfg.data, DEFAULT_DATA, "data folder")?;
+    check_data_folder(&cfg.data)?;
+    if args.dry_run {
+        return dry_run(cfg, &args);
+    }
     let loader = LoaderConfig {
         height: cfg.height,
         width: cfg.width,
@@ -228,12 +321,19 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     );
 
     let mut clf = crate::load::for_training(&mut cfg)?;
+    if resume.is_none() {
+        if let Some(from) = &cfg.init_from {
+            init_from(&mut clf, from, &cfg.classes)?;
+        }
+    }
     let mut opt = optimizer(&cfg)?;
     let mut state = TrainerState::default();
     nn::profile::enable(args.profile);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating run folder {}", dir.display()))?;
-    if let Some(s) = resume {
+    let dir = match &resume {
+        Some((dir, _)) => dir.clone(),
+        None => new_run_dir(&args)?,
+    };
+    if let Some((_, s)) = resume {
         let last = dir.join("last.npz");
         let t = nn::checkpoint::load_npz(&last)
             .with_context(|| format!("reading {}", last.display()))?;
@@ -243,15 +343,17 @@ pub fn run(args: TrainArgs) -> Result<i32> {
             bail!("{}: checkpoint is at step {} but trainer.json at {}; the run folder is inconsistent", dir.display(), opt.iterations(), s.iterations);
         }
         crate::outln!(
-            "Resuming {} at epoch {}, batch {}",
+            "Resuming {} at epoch {} of {}, batch {} of {}",
             dir.display(),
             s.epoch + 1,
-            s.next_batch + 1
+            cfg.epochs,
+            s.next_batch + 1,
+            train.num_batches()
         );
         state = s;
-    } else {
-        cfg.save(&dir)?;
     }
+    // Saved on resume too: --epochs may have extended the run.
+    cfg.save(&dir)?;
     let start_iterations = opt.iterations();
 
     let unfrozen = clf.net.base_len() - clf.cut().min(clf.net.base_len());
@@ -262,18 +364,45 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         .map(String::as_str)
         .collect();
     crate::outln!(
-        "Model: MobileNetV2 alpha {} ({} base layers), head GAP{} -> Dense({}, relu) -> Dense({}, softmax); {}",
+        "Model: MobileNetV2 alpha {} ({} base layers), head GAP{}{} -> Dense({}, softmax); {}",
         cfg.alpha,
         clf.net.base_len(),
-        if cfg.dropout > 0.0 { format!(" -> Dropout({})", cfg.dropout) } else { String::new() },
-        cfg.dense,
+        if cfg.dropout > 0.0 {
+            format!(" -> Dropout({})", cfg.dropout)
+        } else {
+            String::new()
+        },
+        if cfg.dense > 0 {
+            format!(" -> Dense({}, relu)", cfg.dense)
+        } else {
+            String::new()
+        },
         cfg.classes.len(),
-        if unfrozen == 0 { "base frozen".to_string() } else { format!("trainable base layers: {}", trainable.join(", ")) }
+        if unfrozen == 0 {
+            "base frozen".to_string()
+        } else {
+            format!("trainable base layers: {}", trainable.join(", "))
+        }
     );
     let (train_cache, valid_cache) = if use_cache {
         let t = Instant::now();
-        let tc = FeatureCache::build(&mut clf, &train, "train", args.quiet)?;
-        let vc = FeatureCache::build(&mut clf, &valid, "valid", args.quiet)?;
+        let built = FeatureCache::build(&mut clf, &train, "train", args.quiet, &interrupted)
+            .and_then(|tc| {
+                FeatureCache::build(&mut clf, &valid, "valid", args.quiet, &interrupted)
+                    .map(|vc| (tc, vc))
+            });
+        let (tc, vc) = match built {
+            Err(e) if e.is::<InterruptedBeforeTraining>() => {
+                crate::outln!("Interrupted while caching features, before any training step.");
+                if state.iterations > 0 {
+                    crate::outln!("Resume with: {}", resume_command(&dir));
+                } else {
+                    crate::outln!("Nothing was trained; run the same command again to start over.");
+                }
+                return Ok(130);
+            }
+            other => other?,
+        };
         crate::outln!(
             "Feature cache: augmentation is off, so the frozen {} runs once per image ({:.0} MB, {:.1}s)",
             if unfrozen == 0 { "base" } else { "part of the base" },
@@ -286,10 +415,10 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         (None, None)
     };
     crate::outln!(
-        "Optimizer: {} lr {}; {} epochs, batch {}; preprocessing {}; run folder {}",
+        "Optimizer: {} lr {}; {}, batch {}; preprocessing {}; run folder {}",
         cfg.optimizer,
         cfg.lr,
-        cfg.epochs,
+        plural(cfg.epochs, "epoch"),
         cfg.batch_size,
         cfg.preprocess,
         dir.display()
@@ -302,9 +431,8 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         let started = Instant::now() - std::time::Duration::from_secs_f64(state.seconds);
         let pb = bar(batches as u64, args.quiet);
         pb.set_position(state.next_batch as u64);
-        if args.quiet {
-            crate::outln!("Epoch {}/{}", epoch + 1, cfg.epochs);
-        } else {
+        // With --quiet only the closing line of the epoch is printed.
+        if !args.quiet {
             pb.println(format!("Epoch {}/{}", epoch + 1, cfg.epochs));
         }
         let order = train.order(epoch);
@@ -368,16 +496,13 @@ pub fn run(args: TrainArgs) -> Result<i32> {
                 save_checkpoint(&dir.join("last.npz"), &mut clf, opt.as_ref())?;
                 state.save(&dir)?;
                 crate::outln!(
-                    "Interrupted: saved {} at epoch {}, batch {} of {}.",
-                    dir.join("last.npz").display(),
-                    epoch + 1,
+                    "Interrupted after batch {} of {} of epoch {}: saved {}.",
                     state.next_batch,
-                    batches
+                    batches,
+                    epoch + 1,
+                    dir.join("last.npz").display()
                 );
-                crate::outln!(
-                    "Resume with: cargo run --release -p app -- train --resume {}",
-                    dir.display()
-                );
+                crate::outln!("Resume with: {}", resume_command(&dir));
                 return Ok(130);
             }
         }
@@ -386,7 +511,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         let (val_loss, val_acc) = match &valid_cache {
             Some(c) => score_cached(&mut clf, c, &valid)?,
             None => {
-                let r = evaluate(&mut clf, &valid, "valid")?;
+                let r = evaluate(&mut clf, &valid, "valid", Path::new("current weights"))?;
                 (r.loss, r.accuracy)
             }
         };
@@ -424,10 +549,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
                 state.epoch,
                 dir.join("last.npz").display()
             );
-            crate::outln!(
-                "Resume with: cargo run --release -p app -- train --resume {}",
-                dir.display()
-            );
+            crate::outln!("Resume with: {}", resume_command(&dir));
             return Ok(130);
         }
     }
@@ -440,9 +562,9 @@ pub fn run(args: TrainArgs) -> Result<i32> {
 
     let result: Option<EvalResult> = match &test {
         Some(test) => {
-            let r = evaluate(&mut clf, test, "test")?;
+            let r = evaluate(&mut clf, test, "test", &dir.join("last.npz"))?;
             crate::outln!("\nTest split, final model (last.npz):");
-            print(&r);
+            print(&r, 20);
             let text = serde_json::to_string_pretty(&r)?;
             std::fs::write(dir.join("eval_test.json"), text)?;
             crate::plots::confusion(&dir.join("confusion_test.png"), &r.confusion)?;
@@ -458,4 +580,103 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         crate::outln!("{}", nn::profile::markdown(&nn::profile::take(), steps));
     }
     Ok(0)
+}
+
+/// A finished run resumed without more epochs: nothing to train, and how to train more.
+fn nothing_to_do(dir: &Path, cfg: &RunConfig, state: &TrainerState) -> Result<i32> {
+    eprintln!(
+        "{}: this run finished {} of {}; nothing to do.\n\
+         To train it further: {} --epochs N (N > {})\n\
+         To start a new run from its weights: {} train --init-from {} [--data ... --out ...]",
+        dir.display(),
+        plural(state.epoch, "epoch"),
+        cfg.epochs,
+        resume_command(dir),
+        state.epoch,
+        std::env::args().next().unwrap_or_else(|| "app".into()),
+        dir.display()
+    );
+    Ok(0)
+}
+
+/// `--out DIR` that already holds files, without `--overwrite`.
+fn refuse_a_used_out(args: &TrainArgs) -> Result<()> {
+    let Some(out) = &args.out else { return Ok(()) };
+    let holds_files = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    if holds_files {
+        bail!(
+            "{}: the folder is not empty{}; pass --overwrite to replace it, --resume {} to continue it, or another --out",
+            out.display(),
+            if out.join("config.json").exists() { " (it holds a run)" } else { "" },
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `--dry-run`: the configuration the run would use (classes read from the train folder), no work.
+fn dry_run(mut cfg: RunConfig, args: &TrainArgs) -> Result<i32> {
+    let train = data::ImageFolder::open(&cfg.data.join("train"), None)
+        .context("reading the train split's classes")?;
+    cfg.classes = train.classes;
+    crate::outln!("{}", serde_json::to_string_pretty(&cfg)?);
+    let folder = match (&args.resume, &args.out) {
+        (Some(r), _) => format!("{} (resumed)", r.display()),
+        (None, Some(o)) => o.display().to_string(),
+        (None, None) => "runs/<timestamp> (new)".into(),
+    };
+    crate::outln!(
+        "Dry run: {} training images; run folder {folder}; nothing was written.",
+        train.items.len()
+    );
+    Ok(0)
+}
+
+/// `--init-from RUN`: the model starts from that run's final weights (base and head).
+fn init_from(clf: &mut Classifier, run: &Path, classes: &[String]) -> Result<()> {
+    crate::load::check_run_folder(run)?;
+    let from = RunConfig::load(run)?;
+    if from.classes != classes {
+        bail!(
+            "--init-from {}: that run has classes {:?}, this data {:?}",
+            run.display(),
+            from.classes,
+            classes
+        );
+    }
+    let last = run.join("last.npz");
+    let t =
+        nn::checkpoint::load_npz(&last).with_context(|| format!("reading {}", last.display()))?;
+    nn::checkpoint::restore(&mut clf.net.graph, &t, &last, &crate::load::NON_MODEL).with_context(
+        || {
+            format!(
+                "--init-from {}: its model differs from this one",
+                run.display()
+            )
+        },
+    )?;
+    crate::outln!("Initial weights: {} (--init-from)", last.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_run_folders_never_take_an_existing_name() {
+        let d = tempfile::tempdir().unwrap();
+        let got: Vec<PathBuf> = (0..3)
+            .map(|_| claim_new_folder(d.path(), "20261202-120000").unwrap())
+            .collect();
+        let names: Vec<&str> = got
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["20261202-120000", "20261202-120000-2", "20261202-120000-3"]
+        );
+        assert!(got.iter().all(|p| p.is_dir()));
+    }
 }

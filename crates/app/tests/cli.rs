@@ -206,13 +206,22 @@ fn interrupted_run_resumes_bit_identical() {
     let stopped = small_run(&b, &["--interrupt-after", "2"]);
     assert_eq!(stopped.status.code(), Some(130));
     let t = text(&stopped);
-    assert!(
-        t.contains("Resume with: cargo run --release -p app -- train --resume"),
-        "{t}"
+    // The binary as invoked and the run folder's absolute path.
+    let want = format!(
+        "Resume with: {} train --resume {}",
+        env!("CARGO_BIN_EXE_app"),
+        b.canonicalize().unwrap().display()
     );
+    assert!(t.contains(&want), "{t}");
+    assert!(t.contains("Interrupted after batch 2 of "), "{t}");
     let resumed = run(&["train", "--resume", s(&b), "--quiet"]);
     assert!(resumed.status.success(), "{}", text(&resumed));
-    assert!(text(&resumed).contains("Resuming"));
+    // Interrupted after batch 2: resumed at batch 3, the same count.
+    assert!(
+        text(&resumed).contains(", batch 3 of "),
+        "{}",
+        text(&resumed)
+    );
     let ta = nn::checkpoint::load_npz(&a.join("last.npz")).unwrap();
     let tb = nn::checkpoint::load_npz(&b.join("last.npz")).unwrap();
     assert_eq!(ta.len(), tb.len());
@@ -284,10 +293,12 @@ fn ctrl_c_saves_and_says_how_to_resume() {
         .unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert!(
-        rest.contains("Resume with: cargo run --release -p app -- train --resume"),
-        "{rest}"
+    let want = format!(
+        "Resume with: {} train --resume {}",
+        env!("CARGO_BIN_EXE_app"),
+        dir.path().canonicalize().unwrap().display()
     );
+    assert!(rest.contains(&want), "{rest}");
     assert!(dir.path().join("last.npz").is_file() && dir.path().join("trainer.json").is_file());
     assert_eq!(child.wait().unwrap().code(), Some(130));
 }

@@ -307,7 +307,7 @@ impl MobileNetV2 {
     }
 
     /// Inference outputs of the named layers (what Keras users get from `Model(inputs, layer.output)`),
-    /// plus `features`, the pooled `out_relu`.
+    /// plus `features`, the pooled `out_relu`. Layers of the top (`predictions`) need the top.
     pub fn activations(&mut self, x: &Tensor, layers: &[String]) -> Result<Vec<(String, Tensor)>> {
         self.check_input(x)?;
         let mut ids = Vec::new();
@@ -319,24 +319,30 @@ impl MobileNetV2 {
             );
         }
         ids.push(self.out_relu);
-        let out = self
-            .graph
-            .run(&[(INPUT, x)], 0..self.out_relu + 1, Mode::Infer, &ids)?;
-        let mut result: Vec<(String, Tensor)> = Vec::new();
-        for l in layers {
-            if l == "features" {
-                continue;
-            }
-            let id = self.graph.find(l).expect("checked above");
-            result.push((l.clone(), out.captured[&id].clone()));
-        }
+        let end = ids.iter().max().copied().unwrap_or(self.out_relu) + 1;
+        let out = self.graph.run(&[(INPUT, x)], 0..end, Mode::Infer, &ids)?;
+        let captured = |id: NodeId| {
+            out.captured
+                .get(&id)
+                .cloned()
+                .or_else(|| (id == end - 1).then(|| out.last.clone()))
+                .ok_or_else(|| Error::Config(format!("layer {id} was not captured")))
+        };
+        let relu = captured(self.out_relu)?;
         let feats = tensor_core::pool::global_avg_pool(
-            out.last
-                .view()
+            relu.view()
                 .into_dimensionality()
                 .map_err(|e| Error::Config(e.to_string()))?,
         );
-        result.push(("features".into(), feats.into_dyn().into_shared()));
+        let mut result: Vec<(String, Tensor)> = Vec::new();
+        for l in layers {
+            let t = match l.as_str() {
+                "features" => feats.clone().into_dyn().into_shared(),
+                "out_relu" => relu.clone(),
+                _ => captured(self.graph.find(l).expect("checked above"))?,
+            };
+            result.push((l.clone(), t));
+        }
         Ok(result)
     }
 
