@@ -53,7 +53,8 @@ pub struct WeightsArgs {
     /// Expected sha256 of the file (one variant).
     #[arg(long)]
     pub sha256: Option<String>,
-    /// URL of imagenet_class_index.json (or env IMAGENET_CLASS_INDEX_URL).
+    /// URL of imagenet_class_index.json (or env IMAGENET_CLASS_INDEX_URL) [default: beside the
+    /// weights on the --base-url mirror, else Keras's]. Only fetched with the top.
     #[arg(long, env = "IMAGENET_CLASS_INDEX_URL")]
     pub class_index_url: Option<String>,
 }
@@ -145,14 +146,27 @@ pub fn weights(root: &Path, a: &WeightsArgs, quiet: bool) -> Result<()> {
             );
         }
     }
+    // The ImageNet labels belong to the top: a no-top model needs none.
+    if tops.contains(&true) {
+        class_index(&dir, a, quiet)?;
+    }
+    Ok(())
+}
+
+/// `imagenet_class_index.json` beside the weights: from `--class-index-url`, else from the mirror
+/// given with `--base-url`, else from Keras's public location.
+fn class_index(dir: &Path, a: &WeightsArgs, quiet: bool) -> Result<()> {
     let index = dir.join("imagenet_class_index.json");
     if index.is_file() {
         println!("weights: {} already in place", index.display());
     } else {
-        let url = a
-            .class_index_url
-            .clone()
-            .unwrap_or_else(|| CLASS_INDEX_URL.to_string());
+        let url = match (&a.class_index_url, &a.base_url) {
+            (Some(u), _) => u.clone(),
+            (None, Some(base)) => {
+                format!("{}/imagenet_class_index.json", base.trim_end_matches('/'))
+            }
+            (None, None) => CLASS_INDEX_URL.to_string(),
+        };
         download(&Request {
             url: &url,
             dest: &index,

@@ -188,10 +188,13 @@ fn full_fetch_converts_exactly_and_second_run_does_nothing() {
     );
     let sums = std::fs::read_to_string(root.path().join("weights/SHA256SUMS")).unwrap();
     assert!(sums.contains(H5), "{sums}");
-    assert!(root
-        .path()
-        .join("weights/imagenet_class_index.json")
-        .is_file());
+    assert!(
+        !root
+            .path()
+            .join("weights/imagenet_class_index.json")
+            .exists(),
+        "a no-top model needs no ImageNet labels"
+    );
     let hits = s.hits.load(Ordering::SeqCst);
     let again = xtask(root.path(), &refs(&weights_args(&s)));
     assert!(again.status.success());
@@ -422,4 +425,49 @@ fn plain_fetch_asks_for_keras_default_files() {
         .path()
         .join("weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5.part")
         .exists());
+}
+
+#[test]
+fn labels_come_with_the_top_and_from_the_mirror() {
+    // A mirror holding only the no-top file: --no-top --base-url asks it for nothing else.
+    let mut files = HashMap::new();
+    let h5 = std::fs::read(shared().join("weights/h5").join(H5)).unwrap();
+    files.insert(H5.to_string(), h5.clone());
+    let s = serve(files);
+    let root = tempfile::tempdir().unwrap();
+    let out = xtask(
+        root.path(),
+        &[
+            "weights",
+            "--alpha",
+            "0.35",
+            "--no-top",
+            "--base-url",
+            &s.url,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!root
+        .path()
+        .join("weights/imagenet_class_index.json")
+        .exists());
+    // With the top, the labels come from the same mirror (served here under the top's file name).
+    let top = H5.replace("_no_top", "");
+    let mut files = HashMap::new();
+    files.insert(top, h5);
+    files.insert(
+        "imagenet_class_index.json".to_string(),
+        std::fs::read(shared().join("weights/imagenet_class_index.json")).unwrap(),
+    );
+    let s = serve(files);
+    let root = tempfile::tempdir().unwrap();
+    let out = xtask(
+        root.path(),
+        &["weights", "--alpha", "0.35", "--top", "--base-url", &s.url],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(root.path().join("weights/imagenet_class_index.json")).unwrap(),
+        std::fs::read(shared().join("weights/imagenet_class_index.json")).unwrap()
+    );
 }

@@ -117,6 +117,7 @@ impl VarStore {
                 "holds no <layer>/<variable>.npy weight files",
             ));
         }
+        check_finite(root, &tensors)?;
         Ok(Self::from_map(root, tensors))
     }
 
@@ -218,12 +219,70 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
             .map_err(|e| Error::file(path, format!("array {n}: {e}")))?;
         out.insert(n, t);
     }
+    check_finite(path, &out)?;
     Ok(out)
+}
+
+/// Refuses tensors holding NaN or infinity, naming each with its counts: a NaN weight does not
+/// fail loudly later (ReLU6 turns it into 0), it silently makes every prediction the same.
+pub fn check_finite(source: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+    let bad: Vec<String> = tensors
+        .iter()
+        .filter_map(|(name, t)| {
+            let nan = t.iter().filter(|v| v.is_nan()).count();
+            let inf = t.iter().filter(|v| v.is_infinite()).count();
+            let parts: Vec<String> = [(nan, "NaN"), (inf, "infinite")]
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+            (!parts.is_empty()).then(|| format!("{name}: {}", parts.join(", ")))
+        })
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(Error::file(
+        source,
+        format!("non-finite values, refusing to load: {}", bad.join("; ")),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_tensors_are_refused_by_name_and_count() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("w.npz");
+        let mut bad = Tensor::zeros(vec![4, 5]);
+        bad[[0, 1]] = f32::NAN;
+        bad[[2, 2]] = f32::NAN;
+        bad[[3, 4]] = f32::INFINITY;
+        let tensors = vec![
+            ("Conv_1/kernel".to_string(), bad),
+            ("ok/bias".to_string(), Tensor::zeros(vec![3])),
+        ];
+        crate::checkpoint::save_npz(&path, &tensors).unwrap();
+        let err = VarStore::open(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("Conv_1/kernel: 2 NaN, 1 infinite") && !err.contains("ok/bias"),
+            "{err}"
+        );
+        let err = crate::checkpoint::load_npz(&path).unwrap_err().to_string();
+        assert!(err.contains("Conv_1/kernel: 2 NaN"), "{err}");
+        let dir = d.path().join("weights/Conv_1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nan = ndarray::ArrayD::<f32>::zeros(vec![2, 2]);
+        nan[[1, 1]] = f32::NAN;
+        ndarray_npy::write_npy(dir.join("kernel.npy"), &nan).unwrap();
+        let err = VarStore::open(&d.path().join("weights"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("Conv_1/kernel: 1 NaN"), "{err}");
+    }
 
     #[test]
     fn report_lists_every_problem() {

@@ -77,3 +77,44 @@ fn interrupted_write_leaves_the_old_file() {
         "no temporary file left behind"
     );
 }
+
+#[test]
+fn optimizer_state_that_does_not_fit_the_weights_is_an_error() {
+    let mut g = common::residual_net(2, 3, 1);
+    let mut opt = Adam::new(AdamParams::default());
+    g.visit_params(&mut |p| p.grad.fill(0.1));
+    opt.begin_step();
+    g.visit_params(&mut |p| {
+        if p.trainable {
+            opt.update(p)
+        }
+    });
+    let mut tensors: std::collections::HashMap<String, nn::Tensor> = graph_tensors(&mut g)
+        .into_iter()
+        .chain(opt.state())
+        .collect();
+    // A moment one value short of its variable (as from another model's last.npz).
+    let m = tensors["optimizer/m/dense/kernel"].clone();
+    let short =
+        nn::Tensor::from_shape_vec(vec![m.len() - 1], m.iter().skip(1).copied().collect()).unwrap();
+    tensors.insert("optimizer/m/dense/kernel".into(), short.clone());
+    let mut again = Adam::new(AdamParams::default());
+    let err = again.load_state(&tensors).unwrap_err().to_string();
+    assert!(err.contains("optimizer/m/dense/kernel has"), "{err}");
+    tensors.insert("optimizer/v/dense/kernel".into(), short);
+    let err = again.load_state(&tensors).unwrap_err().to_string();
+    assert!(
+        err.contains("does not belong to these weights") && err.contains("dense/kernel"),
+        "{err}"
+    );
+    let mut sgd = nn::optim::Sgd::new(nn::optim::SgdParams {
+        lr: 0.1,
+        momentum: 0.9,
+    });
+    let mut with_velocity = tensors.clone();
+    with_velocity.insert(
+        "optimizer/velocity/dense/kernel".into(),
+        nn::Tensor::zeros(vec![3]),
+    );
+    assert!(sgd.load_state(&with_velocity).is_err());
+}

@@ -5,15 +5,53 @@
 
 use rayon::prelude::*;
 
-/// A matrix operand: a slice with row and column strides.
+/// A matrix operand: a slice with row and column strides (non-negative). Built only through its
+/// constructors; every product checks that the extents it reads lie inside the slice.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
-    pub data: &'a [f32],
-    pub rs: isize,
-    pub cs: isize,
+    data: &'a [f32],
+    rs: isize,
+    cs: isize,
 }
 
 impl<'a> Mat<'a> {
+    /// The element `(i, j)` at `data[i * rs + j * cs]`.
+    pub fn strided(data: &'a [f32], rs: usize, cs: usize) -> Self {
+        Mat {
+            data,
+            rs: rs as isize,
+            cs: cs as isize,
+        }
+    }
+
+    /// Panics unless every element of a `rows x cols` matrix lies inside the slice (the strides
+    /// of the constructors are below `isize::MAX` for any slice that fits in memory).
+    fn check(&self, rows: usize, cols: usize, what: &str) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        let last = (rows - 1).checked_mul(self.rs as usize).and_then(|r| {
+            (cols - 1)
+                .checked_mul(self.cs as usize)
+                .and_then(|c| r.checked_add(c))
+        });
+        assert!(
+            last.is_some_and(|l| l < self.data.len()),
+            "gemm: {what} is {rows} x {cols} with strides ({}, {}), beyond its {} elements",
+            self.rs,
+            self.cs,
+            self.data.len()
+        );
+    }
+
+    /// The same matrix from element `offset` of the slice on (a sub-matrix's origin).
+    fn from_offset(self, offset: usize) -> Self {
+        Mat {
+            data: &self.data[offset..],
+            ..self
+        }
+    }
+
     /// A row-major `rows x cols` matrix.
     pub fn rows(data: &'a [f32], cols: usize) -> Self {
         Mat {
@@ -38,6 +76,8 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f3
         return;
     }
     assert!(c.len() >= m * n, "gemm: output too small");
+    a.check(m, k, "A");
+    b.check(k, n, "B");
     if k == 0 {
         c[..m * n].iter_mut().for_each(|v| *v *= beta);
         return;
@@ -49,8 +89,9 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f3
             crate::gemm_x86::gemm_avx512(m, k, n, a.data, a.rs as usize, b.data, &mut c[..m * n])
         };
     }
-    // SAFETY: the extents `m x k`, `k x n` and `m x n` with the given strides lie inside the slices:
-    // callers build `Mat` from slices of exactly those shapes, and `c` was checked above.
+    // SAFETY: every element `matrixmultiply` reads or writes lies inside its slice: `A` (m x k) and
+    // `B` (k x n) at their non-negative strides were checked by `Mat::check`, `C` (m x n, row-major)
+    // by the length assertion above.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -121,13 +162,7 @@ pub fn par_gemm_then(
         .for_each(|(i, chunk)| {
             let r0 = i * rows;
             let mr = chunk.len() / n;
-            let off = r0 as isize * a.rs;
-            let sub = Mat {
-                data: &a.data[off as usize..],
-                rs: a.rs,
-                cs: a.cs,
-            };
-            gemm(mr, k, n, sub, b, beta, chunk);
+            gemm(mr, k, n, a.from_offset(r0 * a.rs as usize), b, beta, chunk);
             then(chunk);
         });
 }
@@ -161,14 +196,10 @@ pub fn par_gemm_split_k(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32,
             let k0 = t * SPLIT_K;
             let kk = (k0 + SPLIT_K).min(k) - k0;
             let mut out = vec![0.0f32; m * n];
-            let sa = Mat {
-                data: &a.data[(k0 as isize * a.cs) as usize..],
-                ..a
-            };
-            let sb = Mat {
-                data: &b.data[(k0 as isize * b.rs) as usize..],
-                ..b
-            };
+            let (sa, sb) = (
+                a.from_offset(k0 * a.cs as usize),
+                b.from_offset(k0 * b.rs as usize),
+            );
             gemm(m, kk, n, sa, sb, 0.0, &mut out);
             out
         })
@@ -248,5 +279,29 @@ mod tests {
             &mut c,
         );
         assert_eq!(c, vec![1.0 + 5.0, 3.0 + 5.0, 2.0 + 6.0, 4.0 + 6.0]);
+    }
+
+    #[test]
+    fn operands_too_short_for_their_extents_panic_before_any_read() {
+        let a = vec![1.0f32; 11]; // a 3x4 matrix needs 12
+        let b = vec![1.0f32; 8];
+        for (m, k, n, aa, bb) in [
+            (3, 4, 2, Mat::rows(&a, 4), Mat::rows(&b, 2)),
+            (2, 4, 3, Mat::rows(&b, 4), Mat::rows(&a, 3)),
+            (4, 3, 2, Mat::transposed(&a, 4), Mat::rows(&b, 2)),
+        ] {
+            let r = std::panic::catch_unwind(|| {
+                let mut c = vec![0.0f32; m * n];
+                gemm(m, k, n, aa, bb, 0.0, &mut c)
+            });
+            let msg = r.expect_err("an out-of-range operand must panic");
+            let text = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(text.contains("beyond its"), "{text}");
+        }
+        let r = std::panic::catch_unwind(|| {
+            let mut c = vec![0.0f32; 5];
+            par_gemm(3, 2, 2, Mat::rows(&a, 2), Mat::rows(&b, 2), 0.0, &mut c)
+        });
+        assert!(r.is_err(), "an output too small must panic");
     }
 }

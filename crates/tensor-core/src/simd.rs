@@ -21,10 +21,12 @@ pub fn level() -> Level {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") {
+            // Every tier enables all of these in its `#[target_feature]` wrappers.
+            let avx2_fma = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            if is_x86_feature_detected!("avx512f") && avx2_fma {
                 return Level::Avx512;
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if avx2_fma {
                 return Level::Avx2;
             }
         }

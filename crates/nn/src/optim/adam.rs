@@ -116,6 +116,14 @@ impl Optimizer for Adam {
                     "checkpoint has optimizer/m/{name} but no optimizer/v/{name}"
                 ))
             })?;
+            if m.len() != v.len() {
+                return Err(Error::Invalid(format!(
+                    "optimizer/m/{name} has {} values but optimizer/v/{name} {}",
+                    m.len(),
+                    v.len()
+                )));
+            }
+            super::check_state_len(t, k, name, m.len())?;
             self.moments.insert(
                 name.to_string(),
                 (m.iter().copied().collect(), v.iter().copied().collect()),

@@ -47,3 +47,20 @@ pub(crate) fn iterations_tensor(t: u64) -> Tensor {
     Tensor::from_shape_vec(vec![2], vec![(t >> 24) as f32, (t & 0xFF_FFFF) as f32])
         .expect("2 values")
 }
+
+/// A state tensor `optimizer/<kind>/<name>` must have as many values as the variable `<name>`
+/// beside it in the same checkpoint (a resumed run restores both), and as its sibling state.
+pub(crate) fn check_state_len(
+    t: &HashMap<String, Tensor>,
+    key: &str,
+    name: &str,
+    len: usize,
+) -> Result<()> {
+    match t.get(name) {
+        Some(p) if p.len() != len => Err(crate::Error::Invalid(format!(
+            "{key} has {len} values but the variable {name} has {}: the optimizer state does not belong to these weights",
+            p.len()
+        ))),
+        _ => Ok(()),
+    }
+}

@@ -83,13 +83,14 @@ impl Optimizer for Sgd {
 
     fn load_state(&mut self, t: &HashMap<String, Tensor>) -> Result<()> {
         self.t = read_iterations(t)?;
-        self.velocity = t
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("optimizer/velocity/")
-                    .map(|n| (n.to_string(), v.iter().copied().collect()))
-            })
-            .collect();
+        self.velocity.clear();
+        for (k, v) in t {
+            if let Some(name) = k.strip_prefix("optimizer/velocity/") {
+                super::check_state_len(t, k, name, v.len())?;
+                self.velocity
+                    .insert(name.to_string(), v.iter().copied().collect());
+            }
+        }
         Ok(())
     }
 }

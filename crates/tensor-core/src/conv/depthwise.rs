@@ -30,6 +30,7 @@ pub fn forward(
     act: Activation,
     y: &mut [f32],
 ) {
+    g.check_slices("depthwise forward", true, x.len(), w.len(), bias, y.len());
     let (c, ow) = (g.cin, g.cols.out);
     let zeros;
     let bias = match bias {
@@ -146,6 +147,14 @@ fn forward_row_blocked<const L: usize>(
 
 /// `dx[n, iy, ix, c] = sum over taps of dy[n, oy, ox, c] * w[ky, kx, c]`, gathered per input row.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    g.check_slices(
+        "depthwise backward_input",
+        true,
+        dx.len(),
+        w.len(),
+        None,
+        dy.len(),
+    );
     let (c, iw, ih) = (g.cin, g.cols.input, g.rows.input);
     let img_out = g.rows.out * g.cols.out * c;
     dx.par_chunks_mut(iw * c)
@@ -195,6 +204,14 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
 /// `dw[ky, kx, c] = sum over pixels of x * dy`: one partial sum per block of output rows, added in
 /// block order (deterministic whatever the thread count).
 pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    g.check_slices(
+        "depthwise backward_weights",
+        true,
+        x.len(),
+        dw.len(),
+        None,
+        dy.len(),
+    );
     const ROWS: usize = 8;
     let (c, ow, oh) = (g.cin, g.cols.out, g.rows.out);
     let img_in = g.rows.input * g.cols.input * c;

@@ -37,6 +37,7 @@ pub fn forward(
     act: Activation,
     y: &mut [f32],
 ) -> bool {
+    g.check_slices("direct forward", false, x.len(), w.len(), bias, y.len());
     if !applies(g) {
         return false;
     }

@@ -68,6 +68,7 @@ pub fn forward(
     act: Activation,
     y: &mut [f32],
 ) {
+    g.check_slices("im2col forward", false, x.len(), w.len(), bias, y.len());
     let (ow, cout, kk) = (g.cols.out, g.cout, g.kh * g.kw * g.cin);
     let br = block_rows(g);
     let img_len = g.rows.out * ow * cout;
@@ -102,6 +103,14 @@ pub fn forward(
 
 /// `dx = col2im(dy * w^T)`, parallel over images (each image's `dx` is disjoint).
 pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    g.check_slices(
+        "im2col backward_input",
+        false,
+        dx.len(),
+        w.len(),
+        None,
+        dy.len(),
+    );
     let (ow, cout, kk) = (g.cols.out, g.cout, g.kh * g.kw * g.cin);
     let br = block_rows(g);
     let in_len = g.rows.input * g.cols.input * g.cin;
@@ -132,6 +141,14 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
 /// `dw = sum over blocks of col^T * dy`: one partial sum per image, added in image order
 /// (deterministic whatever the thread count).
 pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    g.check_slices(
+        "im2col backward_weights",
+        false,
+        x.len(),
+        dw.len(),
+        None,
+        dy.len(),
+    );
     let (ow, cout, kk) = (g.cols.out, g.cout, g.kh * g.kw * g.cin);
     let br = block_rows(g);
     let out_len = g.rows.out * ow * cout;

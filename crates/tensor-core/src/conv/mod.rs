@@ -94,6 +94,45 @@ impl ConvGeom {
         })
     }
 
+    /// Panics unless the slices have the lengths this geometry gives (`x` the input, `w` the
+    /// kernel, `bias` one value per output channel, `y` the output): every public kernel entry
+    /// point checks this first, so no kernel reads or writes outside a slice whatever it is given.
+    pub fn check_slices(
+        &self,
+        op: &str,
+        depthwise: bool,
+        x: usize,
+        w: usize,
+        bias: Option<&[f32]>,
+        y: usize,
+    ) {
+        let want_w = if depthwise {
+            self.kh * self.kw * self.cin
+        } else {
+            self.kh * self.kw * self.cin * self.cout
+        };
+        let want = (
+            self.in_shape().iter().product::<usize>(),
+            want_w,
+            self.out_shape().iter().product::<usize>(),
+        );
+        assert!(
+            (x, w, y) == want && bias.is_none_or(|b| b.len() == self.cout),
+            "{op}: slices of {x}, {w}, {y} elements (bias {:?}) for a geometry that needs {}, {}, {} (bias {})",
+            bias.map(<[f32]>::len),
+            want.0,
+            want.1,
+            want.2,
+            self.cout
+        );
+        assert!(
+            self.stride >= 1
+                && self.rows.out <= self.rows.input + self.rows.before + self.rows.after
+                && self.cols.out <= self.cols.input + self.cols.before + self.cols.after,
+            "{op}: inconsistent geometry {self:?}"
+        );
+    }
+
     pub fn in_shape(&self) -> [usize; 4] {
         [self.n, self.rows.input, self.cols.input, self.cin]
     }

@@ -17,6 +17,7 @@ pub fn forward(
     act: Activation,
     y: &mut [f32],
 ) {
+    g.check_slices("pointwise forward", false, x.len(), w.len(), bias, y.len());
     let p = pixels(g);
     let then = |rows: &mut [f32]| epilogue(rows, g.cout, bias, act);
     par_gemm_then(
@@ -34,6 +35,14 @@ pub fn forward(
 /// `dx[P, cin] = dy[P, cout] * w^T`, with `w^T` copied row-major first (it is small) so that the
 /// product takes the unpacked kernel where it applies.
 pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    g.check_slices(
+        "pointwise backward_input",
+        false,
+        dx.len(),
+        w.len(),
+        None,
+        dy.len(),
+    );
     let p = pixels(g);
     let mut wt = vec![0.0f32; g.cin * g.cout];
     for (ci, row) in w.chunks_exact(g.cout).enumerate() {
@@ -54,6 +63,14 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
 
 /// `dw[cin, cout] = x^T * dy`, split over pixels and summed.
 pub fn backward_weights(g: &ConvGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    g.check_slices(
+        "pointwise backward_weights",
+        false,
+        x.len(),
+        dw.len(),
+        None,
+        dy.len(),
+    );
     let p = pixels(g);
     par_gemm_split_k(
         g.cin,
