@@ -45,7 +45,7 @@ impl<'a> Mat<'a> {
     }
 
     /// The same matrix from element `offset` of the slice on (a sub-matrix's origin).
-    fn from_offset(self, offset: usize) -> Self {
+    fn starting_at(self, offset: usize) -> Self {
         Mat {
             data: &self.data[offset..],
             ..self
@@ -162,7 +162,7 @@ pub fn par_gemm_then(
         .for_each(|(i, chunk)| {
             let r0 = i * rows;
             let mr = chunk.len() / n;
-            gemm(mr, k, n, a.from_offset(r0 * a.rs as usize), b, beta, chunk);
+            gemm(mr, k, n, a.starting_at(r0 * a.rs as usize), b, beta, chunk);
             then(chunk);
         });
 }
@@ -197,8 +197,8 @@ pub fn par_gemm_split_k(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32,
             let kk = (k0 + SPLIT_K).min(k) - k0;
             let mut out = vec![0.0f32; m * n];
             let (sa, sb) = (
-                a.from_offset(k0 * a.cs as usize),
-                b.from_offset(k0 * b.rs as usize),
+                a.starting_at(k0 * a.cs as usize),
+                b.starting_at(k0 * b.rs as usize),
             );
             gemm(m, kk, n, sa, sb, 0.0, &mut out);
             out
