@@ -261,3 +261,63 @@ impl RunConfig {
         Ok(cfg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid() -> String {
+        let mut cfg = RunConfig::from_args(&TrainArgs::default()).unwrap();
+        cfg.classes = vec!["a".into(), "b".into()];
+        serde_json::to_string_pretty(&cfg).unwrap()
+    }
+
+    fn load_text(text: &[u8]) -> Result<RunConfig> {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("config.json"), text).unwrap();
+        RunConfig::load(d.path())
+    }
+
+    #[test]
+    fn unknown_names_in_a_config_are_errors_not_defaults() {
+        assert!(load_text(valid().as_bytes()).is_ok());
+        for (from, to, says) in [
+            ("\"mobilenet\"", "\"mobilenett\"", "preprocess must be"),
+            ("\"nearest\"", "\"bicubic\"", "interpolation must be"),
+            ("\"adam\"", "\"adamw\"", "optimizer must be"),
+            (
+                "\"epochs\": 10",
+                "\"epochs\": 0",
+                "--epochs must be at least 1",
+            ),
+        ] {
+            let text = valid().replace(from, to);
+            let err = format!("{:#}", load_text(text.as_bytes()).unwrap_err());
+            assert!(err.contains(says) && err.contains("config.json"), "{err}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A damaged or random config.json is loaded or refused, never a panic.
+        #[test]
+        fn damaged_or_random_configs_never_panic(
+            cut in 0.0f64..=1.0,
+            flips in prop::collection::vec((0.0f64..1.0, any::<u8>()), 0..6),
+            random in prop::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut b = valid().into_bytes();
+            b.truncate((b.len() as f64 * cut) as usize);
+            for (pos, v) in flips {
+                if !b.is_empty() {
+                    let i = ((b.len() - 1) as f64 * pos) as usize;
+                    b[i] = v;
+                }
+            }
+            let _ = load_text(&b);
+            let _ = load_text(&random);
+        }
+    }
+}

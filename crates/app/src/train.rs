@@ -662,6 +662,37 @@ fn init_from(clf: &mut Classifier, run: &Path, classes: &[String]) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A damaged or random trainer.json is loaded or refused, never a panic.
+        #[test]
+        fn damaged_or_random_trainer_states_never_panic(
+            cut in 0.0f64..=1.0,
+            flips in prop::collection::vec((0.0f64..1.0, any::<u8>()), 0..6),
+            random in prop::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let state = TrainerState { epoch: 2, next_batch: 3, best_val_loss: Some(0.5), ..Default::default() };
+            let mut b = serde_json::to_vec_pretty(&state).unwrap();
+            b.truncate((b.len() as f64 * cut) as usize);
+            for (pos, v) in flips {
+                if !b.is_empty() {
+                    let i = ((b.len() - 1) as f64 * pos) as usize;
+                    b[i] = v;
+                }
+            }
+            for bytes in [b, random] {
+                let d = tempfile::tempdir().unwrap();
+                std::fs::write(d.path().join("trainer.json"), bytes).unwrap();
+                if let Err(e) = TrainerState::load(d.path()) {
+                    let text = format!("{e:#}");
+                    prop_assert!(text.contains("trainer.json"), "{}", text);
+                }
+            }
+        }
+    }
 
     #[test]
     fn new_run_folders_never_take_an_existing_name() {

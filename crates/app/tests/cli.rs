@@ -401,3 +401,38 @@ fn activations_dump_matches_keras_layer_outputs() {
         assert!(worst < 5e-4, "{ours}: max diff {worst}");
     }
 }
+
+#[test]
+fn nan_weights_are_refused_naming_the_tensor() {
+    let d = tempfile::tempdir().unwrap();
+    let src = shared().join("weights/mobilenet_v2_0.35_224_no_top");
+    let dst = d.path().join("weights");
+    for layer in std::fs::read_dir(&src).unwrap() {
+        let layer = layer.unwrap().path();
+        let to = dst.join(layer.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(&layer).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let k = dst.join("Conv_1/kernel.npy");
+    let mut a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(&k).unwrap();
+    a.fill(f32::NAN);
+    ndarray_npy::write_npy(&k, &a).unwrap();
+    let out = run(&[
+        "train",
+        "--data",
+        s(&shared().join("data/sports15")),
+        "--weights",
+        s(&dst),
+        "--epochs",
+        "1",
+        "--out",
+        s(&d.path().join("run")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let t = text(&out);
+    assert!(t.contains("Conv_1/kernel: 143360 NaN"), "{t}");
+    assert!(!d.path().join("run/last.npz").exists());
+}

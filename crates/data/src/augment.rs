@@ -128,7 +128,10 @@ impl Transform {
         let (h, w) = (img.height() as usize, img.width() as usize);
         let src = img.as_raw();
         let col_of = |c: usize| if self.flip { w - 1 - c } else { c };
-        if self.affine_is_identity() {
+        if !self.affine_is_identity() {
+            return self.resample(img, pre, out);
+        }
+        {
             for r in 0..h {
                 for c in 0..w {
                     let s = &src[(r * w + col_of(c)) * 3..][..3];
@@ -138,8 +141,15 @@ impl Transform {
                     }
                 }
             }
-            return;
         }
+    }
+
+    /// [`apply`](Self::apply) through the affine matrix and bilinear sampling, whatever the
+    /// transform (`apply` copies pixels instead when there is no rotation, shift or zoom).
+    pub fn resample(&self, img: &Rgb, pre: Preprocess, out: &mut [f32]) {
+        let (h, w) = (img.height() as usize, img.width() as usize);
+        let src = img.as_raw();
+        let col_of = |c: usize| if self.flip { w - 1 - c } else { c };
         let m = self.matrix(h, w);
         let (hm, wm) = ((h - 1) as f64, (w - 1) as f64);
         for r in 0..h {

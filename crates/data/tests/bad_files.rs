@@ -95,7 +95,7 @@ fn broken_files_are_errors_naming_the_file() {
     );
     let lim = DecodeLimits::default();
     for (name, want) in [
-        ("truncated.jpg", "corrupt"),
+        ("truncated.jpg", "truncated JPEG"),
         ("empty.jpg", "not an image"),
         ("text.jpg", "not an image"),
         ("huge.png", "too large"),
@@ -122,6 +122,12 @@ fn bad_images_are_skipped_and_counted_or_fatal_when_strict() {
     let d = dir.path();
     tree(d);
     std::fs::write(d.join("train/cats/broken.jpg"), b"garbage").unwrap();
+    // A real photo cut to its first 3,000 bytes: the decoder alone would fill the rest with grey.
+    let photo = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/sports15/test/golf/1.jpg"),
+    )
+    .unwrap();
+    std::fs::write(d.join("train/dogs/cut.jpg"), &photo[..3000]).unwrap();
     std::fs::write(d.join("train/cats/notes.txt"), b"x").unwrap();
     std::fs::write(d.join("train/cats/.DS_Store"), b"x").unwrap();
     let ds = Dataset::load(
@@ -146,7 +152,13 @@ fn bad_images_are_skipped_and_counted_or_fatal_when_strict() {
             )
         })
         .collect();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("cut.jpg:") && r.contains("truncated JPEG")),
+        "{reasons:?}"
+    );
     assert!(
         reasons
             .iter()

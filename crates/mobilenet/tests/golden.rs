@@ -26,15 +26,10 @@ fn load(path: &Path) -> Tensor {
     read_npy::<_, Tensor>(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Compares like numpy `allclose(ours, golden, rtol=rel, atol=abs)`; returns a report line or a failure.
+/// Compares like numpy `allclose(ours, golden, rtol=rel, atol=abs)`, except that a NaN or infinity
+/// on either side fails and shapes must be equal as they are (nothing is reshaped). Returns a
+/// report line, or a failure naming the worst element (index, both values).
 fn check(name: &str, ours: &Tensor, golden: &Tensor, abs: f64, rel: f64) -> Result<String, String> {
-    let ours = if ours.len() == golden.len() && ours.shape() != golden.shape() {
-        ours.clone()
-            .into_shape_with_order(golden.raw_dim())
-            .unwrap()
-    } else {
-        ours.clone()
-    };
     if ours.shape() != golden.shape() {
         return Err(format!(
             "{name}: shape {:?}, golden {:?}  NOT OK",
@@ -42,34 +37,75 @@ fn check(name: &str, ours: &Tensor, golden: &Tensor, abs: f64, rel: f64) -> Resu
             golden.shape()
         ));
     }
-    let mut worst = 0.0f64;
+    // (excess over the tolerance, flat index, ours, golden) of the worst element.
+    let mut worst: Option<(f64, usize, f32, f32)> = None;
+    let mut max_diff = 0.0f64;
     let mut bad = 0usize;
-    for (a, b) in ours.iter().zip(golden) {
+    for (i, (a, b)) in ours.iter().zip(golden).enumerate() {
         let d = (*a as f64 - *b as f64).abs();
-        worst = worst.max(d);
-        if d > abs + rel * (*b as f64).abs() || !a.is_finite() {
+        let excess = if a.is_finite() && b.is_finite() {
+            d - (abs + rel * (*b as f64).abs())
+        } else {
+            f64::INFINITY
+        };
+        if d.is_finite() {
+            max_diff = max_diff.max(d);
+        }
+        if excess > 0.0 {
             bad += 1;
         }
+        if worst.is_none_or(|w| excess > w.0) {
+            worst = Some((excess, i, *a, *b));
+        }
     }
-    let first: Vec<String> = ours
-        .iter()
-        .zip(golden)
-        .take(3)
-        .map(|(a, b)| format!("{a:.6}/{b:.6}"))
-        .collect();
+    let at = match worst {
+        Some((_, i, a, b)) => {
+            let index = unravel(i, golden.shape());
+            format!("worst at {index:?}: {a:.7} vs golden {b:.7}")
+        }
+        None => "empty".into(),
+    };
     let line = format!(
-        "{name:<45} max|diff| {worst:.3e}  first {}  {}",
-        first.join(" "),
+        "{name:<45} max|diff| {max_diff:.3e}  {at}  {}",
         if bad == 0 { "OK" } else { "NOT OK" }
     );
     if bad == 0 {
         Ok(line)
     } else {
         Err(format!(
-            "{line} ({bad} of {} outside abs {abs:e} + rel {rel:e})",
+            "{line} ({bad} of {} outside abs {abs:e} + rel {rel:e}, or not finite)",
             ours.len()
         ))
     }
+}
+
+/// The multi-index of flat (C-order) index `i` in `shape`.
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for (d, &n) in shape.iter().enumerate().rev() {
+        idx[d] = i % n.max(1);
+        i /= n.max(1);
+    }
+    idx
+}
+
+#[test]
+fn the_comparison_itself_can_fail() {
+    let golden = Tensor::from_shape_vec(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    assert!(check("same", &golden, &golden, 0.0, 0.0).is_ok());
+    let mut off = golden.clone();
+    off[[1, 2]] = 6.5;
+    let e = check("off", &off, &golden, 1e-3, 1e-3).unwrap_err();
+    assert!(
+        e.contains("worst at [1, 2]: 6.5000000 vs golden 6.0000000"),
+        "{e}"
+    );
+    let mut nan = golden.clone();
+    nan[[0, 1]] = f32::NAN;
+    assert!(check("nan in golden", &golden, &nan, 1.0, 1.0).is_err());
+    assert!(check("nan in ours", &nan, &golden, 1.0, 1.0).is_err());
+    let flat = golden.clone().into_shape_with_order(vec![6]).unwrap();
+    assert!(check("reshaped", &flat, &golden, 1.0, 1.0).is_err());
 }
 
 fn model_config(m: &Value) -> ModelConfig {
@@ -230,6 +266,14 @@ fn train_step_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<Strin
             .sum::<f64>() as f32
             / labels.len() as f32
     };
+    for (i, c) in checks.iter().enumerate() {
+        if c["step"].as_u64().is_none_or(|k| k > steps) {
+            lines.push(Err(format!(
+                "check {i} ({}): step {} is not in 0..={steps}  NOT OK",
+                c["tensor"], c["step"]
+            )));
+        }
+    }
     let mut step_out = None;
     for k in 0..=steps {
         if k > 0 {
