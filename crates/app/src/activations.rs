@@ -3,7 +3,7 @@
 
 use crate::cli::ActivationsArgs;
 use anyhow::{bail, Context, Result};
-use data::{decode_rgb, resize, DecodeLimits, Interpolation, Preprocess, Transform};
+use data::{DecodeLimits, Interpolation, Preprocess};
 use mobilenet::MobileNetV2;
 use ndarray_npy::{read_npy, write_npy};
 use nn::Tensor;
@@ -19,10 +19,14 @@ fn input(path: &Path, net: &MobileNetV2) -> Result<Tensor> {
             .with_context(|| format!("{}: not a float32 .npy array", path.display()));
     }
     let (h, w) = (net.config.height, net.config.width);
-    let img = decode_rgb(path, DecodeLimits::default())?;
-    let img = resize(&img, h as u32, w as u32, Interpolation::Bilinear);
-    let mut x = vec![0.0f32; h * w * 3];
-    Transform::IDENTITY.apply(&img, Preprocess::Mobilenet, &mut x);
+    let decoding = crate::predict::Decoding {
+        height: h,
+        width: w,
+        interpolation: Interpolation::Bilinear,
+        preprocess: Preprocess::Mobilenet,
+        limits: DecodeLimits::default(),
+    };
+    let x = decoding.load(path).map_err(anyhow::Error::msg)?;
     Ok(Tensor::from_shape_vec(vec![1, h, w, 3], x)?)
 }
 

@@ -17,7 +17,8 @@ use nn::Tensor;
 use output::{Output, Ranked};
 use std::path::PathBuf;
 use std::time::Instant;
-use stream::{decode_in_batches, Decoded, Decoding};
+pub use stream::Decoding;
+use stream::{decode_in_batches, Decoded};
 
 /// Exit status when the run finished but some files were skipped.
 pub const EXIT_SKIPPED: i32 = 1;
