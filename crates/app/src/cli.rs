@@ -27,6 +27,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Write the outputs of named layers for an input batch (`.npy`), as Keras's `Model(inputs, layer.output)`.
     Activations(ActivationsArgs),
+    /// Write the classifier as an ONNX model (opset 17) for ONNX Runtime, OpenVINO, TensorRT...
+    Export(ExportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -225,4 +227,43 @@ pub struct ActivationsArgs {
     pub list: bool,
     #[arg(long, required_unless_present = "list")]
     pub out: Option<PathBuf>,
+}
+
+/// Model file formats `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// ONNX, opset 17: NHWC float32 `image` [batch, H, W, 3] -> `probabilities` [batch, classes].
+    Onnx,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["checkpoint", "weights"])))]
+pub struct ExportArgs {
+    /// Run folder written by `train` (its final model, last.npz; --best for best.npz).
+    #[arg(long, conflicts_with = "weights")]
+    pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: the lowest-validation-loss model (best.npz).
+    #[arg(long)]
+    pub best: bool,
+    /// ImageNet weights with the top (the 1000 ImageNet classes become the model's classes).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// With --weights: `imagenet_class_index.json` [default: beside the weights].
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
+    pub format: ExportFormat,
+    /// The model file to write (atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Bake the pixel scaling into the model: its input is then the resized RGB photo as float
+    /// 0..255. Without it the caller applies the scaling named in the metadata.
+    #[arg(long)]
+    pub include_preprocessing: bool,
+    /// Keep BatchNormalization nodes instead of folding them into the convolutions.
+    #[arg(long)]
+    pub keep_batchnorm: bool,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    pub force: bool,
 }

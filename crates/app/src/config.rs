@@ -249,7 +249,10 @@ impl RunConfig {
     pub fn load(dir: &Path) -> Result<Self> {
         let p = dir.join("config.json");
         let text = std::fs::read_to_string(&p).with_context(|| {
-            format!("{}: not a run folder written by `app train`", dir.display())
+            format!(
+                "{}: no config.json, so not a run folder written by `app train` (or its training never started)",
+                dir.display()
+            )
         })?;
         let cfg: RunConfig = serde_json::from_str(&text)
             .with_context(|| format!("{}: unreadable run configuration", p.display()))?;

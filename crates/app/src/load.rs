@@ -79,7 +79,11 @@ pub fn from_run(dir: &Path, best: bool) -> Result<(RunConfig, Classifier)> {
     let cfg = RunConfig::load(dir)?;
     let file = dir.join(if best { "best.npz" } else { "last.npz" });
     if !file.exists() {
-        bail!("{}: no checkpoint in this run folder", file.display());
+        bail!(
+            "{}: no checkpoint in this run folder: its training stopped before the first epoch ended (train it again, or resume it with `--resume {}`)",
+            file.display(),
+            dir.display()
+        );
     }
     let tensors = nn::checkpoint::load_npz(&file)
         .with_context(|| format!("reading checkpoint {}", file.display()))?;

@@ -5,6 +5,7 @@ mod activations;
 mod cli;
 mod config;
 mod evaluate;
+mod export;
 mod history;
 mod load;
 mod memory;
@@ -46,6 +47,7 @@ fn try_main(args: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Eval(e) => evaluate::run(e),
         cli::Command::Predict(p) => predict::run(p),
         cli::Command::Activations(a) => activations::run(a),
+        cli::Command::Export(x) => export::run(x),
     }
 }
 

@@ -43,7 +43,8 @@ pub fn interpolation_name(i: Interpolation) -> &'static str {
     }
 }
 
-fn labels_path(labels: Option<&Path>, weights: &Path) -> Result<PathBuf> {
+/// `--labels`, or `imagenet_class_index.json` beside the weights (in the folder or its parent).
+pub fn labels_path(labels: Option<&Path>, weights: &Path) -> Result<PathBuf> {
     if let Some(p) = labels {
         return Ok(p.to_path_buf());
     }

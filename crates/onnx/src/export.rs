@@ -405,19 +405,20 @@ pub fn export(g: &mut Graph, kinds: &[Kind], opts: &Options) -> Result<ModelProt
     let mut x = INPUT_NAME.to_string();
     if opts.include_preprocessing {
         let p = &opts.preprocessing;
-        e.b.weights("preprocess/scale", &[], &[p.scale]);
-        e.b.weights("preprocess/offset", &[], &[p.offset]);
+        // Initializers are named apart from nodes: some runtimes (tract) give both one namespace.
+        e.b.weights("preprocess/scale_value", &[], &[p.scale]);
+        e.b.weights("preprocess/offset_value", &[], &[p.offset]);
         e.b.node(
             "Mul",
             "preprocess/scale",
-            &[&x, "preprocess/scale"],
+            &[&x, "preprocess/scale_value"],
             "preprocess/scaled",
             vec![],
         );
         e.b.node(
             "Add",
             "preprocess/offset",
-            &["preprocess/scaled", "preprocess/offset"],
+            &["preprocess/scaled", "preprocess/offset_value"],
             "preprocessed",
             vec![],
         );

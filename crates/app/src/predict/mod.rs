@@ -168,8 +168,9 @@ pub fn run(args: PredictArgs) -> Result<i32> {
 
 fn summary(t: &Tally, seconds: f64, args: &PredictArgs) {
     let mut line = format!(
-        "Classified {} images, skipped {} in {:.1}s ({:.1} images/s)",
+        "Classified {} image{}, skipped {} in {:.1}s ({:.1} images/s)",
         t.classified,
+        if t.classified == 1 { "" } else { "s" },
         t.skipped,
         seconds,
         t.classified as f64 / seconds.max(1e-9)
