@@ -1,29 +1,11 @@
 //! The binary as a user runs it, on the real data and weights in `../shared`.
 
+mod common;
+
+use common::{app, run, s, shared, small_run};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
-
-fn app() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_app"));
-    c.env("RAYON_NUM_THREADS", "2");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = app().args(args).output().expect("the app binary runs");
-    eprintln!(
-        "$ app {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn text(o: &Output) -> String {
     format!(
@@ -31,10 +13,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]
@@ -163,39 +141,6 @@ fn short_real_run_learns_and_eval_reports_it() {
     ]);
     assert!(p.status.success());
     assert_eq!(String::from_utf8_lossy(&p.stdout).matches(", ").count(), 2);
-}
-
-fn small_run(dir: &Path, extra: &[&str]) -> Output {
-    let data = shared().join("data/sports15");
-    let weights = shared().join("weights/mobilenet_v2_0.35_224_no_top");
-    let mut args = vec![
-        "train",
-        "--data",
-        s(&data),
-        "--weights",
-        s(&weights),
-        "--limit-per-class",
-        "3",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "2",
-        "--unfreeze",
-        "3",
-        "--dropout",
-        "0.3",
-        "--augment",
-        "20,0.2,0.2,0.2,1",
-        "--lr",
-        "1e-3",
-        "--seed",
-        "7",
-        "--quiet",
-        "--out",
-        s(dir),
-    ];
-    args.extend_from_slice(extra);
-    run(&args)
 }
 
 #[test]

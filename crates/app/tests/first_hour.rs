@@ -1,47 +1,17 @@
 //! What a new user meets in the first hour: results scored as the run was trained, runs that are
 //! never lost, quiet closed pipes, clear errors for nonsense, and the rough edges of the output.
 
+mod common;
+
+use common::{app, run, shared, stderr, stdout};
 use serde_json::Value;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
-
 fn s(p: &Path) -> String {
     p.display().to_string()
-}
-
-fn app() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_app"));
-    c.env("RAYON_NUM_THREADS", "2");
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = app()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the app binary runs");
-    eprintln!(
-        "$ app {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn data() -> String {

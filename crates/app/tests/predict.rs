@@ -2,14 +2,13 @@
 //! standard input; CSV and JSON Lines that parse back; shards that add up to the whole; bad files
 //! named and skipped; a closed pipe; bounded memory over a long list.
 
+mod common;
+
+use common::{app, shared, stderr, stdout};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
+use std::process::{Output, Stdio};
 
 fn weights() -> String {
     shared()
@@ -20,12 +19,6 @@ fn weights() -> String {
 
 fn photo(class: &str, n: usize) -> PathBuf {
     shared().join(format!("data/sports15/test/{class}/{n}.jpg"))
-}
-
-fn app() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_app"));
-    c.env("RAYON_NUM_THREADS", "2");
-    c
 }
 
 fn run_in(args: &[&str], stdin: Option<&str>) -> Output {
@@ -59,14 +52,6 @@ fn run_in(args: &[&str], stdin: Option<&str>) -> Output {
 
 fn run(args: &[&str]) -> Output {
     run_in(args, None)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A folder `photos/` with real photos in two class folders (and a hidden file), plus one photo

@@ -1,5 +1,19 @@
 //! Parity with Keras, data-driven: every fixture directory under `../shared/golden` (or `$GOLDEN_DIR`)
-//! is checked exactly as its `manifest.json` describes. A fixture this test cannot interpret fails.
+//! and under this crate's `tests/golden` is checked exactly as its `manifest.json` describes. A
+//! fixture this test cannot interpret fails.
+//!
+//! Besides `forward` and `train_step` (../shared/golden/README.md), this test reads one more kind,
+//! written by `tests/golden/make_grad_cam.py` with keras.io's Grad-CAM recipe:
+//!
+//! kind `"grad_cam"` (schema 1 otherwise): `model` as for `forward` (`include_top: true` scores
+//! with the top's logits), or with `head` `{"dense", "dropout", "classes", "init": {var: file}}`: the
+//! base + GlobalAveragePooling2D + Dropout + Dense(dense, relu) + Dense(classes) logits, the head's
+//! values from `init`. `pixels`: uint8 RGB NHWC `.npy` at the model's size; the input is
+//! `preprocess` of it (`"mobilenet"`: x/127.5-1, `"unit"`: x/255, in float32). `last_conv_layer`:
+//! the map explained (`out_relu`). Checks: `tensor: "logits"` `[N, classes]`; `tensor: "heatmap"`
+//! with `target` `{"rank": k}` (the k-th most probable class, 0 = predicted) or `{"class": i}`,
+//! `classes` (an int64 `.npy` of the class each image's map explains, which must match exactly) and
+//! `file` `[N, h, w]`: ReLU(map . mean gradient of the logit over the map) / its maximum.
 
 use mobilenet::{Classifier, HeadConfig, MobileNetV2, ModelConfig};
 use ndarray_npy::read_npy;
@@ -108,6 +122,132 @@ fn the_comparison_itself_can_fail() {
     assert!(check("reshaped", &flat, &golden, 1.0, 1.0).is_err());
 }
 
+fn grad_cam_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<String, String>>) {
+    use mobilenet::{GradCam, Target};
+    assert_eq!(
+        manifest["last_conv_layer"], "out_relu",
+        "only out_relu is explained"
+    );
+    let net = base(manifest);
+    let mut cam = match manifest.get("head") {
+        None => GradCam::from_model(net).unwrap(),
+        Some(head) => {
+            let mut clf = Classifier::new(
+                net,
+                HeadConfig {
+                    dense: head["dense"].as_u64().expect("head.dense") as usize,
+                    dropout: head["dropout"].as_f64().expect("head.dropout") as f32,
+                    classes: head["classes"].as_u64().expect("head.classes") as usize,
+                    seed: 0,
+                },
+            )
+            .unwrap();
+            set_values(&mut clf, dir, &head["init"]);
+            GradCam::from_classifier(clf).unwrap()
+        }
+    };
+    let file = dir.join(manifest["pixels"].as_str().expect("pixels"));
+    let pixels: ndarray::ArrayD<u8> =
+        read_npy(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let pre = data_preprocess(manifest["preprocess"].as_str().expect("preprocess"));
+    let x: Tensor = pixels.mapv(pre).into_shared();
+    for c in manifest["checks"].as_array().expect("checks") {
+        let (abs, rel) = tol(c);
+        let golden = load(&dir.join(c["file"].as_str().expect("check.file")));
+        match c["tensor"].as_str() {
+            Some("logits") => {
+                let e = cam.explain(&x, &[]).unwrap();
+                // Softmax is shift-invariant: compare logits through the log-probabilities'
+                // differences from the first class, as they are what the model's output fixes.
+                let ours = log_odds(
+                    &e.iter()
+                        .map(|e| e.probabilities.clone())
+                        .collect::<Vec<_>>(),
+                );
+                let theirs = log_odds_of_logits(&golden);
+                lines.push(check(
+                    "logits (log-odds vs class 0)",
+                    &ours,
+                    &theirs,
+                    abs,
+                    rel,
+                ));
+            }
+            Some("heatmap") => {
+                let t = &c["target"];
+                let target = match (t.get("rank"), t.get("class")) {
+                    (Some(k), None) => Target::Rank(k.as_u64().unwrap() as usize),
+                    (None, Some(i)) => Target::Class(i.as_u64().unwrap() as usize),
+                    _ => panic!("target {t}: rank or class"),
+                };
+                let e = cam.explain(&x, &[target]).unwrap();
+                let want: ndarray::Array1<i64> =
+                    read_npy(dir.join(c["classes"].as_str().expect("check.classes"))).unwrap();
+                let got: Vec<i64> = e.iter().map(|e| e.maps[0].class as i64).collect();
+                let name = format!("heatmap {t}");
+                if got != want.to_vec() {
+                    lines.push(Err(format!(
+                        "{name}: classes {got:?}, golden {want:?}  NOT OK"
+                    )));
+                    continue;
+                }
+                let maps: Vec<_> = e.iter().map(|e| e.maps[0].heatmap.view()).collect();
+                let ours = ndarray::stack(ndarray::Axis(0), &maps).unwrap();
+                lines.push(check(
+                    &name,
+                    &ours.into_dyn().into_shared(),
+                    &golden,
+                    abs,
+                    rel,
+                ));
+            }
+            other => lines.push(Err(format!(
+                "check {other:?} this test cannot interpret  NOT OK"
+            ))),
+        }
+    }
+}
+
+fn data_preprocess(name: &str) -> fn(u8) -> f32 {
+    match name {
+        "mobilenet" => |v| v as f32 / 127.5 - 1.0,
+        "unit" => |v| v as f32 / 255.0,
+        other => panic!("preprocess {other:?}"),
+    }
+}
+
+/// `log p_k - log p_0` per image, from probabilities.
+fn log_odds(probs: &[Vec<f32>]) -> Tensor {
+    let c = probs[0].len();
+    let v: Vec<f32> = probs
+        .iter()
+        .flat_map(|p| p.iter().map(move |&q| (q as f64 / p[0] as f64).ln() as f32))
+        .collect();
+    Tensor::from_shape_vec(vec![probs.len(), c], v).unwrap()
+}
+
+/// `z_k - z_0` per image, from logits `[N, classes]`.
+fn log_odds_of_logits(z: &Tensor) -> Tensor {
+    let first = z.index_axis(ndarray::Axis(1), 0).to_owned();
+    let d = z - &first.insert_axis(ndarray::Axis(1));
+    d.into_shared()
+}
+
+/// Assigns `{var: file}` values to the classifier's variables of those names.
+fn set_values(clf: &mut Classifier, dir: &Path, init: &Value) {
+    for (var, file) in init.as_object().expect("init") {
+        let v = load(&dir.join(file.as_str().unwrap()));
+        let mut found = false;
+        clf.net.graph.visit_params(&mut |p| {
+            if &p.name == var {
+                p.value.assign(&v);
+                found = true;
+            }
+        });
+        assert!(found, "init names {var}, which the model lacks");
+    }
+}
+
 fn model_config(m: &Value) -> ModelConfig {
     let shape = &m["input_shape"];
     ModelConfig {
@@ -201,17 +341,7 @@ fn train_step_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<Strin
     .unwrap();
     assert_eq!(head[0]["name"], "dense");
     assert_eq!(head[1]["name"], "dense_1");
-    for (var, file) in manifest["init"].as_object().expect("init") {
-        let v = load(&dir.join(file.as_str().unwrap()));
-        let mut found = false;
-        clf.net.graph.visit_params(&mut |p| {
-            if &p.name == var {
-                p.value.assign(&v);
-                found = true;
-            }
-        });
-        assert!(found, "init names {var}, which the model lacks");
-    }
+    set_values(&mut clf, dir, &manifest["init"]);
     let n = manifest["unfreeze_last"].as_u64().expect("unfreeze_last") as usize;
     clf.unfreeze_last(n);
     let names = clf.net.graph.names();
@@ -316,14 +446,20 @@ fn train_step_fixture(dir: &Path, manifest: &Value, lines: &mut Vec<Result<Strin
 
 #[test]
 fn every_golden_fixture_matches_keras() {
-    let root = golden_dir();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e} (the golden fixtures are required)", root.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    assert!(!dirs.is_empty(), "no fixtures under {}", root.display());
+    let own = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for root in [golden_dir(), own] {
+        let mut here: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap_or_else(|e| {
+                panic!("{}: {e} (the golden fixtures are required)", root.display())
+            })
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        here.sort();
+        assert!(!here.is_empty(), "no fixtures under {}", root.display());
+        dirs.extend(here);
+    }
     let mut failures = Vec::new();
     for dir in dirs {
         let text = std::fs::read_to_string(dir.join("manifest.json"))
@@ -335,6 +471,7 @@ fn every_golden_fixture_matches_keras() {
         match manifest["kind"].as_str() {
             Some("forward") => forward_fixture(&dir, &manifest, &mut lines),
             Some("train_step") => train_step_fixture(&dir, &manifest, &mut lines),
+            Some("grad_cam") => grad_cam_fixture(&dir, &manifest, &mut lines),
             other => lines.push(Err(format!("unknown fixture kind {other:?}"))),
         }
         println!("== {}", dir.display());

@@ -13,10 +13,16 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
 
-/// `app ARGS` with two worker threads, its output captured and echoed for a failing test's log.
+/// The binary, with two worker threads.
+pub fn app() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_app"));
+    c.env("RAYON_NUM_THREADS", "2");
+    c
+}
+
+/// `app ARGS`, its output captured and echoed for a failing test's log.
 pub fn run(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_app"))
-        .env("RAYON_NUM_THREADS", "2")
+    let out = app()
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -28,6 +34,10 @@ pub fn run(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 pub fn stderr(o: &Output) -> String {
