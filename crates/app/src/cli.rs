@@ -29,6 +29,8 @@ pub enum Command {
     Activations(ActivationsArgs),
     /// Write the classifier as an ONNX model (opset 17) for ONNX Runtime, OpenVINO, TensorRT...
     Export(ExportArgs),
+    /// Show where the model looked: Grad-CAM heatmaps over the photos (`<stem>.cam.png`).
+    Explain(ExplainArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -266,4 +268,48 @@ pub struct ExportArgs {
     /// Replace an existing --out file.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    group(clap::ArgGroup::new("model").required(true).args(["checkpoint", "weights"])),
+    after_long_help = "Grad-CAM as keras.io computes it: the gradient of the class's logit (before \
+softmax) with respect to out_relu, averaged over the map into channel weights; the heatmap is \
+ReLU(out_relu . weights) divided by its maximum, one cell per 32x32 pixels of the input. \
+Exit status: 0 every image explained; 1 some files were skipped (each named); 2 error."
+)]
+pub struct ExplainArgs {
+    /// Run folder written by `train` (its final model, last.npz; --best for best.npz).
+    #[arg(long, conflicts_with = "weights")]
+    pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: the lowest-validation-loss model (best.npz).
+    #[arg(long)]
+    pub best: bool,
+    /// ImageNet weights with the top (explains ImageNet classes).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// With --weights: `imagenet_class_index.json` [default: beside the weights].
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Explain this class (a name or an index) instead of the predicted one.
+    #[arg(long, conflicts_with = "top")]
+    pub class: Option<String>,
+    /// Explain each of the K most probable classes (files `<stem>.top<k>.cam.png` when K > 1).
+    #[arg(long, default_value_t = 1)]
+    pub top: usize,
+    /// Also write each heatmap as `<stem>.cam.npy` (float32, [H/32, W/32], values in [0, 1]).
+    #[arg(long)]
+    pub raw: bool,
+    /// Override the resize interpolation (nearest or bilinear) [default: the run's; bilinear for --weights].
+    #[arg(long)]
+    pub interpolation: Option<String>,
+    /// Folder for the heatmaps (created if needed).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace heatmap files already in --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Image files and folders (walked recursively, sorted).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
 }

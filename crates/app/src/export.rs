@@ -1,27 +1,11 @@
 //! `app export`: a run's classifier (or ImageNet weights with the top) as an ONNX model file.
 
 use crate::cli::{ExportArgs, ExportFormat};
+use crate::scoring::Source;
 use anyhow::{bail, Context, Result};
 use data::Preprocess;
-use mobilenet::imagenet::ClassIndex;
-use mobilenet::Kind;
-use nn::Graph;
 use onnx::{Options, Preprocessing};
 use std::path::Path;
-
-/// The model to export and what the exporter must know about it.
-struct Exportable {
-    graph: Graph,
-    kinds: Vec<Kind>,
-    classes: Vec<String>,
-    preprocess: Preprocess,
-    interpolation: String,
-    height: usize,
-    width: usize,
-    name: String,
-    source: String,
-    alpha: f32,
-}
 
 /// `x * scale + offset` equal to [`Preprocess::apply`].
 pub fn preprocessing(p: Preprocess) -> Preprocessing {
@@ -36,53 +20,16 @@ pub fn preprocessing(p: Preprocess) -> Preprocessing {
     }
 }
 
-fn from_run(dir: &Path, best: bool) -> Result<Exportable> {
-    let (cfg, clf) = crate::load::from_run(dir, best)?;
-    let file = if best { "best.npz" } else { "last.npz" };
-    let name = dir
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "mobilenet_v2_classifier".into());
-    Ok(Exportable {
-        height: clf.net.config.height,
-        width: clf.net.config.width,
-        alpha: clf.net.config.alpha,
-        graph: clf.net.graph,
-        kinds: clf.net.kinds,
-        preprocess: cfg.preprocess(),
-        interpolation: crate::scoring::interpolation_name(cfg.interpolation()).into(),
-        classes: cfg.classes,
-        name,
-        source: format!("{} ({file})", dir.display()),
-    })
-}
-
-fn from_weights(dir: &Path, labels: Option<&Path>) -> Result<Exportable> {
-    let net = crate::load::open_weights(dir, Some(true))?;
-    let labels = crate::scoring::labels_path(labels, dir)?;
-    let index = ClassIndex::load(&labels)?;
-    let classes: Vec<String> = index.0.iter().map(|e| e.1.clone()).collect();
-    if Some(classes.len()) != net.classes {
-        bail!(
-            "{}: {} classes, but the weights' top scores {:?}",
-            labels.display(),
-            classes.len(),
-            net.classes
-        );
+/// The graph's name in the file: the run folder's name, or the ImageNet model's.
+fn model_name(args: &ExportArgs, alpha: f32) -> String {
+    match &args.checkpoint {
+        Some(dir) => dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "mobilenet_v2_classifier".into()),
+        None => format!("mobilenet_v2_{alpha}_imagenet"),
     }
-    Ok(Exportable {
-        height: net.config.height,
-        width: net.config.width,
-        alpha: net.config.alpha,
-        name: format!("mobilenet_v2_{}_imagenet", net.config.alpha),
-        graph: net.graph,
-        kinds: net.kinds,
-        classes,
-        preprocess: Preprocess::Mobilenet,
-        interpolation: "bilinear".into(),
-        source: dir.display().to_string(),
-    })
 }
 
 /// Writes `bytes` to `out` through a temporary file in the same folder (the file is complete or
@@ -107,34 +54,57 @@ fn write_model(out: &Path, bytes: &[u8], force: bool) -> Result<()> {
 
 pub fn run(args: ExportArgs) -> Result<i32> {
     let ExportFormat::Onnx = args.format;
-    let mut m = match (&args.checkpoint, &args.weights) {
-        (Some(dir), _) => from_run(dir, args.best)?,
+    let source = match (&args.checkpoint, &args.weights) {
+        (Some(dir), _) => Source::Run {
+            dir,
+            best: args.best,
+        },
         (None, Some(dir)) => {
             if args.best {
                 bail!(
                     "--best chooses a run's checkpoint; it needs --checkpoint RUN, not --weights"
                 );
             }
-            from_weights(dir, args.labels.as_deref())?
+            Source::Weights {
+                dir,
+                labels: args.labels.as_deref(),
+            }
         }
         (None, None) => bail!("pass --checkpoint RUN or --weights DIR"),
     };
+    let what = match &args.checkpoint {
+        Some(dir) => format!(
+            "{} ({})",
+            dir.display(),
+            if args.best { "best.npz" } else { "last.npz" }
+        ),
+        None => args
+            .weights
+            .as_deref()
+            .unwrap_or(Path::new(""))
+            .display()
+            .to_string(),
+    };
+    let mut m = crate::scoring::load(source, None)?;
+    let net = m.network.net_mut();
+    let (height, width, alpha) = (net.config.height, net.config.width, net.config.alpha);
+    let interpolation = crate::scoring::interpolation_name(m.interpolation);
     let opts = Options {
         include_preprocessing: args.include_preprocessing,
         keep_batch_norm: args.keep_batchnorm,
         preprocessing: preprocessing(m.preprocess),
         classes: m.classes.clone(),
-        interpolation: m.interpolation.clone(),
-        height: m.height,
-        width: m.width,
-        name: m.name.clone(),
+        interpolation: interpolation.into(),
+        height,
+        width,
+        name: model_name(&args, alpha),
         extra_metadata: vec![
-            ("source".into(), m.source.clone()),
-            ("alpha".into(), m.alpha.to_string()),
+            ("source".into(), what.clone()),
+            ("alpha".into(), alpha.to_string()),
         ],
     };
-    let model = onnx::export(&mut m.graph, &m.kinds, &opts)
-        .with_context(|| format!("exporting {}", m.source))?;
+    let model = onnx::export(&mut net.graph, &net.kinds, &opts)
+        .with_context(|| format!("exporting {what}"))?;
     let bytes = onnx::to_bytes(&model);
     write_model(&args.out, &bytes, args.force)?;
     let input = if args.include_preprocessing {
@@ -149,14 +119,11 @@ pub fn run(args: ExportArgs) -> Result<i32> {
         )
     };
     println!(
-        "Wrote {} ({:.1} MB): ONNX opset {}, input `image` [batch, {}, {}, 3] float32 NHWC, {input}; \
-         resize {}; output `probabilities` [batch, {}]; batch-norm {}",
+        "Wrote {} ({:.1} MB): ONNX opset {}, input `image` [batch, {height}, {width}, 3] float32 NHWC, {input}; \
+         resize {interpolation}; output `probabilities` [batch, {}]; batch-norm {}",
         args.out.display(),
         bytes.len() as f64 / 1e6,
         onnx::OPSET,
-        m.height,
-        m.width,
-        m.interpolation,
         m.classes.len(),
         if args.keep_batchnorm { "kept" } else { "folded" }
     );

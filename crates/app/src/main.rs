@@ -5,6 +5,7 @@ mod activations;
 mod cli;
 mod config;
 mod evaluate;
+mod explain;
 mod export;
 mod history;
 mod load;
@@ -48,6 +49,7 @@ fn try_main(args: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Predict(p) => predict::run(p),
         cli::Command::Activations(a) => activations::run(a),
         cli::Command::Export(x) => export::run(x),
+        cli::Command::Explain(x) => explain::run(x),
     }
 }
 

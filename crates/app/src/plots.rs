@@ -16,7 +16,7 @@ const FONT_PATHS: [&str; 4] = [
 ];
 
 /// Registers a font once; whether text can be drawn.
-fn have_font() -> bool {
+pub(crate) fn have_font() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {
         let candidates = std::env::var("APP_FONT")

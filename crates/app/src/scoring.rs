@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use data::{Interpolation, Preprocess};
 use mobilenet::imagenet::ClassIndex;
-use mobilenet::Predictor;
+use mobilenet::{Classifier, MobileNetV2, Predictor};
 use std::path::{Path, PathBuf};
 
 /// Where the model comes from, as the user said it.
@@ -16,6 +16,31 @@ pub enum Source<'a> {
         dir: &'a Path,
         labels: Option<&'a Path>,
     },
+}
+
+/// The network as loaded: a run's classifier, or ImageNet weights with the top.
+pub enum Network {
+    Trained(Classifier),
+    ImageNet(MobileNetV2),
+}
+
+impl Network {
+    pub fn net_mut(&mut self) -> &mut MobileNetV2 {
+        match self {
+            Network::Trained(c) => &mut c.net,
+            Network::ImageNet(n) => n,
+        }
+    }
+}
+
+/// A model with everything needed to feed it: classes, pixel scaling, resize interpolation.
+pub struct Loaded {
+    pub network: Network,
+    pub classes: Vec<String>,
+    pub preprocess: Preprocess,
+    pub interpolation: Interpolation,
+    /// One line for the user: which model, which preprocessing, and where each came from.
+    pub description: String,
 }
 
 /// A model ready to score preprocessed images, with everything needed to preprocess them.
@@ -63,65 +88,79 @@ pub fn labels_path(labels: Option<&Path>, weights: &Path) -> Result<PathBuf> {
     })
 }
 
+/// Loads the model the user named; `interpolation` overrides the run's (and the description says so).
+pub fn load(source: Source<'_>, interpolation: Option<&str>) -> Result<Loaded> {
+    let forced = interpolation.map(parse_interpolation).transpose()?;
+    match source {
+        Source::Run { dir, best } => {
+            let (cfg, clf) = crate::load::from_run(dir, best)?;
+            let own = cfg.interpolation();
+            let interpolation = forced.unwrap_or(own);
+            let resize = match forced {
+                Some(f) if f != own => format!(
+                    "resize {} (--interpolation; the run used {})",
+                    interpolation_name(f),
+                    interpolation_name(own)
+                ),
+                _ => format!("resize {} (the run's)", interpolation_name(own)),
+            };
+            Ok(Loaded {
+                description: format!(
+                    "Model: run {} ({}), {} classes; preprocessing {} (the run's), {resize}",
+                    dir.display(),
+                    if best { "best.npz" } else { "last.npz" },
+                    cfg.classes.len(),
+                    cfg.preprocess
+                ),
+                network: Network::Trained(clf),
+                preprocess: cfg.preprocess(),
+                interpolation,
+                classes: cfg.classes,
+            })
+        }
+        Source::Weights { dir, labels } => {
+            let net = crate::load::open_weights(dir, Some(true))?;
+            let index = ClassIndex::load(&labels_path(labels, dir)?)?;
+            let classes: Vec<String> = index.0.iter().map(|e| e.1.clone()).collect();
+            if Some(classes.len()) != net.classes {
+                bail!(
+                    "the class index has {} classes but the weights' top scores {:?}",
+                    classes.len(),
+                    net.classes
+                );
+            }
+            let interpolation = forced.unwrap_or(Interpolation::Bilinear);
+            Ok(Loaded {
+                description: format!(
+                    "Model: ImageNet MobileNetV2 alpha {} from {}, {} classes; preprocessing mobilenet, resize {}",
+                    net.config.alpha,
+                    dir.display(),
+                    classes.len(),
+                    interpolation_name(interpolation)
+                ),
+                network: Network::ImageNet(net),
+                classes,
+                preprocess: Preprocess::Mobilenet,
+                interpolation,
+            })
+        }
+    }
+}
+
 impl Scorer {
     /// Loads and compiles the model. `interpolation` overrides the run's (and says so).
     pub fn open(source: Source<'_>, interpolation: Option<&str>) -> Result<Self> {
-        let forced = interpolation.map(parse_interpolation).transpose()?;
-        match source {
-            Source::Run { dir, best } => {
-                let (cfg, mut clf) = crate::load::from_run(dir, best)?;
-                let predictor = Predictor::from_classifier(&mut clf)?;
-                let own = cfg.interpolation();
-                let interpolation = forced.unwrap_or(own);
-                let resize = match forced {
-                    Some(f) if f != own => format!(
-                        "resize {} (--interpolation; the run used {})",
-                        interpolation_name(f),
-                        interpolation_name(own)
-                    ),
-                    _ => format!("resize {} (the run's)", interpolation_name(own)),
-                };
-                Ok(Scorer {
-                    description: format!(
-                        "Model: run {} ({}), {} classes; preprocessing {} (the run's), {resize}",
-                        dir.display(),
-                        if best { "best.npz" } else { "last.npz" },
-                        cfg.classes.len(),
-                        cfg.preprocess
-                    ),
-                    predictor,
-                    preprocess: cfg.preprocess(),
-                    interpolation,
-                    classes: cfg.classes,
-                })
-            }
-            Source::Weights { dir, labels } => {
-                let mut net = crate::load::open_weights(dir, Some(true))?;
-                let index = ClassIndex::load(&labels_path(labels, dir)?)?;
-                let classes: Vec<String> = index.0.iter().map(|e| e.1.clone()).collect();
-                let predictor = Predictor::from_model(&mut net)?;
-                if classes.len() != predictor.classes {
-                    bail!(
-                        "the class index has {} classes but the weights' top scores {}",
-                        classes.len(),
-                        predictor.classes
-                    );
-                }
-                let interpolation = forced.unwrap_or(Interpolation::Bilinear);
-                Ok(Scorer {
-                    description: format!(
-                        "Model: ImageNet MobileNetV2 alpha {} from {}, {} classes; preprocessing mobilenet, resize {}",
-                        net.config.alpha,
-                        dir.display(),
-                        classes.len(),
-                        interpolation_name(interpolation)
-                    ),
-                    predictor,
-                    classes,
-                    preprocess: Preprocess::Mobilenet,
-                    interpolation,
-                })
-            }
-        }
+        let mut m = load(source, interpolation)?;
+        let predictor = match &mut m.network {
+            Network::Trained(c) => Predictor::from_classifier(c)?,
+            Network::ImageNet(n) => Predictor::from_model(n)?,
+        };
+        Ok(Scorer {
+            predictor,
+            classes: m.classes,
+            preprocess: m.preprocess,
+            interpolation: m.interpolation,
+            description: m.description,
+        })
     }
 }

@@ -3,7 +3,7 @@
 //! on the worker pool ([`stream`]), scored by the folded whole-network plan, and written as they
 //! come ([`output`]); memory does not grow with the number of photos.
 
-mod inputs;
+pub mod inputs;
 mod output;
 mod stream;
 
