@@ -144,6 +144,10 @@ pub struct EvalArgs {
     /// List at most this many misclassified files (0: none).
     #[arg(long, default_value_t = 20)]
     pub show_misclassified: usize,
+    /// Write the N highest-loss images as PNGs (photo, Grad-CAM of the predicted class, true and
+    /// predicted class with probabilities) into `RUN/top_losses_<split>/`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub gallery: usize,
 }
 
 /// How `predict` writes its results.

@@ -17,6 +17,18 @@ pub struct Misclassified {
     pub probability: f32,
 }
 
+/// One image's loss, with its true and predicted classes' probabilities.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageLoss {
+    pub file: String,
+    pub truth: String,
+    pub p_truth: f32,
+    pub predicted: String,
+    pub p_predicted: f32,
+    /// Cross-entropy, -ln p_truth.
+    pub loss: f64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalResult {
     /// The checkpoint file that was scored.
@@ -29,18 +41,27 @@ pub struct EvalResult {
     pub confusion: Confusion,
     pub per_class: Vec<crate::metrics::ClassMetrics>,
     pub misclassified: Vec<Misclassified>,
+    /// Off-diagonal confusion cells, most frequent first.
+    pub most_confused: Vec<crate::metrics::ConfusedPair>,
+    /// The images with the highest loss, highest first (at most the number asked for).
+    pub top_losses: Vec<ImageLoss>,
 }
 
+/// How many of the highest-loss images an evaluation keeps by default.
+pub const TOP_LOSSES: usize = 12;
+
 /// Inference over the whole dataset, in order, without augmentation. `checkpoint` names the
-/// weights being scored in the result.
+/// weights being scored in the result; the `keep_losses` highest-loss images are listed.
 pub fn evaluate(
     clf: &mut Classifier,
     ds: &Dataset,
     split: &str,
     checkpoint: &Path,
+    keep_losses: usize,
 ) -> Result<EvalResult> {
     let mut pred = Vec::with_capacity(ds.len());
     let mut prob = Vec::with_capacity(ds.len());
+    let mut p_truth = Vec::with_capacity(ds.len());
     let mut loss = 0.0f64;
     let order: Vec<usize> = (0..ds.len()).collect();
     for chunk in order.chunks(ds.cfg.batch_size) {
@@ -53,6 +74,7 @@ pub fn evaluate(
                     .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
             pred.push(arg);
             prob.push(best);
+            p_truth.push(row[label]);
             loss -= (row[label].clamp(1e-7, 1.0) as f64).ln();
         }
     }
@@ -66,6 +88,18 @@ pub fn evaluate(
             probability: prob[i],
         })
         .collect();
+    let mut top_losses: Vec<ImageLoss> = (0..ds.len())
+        .map(|i| ImageLoss {
+            file: ds.paths[i].display().to_string(),
+            truth: ds.classes[ds.labels[i]].clone(),
+            p_truth: p_truth[i],
+            predicted: ds.classes[pred[i]].clone(),
+            p_predicted: prob[i],
+            loss: -(p_truth[i].clamp(1e-7, 1.0) as f64).ln(),
+        })
+        .collect();
+    top_losses.sort_by(|a, b| b.loss.total_cmp(&a.loss));
+    top_losses.truncate(keep_losses);
     let (correct, total) = (confusion.correct(), confusion.total());
     Ok(EvalResult {
         checkpoint: checkpoint.display().to_string(),
@@ -75,8 +109,10 @@ pub fn evaluate(
         correct,
         total,
         per_class: confusion.per_class(),
+        most_confused: confusion.most_confused(1),
         confusion,
         misclassified,
+        top_losses,
     })
 }
 
@@ -132,6 +168,12 @@ pub fn print(r: &EvalResult, show_misclassified: usize) {
         "\nConfusion matrix (rows: true, columns: predicted)\n{}",
         r.confusion.to_text()
     );
+    if !r.most_confused.is_empty() {
+        crate::outln!("Most confused (true -> predicted: count):");
+        for p in r.most_confused.iter().take(10) {
+            crate::outln!("  {} -> {}: {}", p.truth, p.predicted, p.count);
+        }
+    }
     if !r.misclassified.is_empty() && show_misclassified > 0 {
         crate::outln!("Misclassified:");
         for m in r.misclassified.iter().take(show_misclassified) {
@@ -156,7 +198,13 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     crate::load::require(&data, crate::config::DEFAULT_DATA, "data folder")?;
     let ds = load_split(&cfg, &data, &args.split, false)?;
     let file = args.checkpoint.join(checkpoint_name(args.best));
-    let r = evaluate(&mut clf, &ds, &args.split, &file)?;
+    let r = evaluate(
+        &mut clf,
+        &ds,
+        &args.split,
+        &file,
+        args.gallery.max(TOP_LOSSES),
+    )?;
     // The run's own confusion_test.png belongs to the final model in report.html: best.npz's
     // matrix gets a name of its own.
     let png = args.checkpoint.join(format!(
@@ -165,11 +213,33 @@ pub fn run(args: EvalArgs) -> Result<i32> {
         if args.best { "_best" } else { "" }
     ));
     crate::plots::confusion(&png, &r.confusion)?;
+    let gallery = if args.gallery > 0 {
+        let dir = args.checkpoint.join(format!(
+            "top_losses_{}{}",
+            args.split,
+            if args.best { "_best" } else { "" }
+        ));
+        let mut ex = crate::explain::Explainer::for_run(clf, &cfg)?;
+        let n = args.gallery.min(r.top_losses.len());
+        Some((
+            crate::gallery::write(&mut ex, &r.top_losses[..n], &dir)?,
+            dir,
+        ))
+    } else {
+        None
+    };
     if args.json {
         crate::outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print(&r, args.show_misclassified);
         crate::outln!("Confusion matrix image: {}", png.display());
+        if let Some((files, dir)) = &gallery {
+            crate::outln!(
+                "Top losses gallery: {} ({} images, Grad-CAM of the predicted class)",
+                dir.display(),
+                files.len()
+            );
+        }
     }
     Ok(0)
 }

@@ -7,6 +7,7 @@ mod config;
 mod evaluate;
 mod explain;
 mod export;
+mod gallery;
 mod history;
 mod load;
 mod memory;

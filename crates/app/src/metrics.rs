@@ -11,6 +11,14 @@ pub struct ClassMetrics {
     pub support: usize,
 }
 
+/// How often one class was taken for another.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ConfusedPair {
+    pub truth: String,
+    pub predicted: String,
+    pub count: usize,
+}
+
 /// `m[true][pred]` counts.
 #[derive(Clone, Debug, Serialize)]
 pub struct Confusion {
@@ -29,6 +37,26 @@ impl Confusion {
             classes: classes.to_vec(),
             matrix,
         }
+    }
+
+    /// Off-diagonal cells with at least `min` images, most frequent first (ties by class order),
+    /// as fastai's `most_confused`.
+    pub fn most_confused(&self, min: usize) -> Vec<ConfusedPair> {
+        let k = self.classes.len();
+        let mut pairs: Vec<(usize, usize, usize)> = (0..k)
+            .flat_map(|t| (0..k).map(move |p| (t, p)))
+            .filter(|&(t, p)| t != p && self.matrix[t][p] >= min.max(1))
+            .map(|(t, p)| (t, p, self.matrix[t][p]))
+            .collect();
+        pairs.sort_by(|a, b| b.2.cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
+        pairs
+            .into_iter()
+            .map(|(t, p, count)| ConfusedPair {
+                truth: self.classes[t].clone(),
+                predicted: self.classes[p].clone(),
+                count,
+            })
+            .collect()
     }
 
     pub fn correct(&self) -> usize {
@@ -116,6 +144,23 @@ impl Confusion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn most_confused_pairs_come_first_and_the_diagonal_never() {
+        let classes: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let truth = [0, 0, 0, 1, 1, 2, 2, 2, 2];
+        let pred = [1, 1, 0, 0, 1, 2, 0, 1, 0];
+        let c = Confusion::new(&classes, &truth, &pred);
+        let got: Vec<(String, String, usize)> = c
+            .most_confused(1)
+            .into_iter()
+            .map(|p| (p.truth, p.predicted, p.count))
+            .collect();
+        let want = [("a", "b", 2), ("c", "a", 2), ("b", "a", 1), ("c", "b", 1)]
+            .map(|(t, p, n)| (t.to_string(), p.to_string(), n));
+        assert_eq!(got, want);
+        assert_eq!(c.most_confused(2).len(), 2);
+    }
 
     #[test]
     fn counts_and_scores() {

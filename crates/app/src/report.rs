@@ -1,5 +1,6 @@
 //! One self-contained HTML report per run: configuration, curves, test metrics, confusion matrix and
-//! thumbnails of the misclassified test images, every image embedded.
+//! the most confused pairs, the top-losses gallery with Grad-CAM, thumbnails of the misclassified test
+//! images; every image embedded.
 
 use crate::config::RunConfig;
 use crate::evaluate::EvalResult;
@@ -33,6 +34,42 @@ fn thumbnail(path: &str) -> Option<String> {
         "<img src=\"data:image/png;base64,{}\">",
         base64::engine::general_purpose::STANDARD.encode(buf.into_inner())
     ))
+}
+
+/// The top-losses gallery written beside the report: each image (photo | Grad-CAM of the predicted
+/// class, captioned), highest loss first, and a table of the same images.
+fn top_losses(gallery: &Path, t: &EvalResult) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(gallery)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "png"));
+    files.sort();
+    if files.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h3>Top losses (Grad-CAM of the predicted class: where the model looked)</h3>",
+    );
+    for f in &files {
+        if let Some(img) = embed_png(f) {
+            let _ = write!(h, "<figure>{img}</figure>");
+        }
+    }
+    h += "<table><tr><th>#</th><th>file</th><th>true</th><th>p(true)</th><th>predicted</th><th>p(predicted)</th><th>loss</th></tr>";
+    for (i, l) in t.top_losses.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td></tr>",
+            i + 1,
+            esc(&l.file),
+            esc(&l.truth),
+            l.p_truth,
+            esc(&l.predicted),
+            l.p_predicted,
+            l.loss
+        );
+    }
+    h + "</table>"
 }
 
 pub fn write(
@@ -75,6 +112,20 @@ pub fn write(
         if let Some(img) = embed_png(&dir.join("confusion_test.png")) {
             h += &img;
         }
+        if !t.most_confused.is_empty() {
+            h += "<h3>Most confused pairs</h3><table><tr><th>true</th><th>predicted</th><th>images</th></tr>";
+            for p in &t.most_confused {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&p.truth),
+                    esc(&p.predicted),
+                    p.count
+                );
+            }
+            h += "</table>";
+        }
+        h += &top_losses(&dir.join("top_losses_test"), t);
         h += "<h3>Misclassified test images</h3>";
         for m in &t.misclassified {
             let _ = write!(

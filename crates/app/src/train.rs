@@ -511,7 +511,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         let (val_loss, val_acc) = match &valid_cache {
             Some(c) => score_cached(&mut clf, c, &valid)?,
             None => {
-                let r = evaluate(&mut clf, &valid, "valid", Path::new("current weights"))?;
+                let r = evaluate(&mut clf, &valid, "valid", Path::new("current weights"), 0)?;
                 (r.loss, r.accuracy)
             }
         };
@@ -560,16 +560,8 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         dir.display()
     );
 
-    let result: Option<EvalResult> = match &test {
-        Some(test) => {
-            let r = evaluate(&mut clf, test, "test", &dir.join("last.npz"))?;
-            crate::outln!("\nTest split, final model (last.npz):");
-            print(&r, 20);
-            let text = serde_json::to_string_pretty(&r)?;
-            std::fs::write(dir.join("eval_test.json"), text)?;
-            crate::plots::confusion(&dir.join("confusion_test.png"), &r.confusion)?;
-            Some(r)
-        }
+    let result = match &test {
+        Some(test) => Some(test_report(&dir, &cfg, clf, test)?),
         None => None,
     };
     crate::report::write(&dir, &cfg, &state.history, result.as_ref())?;
@@ -580,6 +572,31 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         crate::outln!("{}", nn::profile::markdown(&nn::profile::take(), steps));
     }
     Ok(0)
+}
+
+/// The final model on the test split: printed, `eval_test.json`, the confusion matrix and the
+/// top-losses gallery (Grad-CAM) in the run folder, for the report.
+fn test_report(
+    dir: &Path,
+    cfg: &RunConfig,
+    mut clf: mobilenet::Classifier,
+    test: &data::Dataset,
+) -> Result<EvalResult> {
+    let r = evaluate(
+        &mut clf,
+        test,
+        "test",
+        &dir.join("last.npz"),
+        crate::evaluate::TOP_LOSSES,
+    )?;
+    crate::outln!("\nTest split, final model (last.npz):");
+    print(&r, 20);
+    let text = serde_json::to_string_pretty(&r)?;
+    nn::checkpoint::write_bytes_atomic(&dir.join("eval_test.json"), text.as_bytes())?;
+    crate::plots::confusion(&dir.join("confusion_test.png"), &r.confusion)?;
+    let mut ex = crate::explain::Explainer::for_run(clf, cfg)?;
+    crate::gallery::write(&mut ex, &r.top_losses, &dir.join("top_losses_test"))?;
+    Ok(r)
 }
 
 /// A finished run resumed without more epochs: nothing to train, and how to train more.

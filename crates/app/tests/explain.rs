@@ -81,14 +81,7 @@ fn a_class_by_name_gets_its_own_map_and_the_caption_names_the_prediction() {
     let predicted = tmp.path().join("predicted");
     let asked = tmp.path().join("asked");
     for (dir, extra) in [(&predicted, vec![]), (&asked, vec!["--class", "tabby"])] {
-        let mut args = vec![
-            "explain",
-            "--weights",
-            s(&w),
-            "--raw",
-            "--out",
-            s(dir),
-        ];
+        let mut args = vec!["explain", "--weights", s(&w), "--raw", "--out", s(dir)];
         args.extend(extra);
         args.push(s(&cat));
         let r = run(&args);
@@ -181,4 +174,75 @@ fn existing_heatmaps_are_kept_and_bad_files_skipped() {
         "replaced with --force"
     );
     assert!(!out.join("broken.cam.png").exists());
+}
+
+/// `eval --gallery N`: N PNGs (photo | overlay side by side, captioned) named by rank and true
+/// class, the JSON's top losses sorted by loss (= -ln p(true)) and its most confused pairs
+/// consistent with the confusion matrix; the training report shows both.
+#[test]
+fn eval_gallery_top_losses_and_most_confused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let r = small_run(&dir, &[]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(report.contains("Top losses"), "report has the gallery");
+    let test_gallery = std::fs::read_dir(dir.join("top_losses_test"))
+        .unwrap()
+        .count();
+    assert!(test_gallery > 0, "train writes the test split's gallery");
+
+    let r = run(&[
+        "eval",
+        "--checkpoint",
+        s(&dir),
+        "--split",
+        "valid",
+        "--gallery",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&r)).expect("eval --json is JSON");
+    let losses = v["top_losses"].as_array().unwrap();
+    assert!(losses.len() >= 4);
+    for w in losses.windows(2) {
+        assert!(w[0]["loss"].as_f64() >= w[1]["loss"].as_f64(), "{w:?}");
+    }
+    for l in losses {
+        let p = l["p_truth"].as_f64().unwrap();
+        let loss = l["loss"].as_f64().unwrap();
+        assert!((loss + p.max(1e-7).ln()).abs() < 1e-3, "{l}");
+    }
+    let classes: Vec<String> = v["confusion"]["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    let matrix = v["confusion"]["matrix"].as_array().unwrap();
+    for p in v["most_confused"].as_array().unwrap() {
+        let t = classes.iter().position(|c| c == &p["truth"]).unwrap();
+        let q = classes.iter().position(|c| c == &p["predicted"]).unwrap();
+        assert_ne!(t, q);
+        assert_eq!(matrix[t][q], p["count"], "{p}");
+    }
+
+    let gallery = dir.join("top_losses_valid");
+    let mut files: Vec<_> = std::fs::read_dir(&gallery)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    for (i, (f, l)) in files.iter().zip(losses).enumerate() {
+        let truth = l["truth"].as_str().unwrap();
+        assert!(
+            f.starts_with(&format!("{:02}_{truth}_", i + 1)),
+            "{f} vs {l}"
+        );
+        let (w, h) = image::image_dimensions(gallery.join(f)).unwrap();
+        assert!(w > h, "photo and overlay side by side: {w}x{h}");
+    }
+    assert!(!dir.join("top_losses_valid.partial").exists());
 }

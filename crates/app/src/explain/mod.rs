@@ -40,6 +40,16 @@ impl Explainer {
         })
     }
 
+    /// A run's classifier, fed as the run was trained.
+    pub fn for_run(clf: mobilenet::Classifier, cfg: &crate::config::RunConfig) -> Result<Self> {
+        Ok(Explainer {
+            cam: GradCam::from_classifier(clf)?,
+            classes: cfg.classes.clone(),
+            preprocess: cfg.preprocess(),
+            interpolation: cfg.interpolation(),
+        })
+    }
+
     /// The photo as decoded, and as the model's input (resized, scaled).
     pub fn decode(&self, path: &Path) -> Result<(RgbImage, Vec<f32>)> {
         let photo = decode_rgb(path, DecodeLimits::default())?;
@@ -247,7 +257,7 @@ pub fn run(args: ExplainArgs) -> Result<i32> {
                 let base = file_base(&args.out, stem, k, targets.len() > 1);
                 let text = caption(&ex.classes, map, t, &e.probabilities);
                 let png = base.with_extension("cam.png");
-                overlay::save_png(&png, &overlay::overlay(photo, &map.heatmap, &text)?)?;
+                overlay::save_png(&png, &overlay::overlay(photo, &map.heatmap, Some(&text))?)?;
                 if args.raw {
                     write_npy(&base.with_extension("cam.npy"), &map.heatmap)?;
                 }

@@ -38,9 +38,9 @@ fn sample(map: &Array2<f32>, x: u32, y: u32, width: u32, height: u32) -> f32 {
     top * (1.0 - fy) + bottom * fy
 }
 
-/// The photo (scaled to at most [`MAX_SIDE`]) with the heatmap blended over it and `caption`
-/// written in a band at the top (when a font is available).
-pub fn overlay(photo: &RgbImage, map: &Array2<f32>, caption: &str) -> Result<RgbImage> {
+/// The photo (scaled to at most [`MAX_SIDE`]) with the heatmap blended over it and a `caption`
+/// written in a band at the top (the text when a font is available).
+pub fn overlay(photo: &RgbImage, map: &Array2<f32>, caption: Option<&str>) -> Result<RgbImage> {
     if map.is_empty() {
         return Err(anyhow!("an empty heatmap"));
     }
@@ -61,7 +61,9 @@ pub fn overlay(photo: &RgbImage, map: &Array2<f32>, caption: &str) -> Result<Rgb
             px.0[k] = (px.0[k] as f32 * (1.0 - ALPHA) + c[k] as f32 * ALPHA).round() as u8;
         }
     }
-    caption_band(&mut img, caption)?;
+    if let Some(text) = caption {
+        caption_band(&mut img, text)?;
+    }
     Ok(img)
 }
 
@@ -136,7 +138,7 @@ mod tests {
     fn the_hot_half_of_the_map_turns_its_half_of_the_photo_red() {
         let photo = RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128]));
         let map = Array2::from_shape_fn((2, 2), |(_, j)| j as f32);
-        let out = overlay(&photo, &map, "x").unwrap();
+        let out = overlay(&photo, &map, Some("x")).unwrap();
         let right = out.get_pixel(60, 40).0;
         let left = out.get_pixel(3, 40).0;
         assert!(right[0] > right[2] + 50, "{right:?}");
