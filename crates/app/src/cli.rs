@@ -31,6 +31,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Show where the model looked: Grad-CAM heatmaps over the photos (`<stem>.cam.png`).
     Explain(ExplainArgs),
+    /// Serve the model over HTTP: a JSON API (predict, explain, model, health, metrics) and a web page.
+    Serve(ServeArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -316,4 +318,41 @@ pub struct ExplainArgs {
     /// Image files and folders (walked recursively, sorted).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Run folder written by `train` (its final model, last.npz; --best for best.npz).
+    #[arg(long, conflicts_with = "weights")]
+    pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: the lowest-validation-loss model (best.npz).
+    #[arg(long)]
+    pub best: bool,
+    /// ImageNet weights with the top (serves ImageNet classes).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// With --weights: `imagenet_class_index.json` [default: beside the weights].
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Address to listen on. Loopback by default; another address (0.0.0.0:8080) needs --public.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Allow --addr to be an address other than loopback (the API has no authentication).
+    #[arg(long)]
+    pub public: bool,
+    /// Most images scored together as one batch.
+    #[arg(long, default_value_t = 16)]
+    pub max_batch: usize,
+    /// Longest a request waits for others to join its batch, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    pub max_wait_ms: u64,
+    /// Images waiting to be scored, at most; beyond it requests get 503.
+    #[arg(long, default_value_t = 256)]
+    pub queue: usize,
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, default_value_t = 20_000_000)]
+    pub max_bytes: usize,
+    /// Override the resize interpolation (nearest or bilinear) [default: the run's; bilinear for --weights].
+    #[arg(long)]
+    pub interpolation: Option<String>,
 }

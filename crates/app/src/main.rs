@@ -17,6 +17,7 @@ mod plots;
 mod predict;
 mod report;
 mod scoring;
+mod serve;
 mod train;
 
 use clap::Parser;
@@ -51,6 +52,7 @@ fn try_main(args: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Activations(a) => activations::run(a),
         cli::Command::Export(x) => export::run(x),
         cli::Command::Explain(x) => explain::run(x),
+        cli::Command::Serve(s) => serve::run(s),
     }
 }
 

@@ -150,17 +150,21 @@ pub fn load(source: Source<'_>, interpolation: Option<&str>) -> Result<Loaded> {
 impl Scorer {
     /// Loads and compiles the model. `interpolation` overrides the run's (and says so).
     pub fn open(source: Source<'_>, interpolation: Option<&str>) -> Result<Self> {
-        let mut m = load(source, interpolation)?;
+        Self::compile(&mut load(source, interpolation)?)
+    }
+
+    /// Compiles a loaded model for inference; the model stays usable (for Grad-CAM, say).
+    pub fn compile(m: &mut Loaded) -> Result<Self> {
         let predictor = match &mut m.network {
             Network::Trained(c) => Predictor::from_classifier(c)?,
             Network::ImageNet(n) => Predictor::from_model(n)?,
         };
         Ok(Scorer {
             predictor,
-            classes: m.classes,
+            classes: m.classes.clone(),
             preprocess: m.preprocess,
             interpolation: m.interpolation,
-            description: m.description,
+            description: m.description.clone(),
         })
     }
 }

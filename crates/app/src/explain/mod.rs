@@ -53,11 +53,17 @@ impl Explainer {
     /// The photo as decoded, and as the model's input (resized, scaled).
     pub fn decode(&self, path: &Path) -> Result<(RgbImage, Vec<f32>)> {
         let photo = decode_rgb(path, DecodeLimits::default())?;
+        let x = self.input(&photo);
+        Ok((photo, x))
+    }
+
+    /// A decoded photo as the model's input (resized, scaled).
+    pub fn input(&self, photo: &RgbImage) -> Vec<f32> {
         let (h, w) = self.cam.input_size();
-        let small = resize(&photo, h as u32, w as u32, self.interpolation);
+        let small = resize(photo, h as u32, w as u32, self.interpolation);
         let mut x = vec![0.0f32; h * w * 3];
         Transform::IDENTITY.apply(&small, self.preprocess, &mut x);
-        Ok((photo, x))
+        x
     }
 
     /// Explains model inputs (each `H * W * 3` floats) for `targets`.
@@ -75,7 +81,7 @@ impl Explainer {
 }
 
 /// `--class` as a class index: an exact name, else an index.
-fn class_index(s: &str, classes: &[String]) -> Result<usize> {
+pub fn class_index(s: &str, classes: &[String]) -> Result<usize> {
     if let Some(i) = classes.iter().position(|c| c == s) {
         return Ok(i);
     }

@@ -93,14 +93,19 @@ pub fn caption_band(img: &mut RgbImage, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes `img` as a PNG, atomically.
-pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+/// `img` encoded as a PNG file's bytes.
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     img.write_to(
         &mut std::io::Cursor::new(&mut bytes),
         image::ImageFormat::Png,
-    )
-    .with_context(|| format!("encoding {}", path.display()))?;
+    )?;
+    Ok(bytes)
+}
+
+/// Writes `img` as a PNG, atomically.
+pub fn save_png(path: &Path, img: &RgbImage) -> Result<()> {
+    let bytes = png_bytes(img).with_context(|| format!("encoding {}", path.display()))?;
     nn::checkpoint::write_bytes_atomic(path, &bytes)
         .with_context(|| format!("writing {}", path.display()))
 }

@@ -2,7 +2,9 @@
 //! the path list into batches of preprocessed pixels and hands them over through a channel that
 //! holds at most [`AHEAD`] batches, so memory is bounded by the batch size, not the number of paths.
 
-use data::{decode_rgb, resize, DecodeLimits, Interpolation, Preprocess, Transform};
+use data::{
+    decode_rgb, decode_rgb_bytes, resize, DecodeLimits, Interpolation, Preprocess, Transform,
+};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -25,15 +27,27 @@ impl Decoding {
     /// One image as `height * width * 3` preprocessed floats, or why it cannot be.
     pub fn load(&self, path: &std::path::Path) -> Result<Vec<f32>, String> {
         let img = decode_rgb(path, self.limits).map_err(|e| e.to_string())?;
+        Ok(self.pixels(&img))
+    }
+
+    /// [`Decoding::load`] on a file's bytes; `name` only names them in errors.
+    pub fn load_bytes(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, String> {
+        let img = decode_rgb_bytes(bytes, std::path::Path::new(name), self.limits)
+            .map_err(|e| e.to_string())?;
+        Ok(self.pixels(&img))
+    }
+
+    /// A decoded image resized and scaled as the model wants it.
+    pub fn pixels(&self, img: &data::Rgb) -> Vec<f32> {
         let img = resize(
-            &img,
+            img,
             self.height as u32,
             self.width as u32,
             self.interpolation,
         );
         let mut out = vec![0.0f32; self.height * self.width * 3];
         Transform::IDENTITY.apply(&img, self.preprocess, &mut out);
-        Ok(out)
+        out
     }
 }
 

@@ -1,0 +1,232 @@
+//! `serve`: the model behind an HTTP API and a web page. axum on tokio (the Rust ecosystem's usual
+//! HTTP stack): handlers decode images on tokio's blocking pool, a model thread scores them in
+//! dynamic batches ([`batcher`]), Grad-CAM overlays come from the same loaded model, and SIGINT or
+//! SIGTERM stops accepting connections and lets the requests in flight finish.
+
+mod api;
+mod batcher;
+mod metrics;
+
+use crate::cli::ServeArgs;
+use crate::explain::Explainer;
+use crate::predict::Decoding;
+use crate::scoring::{self, Scorer, Source};
+use anyhow::{bail, Context, Result};
+use batcher::{BatchConfig, Batcher};
+use metrics::Metrics;
+use serde::Serialize;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What `GET /v1/model` says.
+#[derive(Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub description: String,
+    pub classes: Vec<String>,
+    pub input: InputInfo,
+    pub preprocessing: &'static str,
+    pub interpolation: &'static str,
+    pub version: &'static str,
+    pub max_batch: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Serialize)]
+pub struct InputInfo {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub layout: &'static str,
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub model: ModelInfo,
+    pub decoding: Decoding,
+    pub batcher: Batcher,
+    pub explainer: Mutex<Explainer>,
+    pub metrics: Arc<Metrics>,
+    pub max_bytes: usize,
+    /// Images being decoded at once, at most one a core: more would only take turns with the
+    /// model's threads for the same cores.
+    pub decoders: tokio::sync::Semaphore,
+}
+
+fn source(args: &ServeArgs) -> Result<(Source<'_>, String)> {
+    let folder = |p: &Path| {
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    match (&args.checkpoint, &args.weights) {
+        (Some(dir), None) => Ok((
+            Source::Run {
+                dir,
+                best: args.best,
+            },
+            format!(
+                "{} ({})",
+                folder(dir),
+                crate::evaluate::checkpoint_name(args.best)
+            ),
+        )),
+        (None, Some(dir)) if !args.best => Ok((
+            Source::Weights {
+                dir,
+                labels: args.labels.as_deref(),
+            },
+            folder(dir),
+        )),
+        (None, Some(_)) => {
+            bail!("--best picks a run's best.npz: it goes with --checkpoint RUN, not --weights")
+        }
+        _ => bail!(
+            "serve needs --checkpoint RUN_DIR or --weights DIR (ImageNet weights with the top)"
+        ),
+    }
+}
+
+/// `--addr`, refusing a non-loopback address unless `--public`.
+fn address(args: &ServeArgs) -> Result<SocketAddr> {
+    let addr: SocketAddr = args.addr.parse().with_context(|| {
+        format!(
+            "--addr {:?}: expected IP:PORT, such as 127.0.0.1:8080",
+            args.addr
+        )
+    })?;
+    if !addr.ip().is_loopback() && !args.public {
+        bail!(
+            "--addr {addr} is reachable from other machines and the API has no authentication; add --public to listen there anyway"
+        );
+    }
+    Ok(addr)
+}
+
+fn check(args: &ServeArgs) -> Result<()> {
+    for (flag, v) in [
+        ("--max-batch", args.max_batch),
+        ("--queue", args.queue),
+        ("--max-bytes", args.max_bytes),
+    ] {
+        if v == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    Ok(())
+}
+
+/// Loads the model and builds the shared state; the model thread is returned to be joined.
+fn build(args: &ServeArgs) -> Result<(AppState, std::thread::JoinHandle<()>)> {
+    let (source, name) = source(args)?;
+    let mut loaded = scoring::load(source, args.interpolation.as_deref())?;
+    let Scorer {
+        predictor,
+        classes,
+        preprocess,
+        interpolation,
+        description,
+    } = Scorer::compile(&mut loaded)?;
+    let decoding = Decoding {
+        height: predictor.height,
+        width: predictor.width,
+        interpolation,
+        preprocess,
+        limits: data::DecodeLimits::default(),
+    };
+    let model = ModelInfo {
+        name,
+        description,
+        classes,
+        input: InputInfo {
+            height: predictor.height,
+            width: predictor.width,
+            channels: 3,
+            layout: "NHWC",
+        },
+        preprocessing: preprocess.name(),
+        interpolation: scoring::interpolation_name(interpolation),
+        version: env!("CARGO_PKG_VERSION"),
+        max_batch: args.max_batch,
+        max_bytes: args.max_bytes,
+    };
+    let metrics = Arc::new(Metrics::new(args.max_batch)?);
+    let cfg = BatchConfig {
+        max_batch: args.max_batch,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        queue: args.queue,
+    };
+    let (batcher, worker) =
+        Batcher::start(predictor, cfg, metrics.clone()).context("starting the model thread")?;
+    let state = AppState {
+        model,
+        decoding,
+        batcher,
+        explainer: Mutex::new(Explainer::new(loaded)?),
+        metrics,
+        max_bytes: args.max_bytes,
+        decoders: tokio::sync::Semaphore::new(rayon::current_num_threads().max(1)),
+    };
+    Ok((state, worker))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    eprintln!("Stopping: no new connections; finishing the requests in flight");
+}
+
+pub fn run(args: ServeArgs) -> Result<i32> {
+    check(&args)?;
+    let addr = address(&args)?;
+    let (state, worker) = build(&args)?;
+    let description = state.model.description.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr()?;
+        println!("{description}");
+        println!("Listening on http://{local}/ (POST /v1/predict, POST /v1/explain, GET /v1/model, GET /healthz, GET /metrics)");
+        std::io::stdout().flush()?;
+        axum::serve(listener, api::router(Arc::new(state)))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving")
+    })?;
+    drop(runtime);
+    // The state (and with it the queue's sender) is gone: the model thread ends.
+    if worker.join().is_err() {
+        bail!("the model thread failed");
+    }
+    eprintln!("Stopped");
+    Ok(0)
+}
