@@ -102,7 +102,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Continue an interrupted run from its folder (with --epochs N: train a finished run further).
-    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "lr", "out", "init_from"])]
+    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "lr", "out", "init_from", "early_stopping", "reduce_lr_on_plateau", "schedule", "warmup_epochs", "class_weight"])]
     pub resume: Option<PathBuf>,
     /// Start the model (base and head) from a run's final weights instead of ImageNet's.
     #[arg(long, value_name = "RUN")]
@@ -125,6 +125,25 @@ pub struct TrainArgs {
     /// Stop as after Ctrl-C once this many batches ran (for tests and scripted interruptions).
     #[arg(long, hide = true)]
     pub interrupt_after: Option<u64>,
+    /// Stop when val_loss has not improved for PATIENCE epochs (Keras's EarlyStopping).
+    #[arg(long, value_name = "PATIENCE")]
+    pub early_stopping: Option<usize>,
+    /// With --early-stopping: end with the weights of the epoch with the lowest val_loss.
+    #[arg(long, requires = "early_stopping")]
+    pub restore_best_weights: bool,
+    /// Multiply the learning rate by FACTOR when val_loss has not improved for PATIENCE epochs.
+    #[arg(long, value_name = "FACTOR,PATIENCE")]
+    pub reduce_lr_on_plateau: Option<String>,
+    /// Learning rate by epoch: cosine, step (x0.1 every third of the epochs), step:EVERY,FACTOR.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Grow the learning rate linearly from ~0 over the first N epochs (batch by batch).
+    #[arg(long, value_name = "N")]
+    pub warmup_epochs: Option<usize>,
+    /// Weigh each class's loss: balanced (n / (classes * count), as Keras/scikit-learn), one weight
+    /// per class in class order (1,5,1), or NAME=W pairs (others 1).
+    #[arg(long, value_name = "balanced|W,W,...|NAME=W,...")]
+    pub class_weight: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -70,6 +70,47 @@ pub struct RunConfig {
     /// The run whose final weights this one started from (`--init-from`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
+    /// `--early-stopping PATIENCE [--restore-best-weights]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingConfig>,
+    /// `--reduce-lr-on-plateau FACTOR,PATIENCE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reduce_lr_on_plateau: Option<ReduceLrConfig>,
+    /// `--schedule`: cosine, step, step:EVERY,FACTOR or constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_epochs: usize,
+    /// `--class-weight`: balanced, one weight per class, or NAME=W pairs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weight: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EarlyStoppingConfig {
+    pub patience: usize,
+    pub restore_best_weights: bool,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReduceLrConfig {
+    pub factor: f32,
+    pub patience: usize,
+}
+
+/// `FACTOR,PATIENCE` of `--reduce-lr-on-plateau`.
+pub fn parse_reduce_lr(s: &str) -> Result<ReduceLrConfig> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let factor = parts.first().and_then(|v| v.parse::<f32>().ok());
+    let patience = parts.get(1).and_then(|v| v.parse::<usize>().ok());
+    match (parts.len(), factor, patience) {
+        (2, Some(factor), Some(patience)) => Ok(ReduceLrConfig { factor, patience }),
+        _ => bail!("--reduce-lr-on-plateau takes FACTOR,PATIENCE (e.g. 0.2,2), got {s:?}"),
+    }
 }
 
 /// A preset's values (flags override them).
@@ -185,6 +226,18 @@ impl RunConfig {
             seed: a.seed.unwrap_or(0),
             limit_per_class: a.limit_per_class,
             init_from: a.init_from.clone(),
+            early_stopping: a.early_stopping.map(|patience| EarlyStoppingConfig {
+                patience,
+                restore_best_weights: a.restore_best_weights,
+            }),
+            reduce_lr_on_plateau: a
+                .reduce_lr_on_plateau
+                .as_deref()
+                .map(parse_reduce_lr)
+                .transpose()?,
+            schedule: a.schedule.clone(),
+            warmup_epochs: a.warmup_epochs.unwrap_or(0),
+            class_weight: a.class_weight.clone(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -224,7 +277,51 @@ impl RunConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             bail!("--dropout must be in [0, 1), got {}", self.dropout);
         }
+        self.validate_callbacks()
+    }
+
+    fn validate_callbacks(&self) -> Result<()> {
+        if self.early_stopping.is_some_and(|e| e.patience == 0) {
+            bail!("--early-stopping PATIENCE must be at least 1");
+        }
+        if let Some(r) = self.reduce_lr_on_plateau {
+            if !(r.factor > 0.0 && r.factor < 1.0) || r.patience == 0 {
+                bail!(
+                    "--reduce-lr-on-plateau wants 0 < FACTOR < 1 and PATIENCE >= 1, got {},{}",
+                    r.factor,
+                    r.patience
+                );
+            }
+            if self.schedule.is_some() {
+                bail!(
+                    "--reduce-lr-on-plateau and --schedule both set the learning rate: choose one"
+                );
+            }
+        }
+        if let Some(s) = &self.schedule {
+            crate::fit::callbacks::Schedule::parse(s, self.epochs)?;
+        }
+        if self.warmup_epochs > 0 && self.warmup_epochs >= self.epochs {
+            bail!(
+                "--warmup-epochs ({}) must be fewer than --epochs ({})",
+                self.warmup_epochs,
+                self.epochs
+            );
+        }
+        if let Some(w) = &self.class_weight {
+            crate::class_weight::ClassWeight::parse(w)?;
+        }
         Ok(())
+    }
+
+    /// The learning-rate schedule, when `--schedule` or `--warmup-epochs` asks for one.
+    pub fn lr_schedule(&self) -> Result<Option<crate::fit::callbacks::Schedule>> {
+        use crate::fit::callbacks::Schedule;
+        Ok(match (&self.schedule, self.warmup_epochs) {
+            (Some(s), _) => Some(Schedule::parse(s, self.epochs)?),
+            (None, 0) => None,
+            (None, _) => Some(Schedule::Constant),
+        })
     }
 
     /// The pixel scaling ([`validate`](Self::validate) has checked the name).

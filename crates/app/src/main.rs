@@ -2,11 +2,13 @@
 //! run, `predict` labels images (with a run's classes or ImageNet's), `activations` dumps layer outputs.
 
 mod activations;
+mod class_weight;
 mod cli;
 mod config;
 mod evaluate;
 mod explain;
 mod export;
+mod fit;
 mod gallery;
 mod history;
 mod load;

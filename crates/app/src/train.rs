@@ -1,133 +1,21 @@
-//! `train`: the fit loop. Keras-style progress and epoch lines, history, plots, best and last
-//! checkpoints, Ctrl-C that saves and says how to resume, bit-identical `--resume`, a stop on a
-//! non-finite loss, the frozen-feature cache, and the test split scored at the end.
+//! `train`: sets a run up (configuration, data, model, run folder, feature cache), hands it to the
+//! fit loop ([`crate::fit`]) with the callbacks the configuration asks for, then scores the test
+//! split and writes the report.
 
 use crate::cli::TrainArgs;
 use crate::config::{RunConfig, DEFAULT_DATA};
 use crate::evaluate::{evaluate, load_split, print, EvalResult};
-use crate::history::{self, EpochRecord};
+use crate::fit::cache::{FeatureCache, InterruptedBeforeTraining};
+use crate::fit::callbacks::{self as cb, Callback, CallbackList, Ending};
+use crate::fit::{Fit, TrainerState};
 use anyhow::{bail, Context, Result};
 use data::{Dataset, LoaderConfig};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mobilenet::classifier::Frozen;
 use mobilenet::Classifier;
-use ndarray::Axis;
 use nn::optim::{Adam, AdamParams, Optimizer, Sgd, SgdParams};
-use nn::{NodeId, Tensor};
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Where the loop stands, saved beside `last.npz` so `--resume` continues exactly.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-struct TrainerState {
-    /// Epoch in progress (0-based) and the next batch to run in it.
-    epoch: usize,
-    next_batch: usize,
-    loss_sum: f64,
-    correct: u64,
-    seen: u64,
-    seconds: f64,
-    /// Lowest validation loss so far (Keras's `ModelCheckpoint` default monitor).
-    best_val_loss: Option<f64>,
-    iterations: u64,
-    history: Vec<EpochRecord>,
-}
-
-impl TrainerState {
-    fn save(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        let path = dir.join("trainer.json");
-        nn::checkpoint::write_bytes_atomic(&path, text.as_bytes())?;
-        Ok(())
-    }
-
-    fn load(dir: &Path) -> Result<Self> {
-        let p = dir.join("trainer.json");
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("{}: no trainer state to resume from", p.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: unreadable trainer state", p.display()))
-    }
-}
-
-/// Frozen-part outputs of every image of a split, row `i` for image `i`.
-struct FeatureCache {
-    nodes: Vec<NodeId>,
-    data: Vec<Tensor>,
-}
-
-/// Ctrl-C arrived before the first training step: nothing was trained, nothing needs saving.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted before training started")]
-struct InterruptedBeforeTraining;
-
-impl FeatureCache {
-    fn build(
-        clf: &mut Classifier,
-        ds: &Dataset,
-        what: &str,
-        quiet: bool,
-        interrupted: &AtomicBool,
-    ) -> Result<Self> {
-        let bar = bar(ds.num_batches() as u64, quiet);
-        bar.set_message(format!("caching {what} features"));
-        let mut parts: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
-        let order: Vec<usize> = (0..ds.len()).collect();
-        for chunk in order.chunks(ds.cfg.batch_size) {
-            if interrupted.load(Ordering::SeqCst) {
-                bar.abandon();
-                return Err(InterruptedBeforeTraining.into());
-            }
-            let b = ds.batch(chunk, 0, false);
-            for (k, v) in clf.frozen(&b.x.into_shared())? {
-                parts.entry(k).or_default().push(v);
-            }
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let mut nodes: Vec<NodeId> = parts.keys().copied().collect();
-        nodes.sort();
-        let data = nodes
-            .iter()
-            .map(|n| {
-                let views: Vec<_> = parts[n].iter().map(|t| t.view()).collect();
-                ndarray::concatenate(Axis(0), &views)
-                    .map(|a| a.into_shared())
-                    .context("stacking cached features")
-            })
-            .collect::<Result<_>>()?;
-        Ok(FeatureCache { nodes, data })
-    }
-
-    fn get(&self, idx: &[usize]) -> Frozen {
-        self.nodes
-            .iter()
-            .zip(&self.data)
-            .map(|(n, t)| (*n, t.select(Axis(0), idx).into_shared()))
-            .collect()
-    }
-
-    fn bytes(&self) -> usize {
-        self.data.iter().map(|t| t.len() * 4).sum()
-    }
-}
-
-fn bar(len: u64, quiet: bool) -> ProgressBar {
-    let b = ProgressBar::new(len);
-    if quiet {
-        b.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    b.set_style(
-        ProgressStyle::with_template("{pos:>3}/{len} [{bar:30}] {elapsed_precise} ETA {eta} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    b
-}
 
 fn optimizer(cfg: &RunConfig) -> Result<Box<dyn Optimizer>> {
     Ok(match cfg.optimizer.as_str() {
@@ -141,13 +29,6 @@ fn optimizer(cfg: &RunConfig) -> Result<Box<dyn Optimizer>> {
         })),
         other => bail!("unknown optimizer {other:?}"),
     })
-}
-
-fn save_checkpoint(path: &Path, clf: &mut Classifier, opt: &dyn Optimizer) -> Result<()> {
-    let mut t = nn::checkpoint::graph_tensors(&mut clf.net.graph);
-    t.extend(opt.state());
-    nn::checkpoint::save_npz(path, &t)
-        .with_context(|| format!("writing checkpoint {}", path.display()))
 }
 
 /// The run folder of a new run, created here: `--out` (refused when it already holds files,
@@ -218,60 +99,54 @@ fn plural(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
-/// Validation (or test) loss and accuracy from cached features.
-fn score_cached(clf: &mut Classifier, cache: &FeatureCache, ds: &Dataset) -> Result<(f64, f64)> {
-    let mut loss = 0.0;
-    let mut correct = 0usize;
-    let order: Vec<usize> = (0..ds.len()).collect();
-    for chunk in order.chunks(ds.cfg.batch_size) {
-        let p = clf.predict_frozen(&cache.get(chunk))?;
-        for (row, &i) in p.rows().into_iter().zip(chunk) {
-            let l = ds.labels[i];
-            loss -= (row[l].clamp(1e-7, 1.0) as f64).ln();
-            correct += (nn::loss::argmax(row.as_slice().unwrap_or(&[])) == Some(l)) as usize;
+/// Ctrl-C sets the flag the fit loop watches; a second Ctrl-C exits at once.
+fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&interrupted);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond Ctrl-C: exiting without saving");
+            std::process::exit(130);
         }
-    }
-    Ok((loss / ds.len() as f64, correct as f64 / ds.len() as f64))
+        eprintln!("\nCtrl-C: finishing the current batch, then saving a checkpoint (Ctrl-C again to quit now)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(interrupted)
 }
 
-pub fn run(args: TrainArgs) -> Result<i32> {
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = Arc::clone(&interrupted);
-        ctrlc::set_handler(move || {
-            if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond Ctrl-C: exiting without saving");
-                std::process::exit(130);
-            }
-            eprintln!("\nCtrl-C: finishing the current batch, then saving a checkpoint (Ctrl-C again to quit now)");
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
-    let (mut cfg, resume) = match &args.resume {
-        Some(dir) => {
-            crate::load::check_run_folder(dir)?;
-            let mut cfg = RunConfig::load(dir)?;
-            let state = TrainerState::load(dir)?;
-            match args.epochs {
-                Some(e) if e > state.epoch => cfg.epochs = e,
-                Some(_) => return nothing_to_do(dir, &cfg, &state),
-                None if state.epoch >= cfg.epochs => return nothing_to_do(dir, &cfg, &state),
-                None => {}
-            }
-            (cfg, Some((dir.clone(), state)))
+/// A new run's configuration, or a resumed run's with its folder and loop state; `Err(code)` when
+/// a finished run has nothing left to do.
+type Resume = Option<(PathBuf, TrainerState)>;
+
+fn start_or_resume(args: &TrainArgs) -> Result<std::result::Result<(RunConfig, Resume), i32>> {
+    let Some(dir) = &args.resume else {
+        let cfg = RunConfig::from_args(args)?;
+        if !args.overwrite && !args.dry_run {
+            refuse_a_used_out(args)?;
         }
-        None => {
-            let cfg = RunConfig::from_args(&args)?;
-            if !args.overwrite && !args.dry_run {
-                refuse_a_used_out(&args)?;
-            }
-            (cfg, None)
-        }
+        return Ok(Ok((cfg, None)));
     };
-    check_data_folder(&cfg.data)?;
-    if args.dry_run {
-        return dry_run(cfg, &args);
+    crate::load::check_run_folder(dir)?;
+    let mut cfg = RunConfig::load(dir)?;
+    let state = TrainerState::load(dir)?;
+    match args.epochs {
+        Some(e) if e > state.epoch => cfg.epochs = e,
+        Some(_) => return nothing_to_do(dir, &cfg, &state).map(Err),
+        None if state.epoch >= cfg.epochs => return nothing_to_do(dir, &cfg, &state).map(Err),
+        None => {}
     }
+    Ok(Ok((cfg, Some((dir.clone(), state)))))
+}
+
+/// The splits of a run: train (shuffled, augmented as configured), valid, and test when present.
+struct Splits {
+    train: Arc<Dataset>,
+    valid: Dataset,
+    test: Option<Dataset>,
+}
+
+fn load_splits(cfg: &mut RunConfig, strict: bool, resumed: bool) -> Result<Splits> {
+    let t0 = Instant::now();
     let loader = LoaderConfig {
         height: cfg.height,
         width: cfg.width,
@@ -281,10 +156,9 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         batch_size: cfg.batch_size,
         shuffle: true,
         seed: cfg.seed,
-        strict: args.strict,
+        strict,
         ..Default::default()
     };
-    let t0 = Instant::now();
     let mut train =
         Dataset::load(&cfg.data.join("train"), None, loader).context("loading the train split")?;
     for s in &train.skipped {
@@ -293,7 +167,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     if let Some(n) = cfg.limit_per_class {
         train.truncate_per_class(n);
     }
-    if resume.is_some() && cfg.classes != train.classes {
+    if resumed && cfg.classes != train.classes {
         bail!(
             "{}: the data's classes changed since the run started: {:?} now, {:?} then",
             cfg.data.display(),
@@ -302,10 +176,9 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         );
     }
     cfg.classes = train.classes.clone();
-    let train = Arc::new(train);
-    let valid = load_split(&cfg, &cfg.data, "valid", args.strict)?;
+    let valid = load_split(cfg, &cfg.data, "valid", strict)?;
     let test = if cfg.data.join("test").is_dir() {
-        Some(load_split(&cfg, &cfg.data, "test", args.strict)?)
+        Some(load_split(cfg, &cfg.data, "test", strict)?)
     } else {
         None
     };
@@ -319,54 +192,56 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         train.skipped.len() + valid.skipped.len() + test.as_ref().map_or(0, |t| t.skipped.len()),
         t0.elapsed().as_secs_f64()
     );
+    Ok(Splits {
+        train: Arc::new(train),
+        valid,
+        test,
+    })
+}
 
-    let mut clf = crate::load::for_training(&mut cfg)?;
-    if resume.is_none() {
-        if let Some(from) = &cfg.init_from {
-            init_from(&mut clf, from, &cfg.classes)?;
-        }
-    }
-    let mut opt = optimizer(&cfg)?;
-    let mut state = TrainerState::default();
-    nn::profile::enable(args.profile);
-    let dir = match &resume {
-        Some((dir, _)) => dir.clone(),
-        None => new_run_dir(&args)?,
-    };
-    if let Some((_, s)) = resume {
-        let last = dir.join("last.npz");
-        let t = nn::checkpoint::load_npz(&last)
-            .with_context(|| format!("reading {}", last.display()))?;
-        nn::checkpoint::restore(&mut clf.net.graph, &t, &last, &crate::load::NON_MODEL)?;
-        opt.load_state(&t)?;
-        if opt.iterations() != s.iterations {
-            bail!("{}: checkpoint is at step {} but trainer.json at {}; the run folder is inconsistent", dir.display(), opt.iterations(), s.iterations);
-        }
-        crate::outln!(
-            "Resuming {} at epoch {} of {}, batch {} of {}",
+/// A resumed run's model and optimizer from `last.npz`, checked against `trainer.json`.
+fn restore(
+    dir: &Path,
+    clf: &mut Classifier,
+    opt: &mut dyn Optimizer,
+    s: &TrainerState,
+    cfg: &RunConfig,
+    batches: usize,
+) -> Result<()> {
+    let last = dir.join("last.npz");
+    let t =
+        nn::checkpoint::load_npz(&last).with_context(|| format!("reading {}", last.display()))?;
+    nn::checkpoint::restore(&mut clf.net.graph, &t, &last, &crate::load::NON_MODEL)?;
+    opt.load_state(&t)?;
+    if opt.iterations() != s.iterations {
+        bail!(
+            "{}: checkpoint is at step {} but trainer.json at {}; the run folder is inconsistent",
             dir.display(),
-            s.epoch + 1,
-            cfg.epochs,
-            s.next_batch + 1,
-            train.num_batches()
+            opt.iterations(),
+            s.iterations
         );
-        state = s;
     }
-    // Saved on resume too: --epochs may have extended the run.
-    cfg.save(&dir)?;
-    let start_iterations = opt.iterations();
+    crate::outln!(
+        "Resuming {} at epoch {} of {}, batch {} of {}",
+        dir.display(),
+        s.epoch + 1,
+        cfg.epochs,
+        s.next_batch + 1,
+        batches
+    );
+    Ok(())
+}
 
-    let unfrozen = clf.net.base_len() - clf.cut().min(clf.net.base_len());
-    let use_cache = cfg.augment == data::Augment::default().into();
+/// One line: the base, the head, and which base layers train.
+fn describe_model(cfg: &RunConfig, clf: &mut Classifier) {
+    let base = clf.net.base_len();
+    let cut = clf.cut().min(base);
     let names = clf.net.graph.names();
-    let trainable: Vec<&str> = names[clf.cut().min(clf.net.base_len())..clf.net.base_len()]
-        .iter()
-        .map(String::as_str)
-        .collect();
+    let trainable: Vec<&str> = names[cut..base].iter().map(String::as_str).collect();
     crate::outln!(
         "Model: MobileNetV2 alpha {} ({} base layers), head GAP{}{} -> Dense({}, softmax); {}",
         cfg.alpha,
-        clf.net.base_len(),
+        base,
         if cfg.dropout > 0.0 {
             format!(" -> Dropout({})", cfg.dropout)
         } else {
@@ -378,41 +253,158 @@ pub fn run(args: TrainArgs) -> Result<i32> {
             String::new()
         },
         cfg.classes.len(),
-        if unfrozen == 0 {
+        if trainable.is_empty() {
             "base frozen".to_string()
         } else {
             format!("trainable base layers: {}", trainable.join(", "))
         }
     );
-    let (train_cache, valid_cache) = if use_cache {
-        let t = Instant::now();
-        let built = FeatureCache::build(&mut clf, &train, "train", args.quiet, &interrupted)
-            .and_then(|tc| {
-                FeatureCache::build(&mut clf, &valid, "valid", args.quiet, &interrupted)
-                    .map(|vc| (tc, vc))
-            });
-        let (tc, vc) = match built {
-            Err(e) if e.is::<InterruptedBeforeTraining>() => {
-                crate::outln!("Interrupted while caching features, before any training step.");
-                if state.iterations > 0 {
-                    crate::outln!("Resume with: {}", resume_command(&dir));
-                } else {
-                    crate::outln!("Nothing was trained; run the same command again to start over.");
-                }
-                return Ok(130);
-            }
-            other => other?,
-        };
-        crate::outln!(
-            "Feature cache: augmentation is off, so the frozen {} runs once per image ({:.0} MB, {:.1}s)",
-            if unfrozen == 0 { "base" } else { "part of the base" },
-            (tc.bytes() + vc.bytes()) as f64 / 1e6,
-            t.elapsed().as_secs_f64()
-        );
-        (Some(tc), Some(vc))
-    } else {
+}
+
+/// The train and valid features when augmentation is off; `Err(code)` when Ctrl-C came first.
+#[allow(clippy::type_complexity)]
+fn build_caches(
+    clf: &mut Classifier,
+    splits: &Splits,
+    cfg: &RunConfig,
+    quiet: bool,
+    interrupted: &AtomicBool,
+) -> Result<std::result::Result<Option<(FeatureCache, FeatureCache)>, String>> {
+    if cfg.augment != data::Augment::default().into() {
         crate::outln!("No feature cache: augmentation is on, so the frozen part runs (batch-norm folded) on every batch");
-        (None, None)
+        return Ok(Ok(None));
+    }
+    let t = Instant::now();
+    let built =
+        FeatureCache::build(clf, &splits.train, "train", quiet, interrupted).and_then(|tc| {
+            FeatureCache::build(clf, &splits.valid, "valid", quiet, interrupted).map(|vc| (tc, vc))
+        });
+    let (tc, vc) = match built {
+        Err(e) if e.is::<InterruptedBeforeTraining>() => return Ok(Err(e.to_string())),
+        other => other?,
+    };
+    let unfrozen = clf.net.base_len() > clf.cut().min(clf.net.base_len());
+    crate::outln!(
+        "Feature cache: augmentation is off, so the frozen {} runs once per image ({:.0} MB, {:.1}s)",
+        if unfrozen { "part of the base" } else { "base" },
+        (tc.bytes() + vc.bytes()) as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Ok(Some((tc, vc))))
+}
+
+/// The callbacks of a run, in the order Keras users would list them.
+fn callbacks(
+    cfg: &RunConfig,
+    args: &TrainArgs,
+    interrupted: Arc<AtomicBool>,
+) -> Result<CallbackList> {
+    let mut list: Vec<Box<dyn Callback>> = Vec::new();
+    if let Some(s) = cfg.lr_schedule()? {
+        list.push(Box::new(cb::LrScheduler::new(
+            cfg.lr,
+            s,
+            cfg.warmup_epochs,
+            cfg.epochs,
+        )));
+    }
+    list.push(Box::new(cb::ProgressLogger::new(args.quiet)));
+    list.push(Box::new(cb::TerminateOnNaN));
+    list.push(Box::new(cb::Interrupt::new(
+        interrupted,
+        args.interrupt_after,
+    )));
+    if let Some(r) = cfg.reduce_lr_on_plateau {
+        list.push(Box::new(cb::ReduceLrOnPlateau::new(r.factor, r.patience)));
+    }
+    list.push(Box::new(cb::ModelCheckpoint::new()));
+    list.push(Box::new(cb::HistoryWriter));
+    if let Some(e) = cfg.early_stopping {
+        list.push(Box::new(cb::EarlyStopping::new(
+            e.patience,
+            e.restore_best_weights,
+        )));
+    }
+    Ok(CallbackList(list))
+}
+
+/// `--class-weight` resolved on the training labels, and said.
+fn class_weights(cfg: &RunConfig, train: &Dataset) -> Result<Option<Vec<f32>>> {
+    let Some(spec) = &cfg.class_weight else {
+        return Ok(None);
+    };
+    let w = crate::class_weight::ClassWeight::parse(spec)?.resolve(&cfg.classes, &train.labels)?;
+    let shown: Vec<String> = cfg
+        .classes
+        .iter()
+        .zip(&w)
+        .map(|(c, w)| format!("{c} {w:.3}"))
+        .collect();
+    crate::outln!("Class weights ({spec}): {}", shown.join(", "));
+    Ok(Some(w))
+}
+
+fn interrupted_message(dir: &Path, state: &TrainerState, batches: usize) {
+    let last = dir.join("last.npz");
+    if state.next_batch > 0 {
+        crate::outln!(
+            "Interrupted after batch {} of {} of epoch {}: saved {}.",
+            state.next_batch,
+            batches,
+            state.epoch + 1,
+            last.display()
+        );
+    } else {
+        crate::outln!(
+            "Interrupted after epoch {}: saved {}.",
+            state.epoch,
+            last.display()
+        );
+    }
+    crate::outln!("Resume with: {}", resume_command(dir));
+}
+
+pub fn run(args: TrainArgs) -> Result<i32> {
+    let interrupted = install_ctrl_c()?;
+    let (mut cfg, resume) = match start_or_resume(&args)? {
+        Ok(go) => go,
+        Err(code) => return Ok(code),
+    };
+    check_data_folder(&cfg.data)?;
+    if args.dry_run {
+        return dry_run(cfg, &args);
+    }
+    let t0 = Instant::now();
+    let splits = load_splits(&mut cfg, args.strict, resume.is_some())?;
+    let mut clf = crate::load::for_training(&mut cfg)?;
+    if let (None, Some(from)) = (&resume, &cfg.init_from) {
+        init_from(&mut clf, from, &cfg.classes)?;
+    }
+    let mut opt = optimizer(&cfg)?;
+    nn::profile::enable(args.profile);
+    let batches = splits.train.num_batches();
+    let (dir, mut state) = match resume {
+        Some((dir, s)) => {
+            restore(&dir, &mut clf, opt.as_mut(), &s, &cfg, batches)?;
+            (dir, s)
+        }
+        None => (new_run_dir(&args)?, TrainerState::default()),
+    };
+    // Saved on resume too: --epochs may have extended the run.
+    cfg.save(&dir)?;
+    let start_iterations = opt.iterations();
+    describe_model(&cfg, &mut clf);
+    let cache = match build_caches(&mut clf, &splits, &cfg, args.quiet, &interrupted)? {
+        Ok(c) => c,
+        Err(_) => {
+            crate::outln!("Interrupted while caching features, before any training step.");
+            if state.iterations > 0 {
+                crate::outln!("Resume with: {}", resume_command(&dir));
+            } else {
+                crate::outln!("Nothing was trained; run the same command again to start over.");
+            }
+            return Ok(130);
+        }
     };
     crate::outln!(
         "Optimizer: {} lr {}; {}, batch {}; preprocessing {}; run folder {}",
@@ -423,135 +415,20 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         cfg.preprocess,
         dir.display()
     );
-
-    let batches = train.num_batches();
-    let mut batches_run = 0u64;
-    while state.epoch < cfg.epochs {
-        let epoch = state.epoch;
-        let started = Instant::now() - std::time::Duration::from_secs_f64(state.seconds);
-        let pb = bar(batches as u64, args.quiet);
-        pb.set_position(state.next_batch as u64);
-        // With --quiet only the closing line of the epoch is printed.
-        if !args.quiet {
-            pb.println(format!("Epoch {}/{}", epoch + 1, cfg.epochs));
-        }
-        let order = train.order(epoch);
-        let mut stream =
-            (train_cache.is_none()).then(|| train.batches(epoch, true, state.next_batch));
-        while state.next_batch < batches {
-            let b = state.next_batch;
-            let idx = &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(train.len())];
-            let labels: Vec<usize> = idx.iter().map(|&i| train.labels[i]).collect();
-            let step = match (&train_cache, stream.as_mut()) {
-                (Some(c), _) => clf.train_step_frozen(&c.get(idx), &labels, opt.as_mut()),
-                (None, Some(s)) => {
-                    let batch = s.next().context("the batch loader stopped early")?;
-                    debug_assert_eq!(batch.indices, idx);
-                    clf.train_step(&batch.x.into_shared(), &labels, opt.as_mut())
-                }
-                (None, None) => unreachable!("a stream exists when there is no cache"),
-            };
-            let out = match step {
-                Ok(o) => o,
-                Err(mobilenet::Error::NonFinite { loss, .. }) => {
-                    pb.abandon();
-                    let last = dir.join("last.npz");
-                    let kept = if last.exists() {
-                        format!(
-                            "the last good checkpoint is {} (end of epoch {})",
-                            last.display(),
-                            state.history.len()
-                        )
-                    } else {
-                        "no checkpoint had been saved yet".into()
-                    };
-                    bail!("the loss became {loss} at epoch {}, batch {}: training stopped; {kept}. Try a lower --lr.", epoch + 1, b + 1);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            state.loss_sum += out.loss as f64 * labels.len() as f64;
-            state.seen += labels.len() as u64;
-            state.correct += out
-                .probs
-                .rows()
-                .into_iter()
-                .zip(&labels)
-                .filter(|(r, &l)| nn::loss::argmax(r.as_slice().unwrap_or(&[])) == Some(l))
-                .count() as u64;
-            state.next_batch += 1;
-            state.iterations = opt.iterations();
-            batches_run += 1;
-            pb.set_position(state.next_batch as u64);
-            pb.set_message(format!(
-                "loss: {:.4} - accuracy: {:.4}",
-                state.loss_sum / state.seen as f64,
-                state.correct as f64 / state.seen as f64
-            ));
-            if args.interrupt_after.is_some_and(|n| batches_run >= n) {
-                interrupted.store(true, Ordering::SeqCst);
-            }
-            if interrupted.load(Ordering::SeqCst) && state.next_batch < batches {
-                pb.abandon();
-                state.seconds = started.elapsed().as_secs_f64();
-                save_checkpoint(&dir.join("last.npz"), &mut clf, opt.as_ref())?;
-                state.save(&dir)?;
-                crate::outln!(
-                    "Interrupted after batch {} of {} of epoch {}: saved {}.",
-                    state.next_batch,
-                    batches,
-                    epoch + 1,
-                    dir.join("last.npz").display()
-                );
-                crate::outln!("Resume with: {}", resume_command(&dir));
-                return Ok(130);
-            }
-        }
-        drop(stream);
-        pb.finish_and_clear();
-        let (val_loss, val_acc) = match &valid_cache {
-            Some(c) => score_cached(&mut clf, c, &valid)?,
-            None => {
-                let r = evaluate(&mut clf, &valid, "valid", Path::new("current weights"), 0)?;
-                (r.loss, r.accuracy)
-            }
-        };
-        let rec = EpochRecord {
-            epoch: epoch + 1,
-            seconds: started.elapsed().as_secs_f64(),
-            lr: opt.lr(),
-            loss: state.loss_sum / state.seen.max(1) as f64,
-            accuracy: state.correct as f64 / state.seen.max(1) as f64,
-            val_loss,
-            val_accuracy: val_acc,
-        };
-        crate::outln!(
-            "Epoch {}/{} - {:.0}s - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4}",
-            rec.epoch, cfg.epochs, rec.seconds, rec.loss, rec.accuracy, rec.val_loss, rec.val_accuracy
-        );
-        state.history.push(rec);
-        state.epoch += 1;
-        state.next_batch = 0;
-        state.loss_sum = 0.0;
-        state.correct = 0;
-        state.seen = 0;
-        state.seconds = 0.0;
-        if state.best_val_loss.is_none_or(|b| val_loss < b) {
-            state.best_val_loss = Some(val_loss);
-            save_checkpoint(&dir.join("best.npz"), &mut clf, opt.as_ref())?;
-        }
-        save_checkpoint(&dir.join("last.npz"), &mut clf, opt.as_ref())?;
-        state.save(&dir)?;
-        history::write(&dir, &state.history)?;
-        crate::plots::curves(&dir.join("history.png"), &state.history)?;
-        if interrupted.load(Ordering::SeqCst) && state.epoch < cfg.epochs {
-            crate::outln!(
-                "Interrupted after epoch {}: saved {}.",
-                state.epoch,
-                dir.join("last.npz").display()
-            );
-            crate::outln!("Resume with: {}", resume_command(&dir));
-            return Ok(130);
-        }
+    let mut cbs = callbacks(&cfg, &args, interrupted)?;
+    let mut fit = Fit {
+        clf: &mut clf,
+        opt: opt.as_mut(),
+        train: &splits.train,
+        valid: &splits.valid,
+        cache,
+        dir: &dir,
+        epochs: cfg.epochs,
+        class_weights: class_weights(&cfg, &splits.train)?,
+    };
+    if fit.run(&mut state, &mut cbs)? == Ending::Interrupted {
+        interrupted_message(&dir, &state, batches);
+        return Ok(130);
     }
     crate::outln!(
         "Training done in {:.1}s; lowest val_loss {:.4} (best.npz); run folder {}",
@@ -559,8 +436,7 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         state.best_val_loss.unwrap_or(f64::NAN),
         dir.display()
     );
-
-    let result = match &test {
+    let result = match &splits.test {
         Some(test) => Some(test_report(&dir, &cfg, clf, test)?),
         None => None,
     };

@@ -64,7 +64,10 @@ fn copy_of_run(to: &Path) -> PathBuf {
     std::fs::create_dir_all(&dst).unwrap();
     for e in std::fs::read_dir(finished_run()).unwrap() {
         let e = e.unwrap();
-        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        // The files of the run; its folders (the top-losses gallery) are not needed here.
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
     }
     dst
 }

@@ -7,7 +7,7 @@ use crate::{Error, Result};
 use ndarray::{Array2, Ix2};
 use nn::graph::INPUT;
 use nn::layers::{Dense, Dropout, GlobalAveragePooling2D};
-use nn::loss::softmax_cross_entropy;
+use nn::loss::weighted_softmax_cross_entropy;
 use nn::optim::Optimizer;
 use nn::{Mode, NodeId, Tensor};
 use std::collections::HashMap;
@@ -46,6 +46,9 @@ pub struct Classifier {
     hidden: Option<NodeId>,
     /// Compiled frozen prefix: `(plan, cut, boundary)`.
     plan: Option<(FoldedPlan, NodeId, Vec<NodeId>)>,
+    /// A loss weight for each sample of the next training step (Keras's `sample_weight`, which
+    /// `class_weight` becomes); `None`: every sample counts once.
+    pub sample_weights: Option<Vec<f32>>,
 }
 
 fn to2(t: Tensor) -> Result<Array2<f32>> {
@@ -107,6 +110,7 @@ impl Classifier {
             gap,
             hidden,
             plan: None,
+            sample_weights: None,
         })
     }
 
@@ -190,7 +194,8 @@ impl Classifier {
     ) -> Result<StepOutput> {
         let out = self.run_rest(frozen, Mode::Train)?;
         let logits = to2(out.last)?;
-        let l = softmax_cross_entropy(logits.view(), labels)?;
+        let l =
+            weighted_softmax_cross_entropy(logits.view(), labels, self.sample_weights.as_deref())?;
         if !l.loss.is_finite() {
             return Err(Error::NonFinite {
                 loss: l.loss,
