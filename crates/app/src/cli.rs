@@ -31,6 +31,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Show where the model looked: Grad-CAM heatmaps over the photos (`<stem>.cam.png`).
     Explain(ExplainArgs),
+    /// Keras's model.summary(): layers, output shapes, parameters, and which layers train.
+    Summary(SummaryArgs),
     /// Serve the model over HTTP: a JSON API (predict, explain, model, health, metrics) and a web page.
     Serve(ServeArgs),
 }
@@ -125,6 +127,9 @@ pub struct TrainArgs {
     /// Stop as after Ctrl-C once this many batches ran (for tests and scripted interruptions).
     #[arg(long, hide = true)]
     pub interrupt_after: Option<u64>,
+    /// Print the whole model summary (every layer), not the shortened one.
+    #[arg(long)]
+    pub verbose: bool,
     /// Stop when val_loss has not improved for PATIENCE epochs (Keras's EarlyStopping).
     #[arg(long, value_name = "PATIENCE")]
     pub early_stopping: Option<usize>,
@@ -374,4 +379,20 @@ pub struct ServeArgs {
     /// Override the resize interpolation (nearest or bilinear) [default: the run's; bilinear for --weights].
     #[arg(long)]
     pub interpolation: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SummaryArgs {
+    /// A run folder written by `train` (its classifier).
+    #[arg(long, conflicts_with = "weights")]
+    pub checkpoint: Option<PathBuf>,
+    /// ImageNet weights (with or without the top).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Mark the last N base layers trainable, as `train --unfreeze N` would [default: the run's; 0].
+    #[arg(long)]
+    pub unfreeze: Option<usize>,
+    /// Only the first layers, the trainable ones and the totals.
+    #[arg(long)]
+    pub short: bool,
 }

@@ -20,6 +20,7 @@ mod predict;
 mod report;
 mod scoring;
 mod serve;
+mod summary;
 mod train;
 
 use clap::Parser;
@@ -55,6 +56,7 @@ fn try_main(args: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Export(x) => export::run(x),
         cli::Command::Explain(x) => explain::run(x),
         cli::Command::Serve(s) => serve::run(s),
+        cli::Command::Summary(s) => summary::run(s),
     }
 }
 

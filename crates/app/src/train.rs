@@ -394,6 +394,12 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     cfg.save(&dir)?;
     let start_iterations = opt.iterations();
     describe_model(&cfg, &mut clf);
+    if !args.quiet {
+        crate::outln!(
+            "{}",
+            crate::summary::of_classifier(&mut clf, cfg.alpha, args.verbose)?.trim_end()
+        );
+    }
     let cache = match build_caches(&mut clf, &splits, &cfg, args.quiet, &interrupted)? {
         Ok(c) => c,
         Err(_) => {

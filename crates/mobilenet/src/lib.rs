@@ -11,6 +11,7 @@ pub mod grad_cam;
 pub mod imagenet;
 pub mod model;
 pub mod predictor;
+pub mod summary;
 
 pub use arch::{make_divisible, Alpha};
 pub use classifier::{Classifier, HeadConfig, StepOutput};
@@ -19,3 +20,4 @@ pub use folded::FoldedPlan;
 pub use grad_cam::{ClassMap, Explanation, GradCam, Target};
 pub use model::{Kind, MobileNetV2, ModelConfig};
 pub use predictor::Predictor;
+pub use summary::{summarize, LayerSummary};
