@@ -174,6 +174,10 @@ pub struct EvalArgs {
     /// predicted class with probabilities) into `RUN/top_losses_<split>/`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub gallery: usize,
+    /// Also score with test-time augmentation (the mean of each image and its horizontal flip)
+    /// and print the accuracy with and without it.
+    #[arg(long)]
+    pub tta: bool,
 }
 
 /// How `predict` writes its results.

@@ -6,6 +6,7 @@ use crate::metrics::Confusion;
 use anyhow::{Context, Result};
 use data::{Dataset, LoaderConfig};
 use mobilenet::Classifier;
+use ndarray::{s, Array2};
 use serde::Serialize;
 use std::path::Path;
 
@@ -45,6 +46,17 @@ pub struct EvalResult {
     pub most_confused: Vec<crate::metrics::ConfusedPair>,
     /// The images with the highest loss, highest first (at most the number asked for).
     pub top_losses: Vec<ImageLoss>,
+    /// With `--tta`: the same split scored on the mean of each image and its mirror.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tta: Option<TtaScore>,
+}
+
+/// The scores of test-time augmentation (image + horizontal flip).
+#[derive(Clone, Debug, Serialize)]
+pub struct TtaScore {
+    pub accuracy: f64,
+    pub correct: usize,
+    pub loss: f64,
 }
 
 /// How many of the highest-loss images an evaluation keeps by default.
@@ -59,24 +71,62 @@ pub fn evaluate(
     checkpoint: &Path,
     keep_losses: usize,
 ) -> Result<EvalResult> {
+    let (plain, _) = probabilities(clf, ds, false)?;
+    Ok(result(&plain, ds, split, checkpoint, keep_losses))
+}
+
+/// The probabilities of every image of `ds`, in order, and with `tta` also the test-time
+/// augmented ones (fastai's and timm's flip TTA: the mean of the image's and its horizontal
+/// mirror's probabilities).
+pub fn probabilities(
+    clf: &mut Classifier,
+    ds: &Dataset,
+    tta: bool,
+) -> Result<(Array2<f32>, Option<Array2<f32>>)> {
+    let k = ds.classes.len();
+    let mut plain = Array2::<f32>::zeros((ds.len(), k));
+    let mut flipped = tta.then(|| Array2::<f32>::zeros((ds.len(), k)));
+    let order: Vec<usize> = (0..ds.len()).collect();
+    for chunk in order.chunks(ds.cfg.batch_size) {
+        let b = ds.batch(chunk, 0, false);
+        let rows = chunk[0]..chunk[0] + chunk.len();
+        if let Some(f) = flipped.as_mut() {
+            let mirror =
+                b.x.slice(s![.., .., ..;-1, ..])
+                    .to_owned()
+                    .into_dyn()
+                    .into_shared();
+            let p = clf.predict(&mirror)?;
+            f.slice_mut(s![rows.clone(), ..]).assign(&p);
+        }
+        let p = clf.predict(&b.x.into_shared())?;
+        plain.slice_mut(s![rows, ..]).assign(&p);
+    }
+    let tta = flipped.map(|f| (&plain + &f) * 0.5);
+    Ok((plain, tta))
+}
+
+/// Accuracy, loss, per-class metrics, confusions and top losses from each image's probabilities.
+pub fn result(
+    probs: &Array2<f32>,
+    ds: &Dataset,
+    split: &str,
+    checkpoint: &Path,
+    keep_losses: usize,
+) -> EvalResult {
     let mut pred = Vec::with_capacity(ds.len());
     let mut prob = Vec::with_capacity(ds.len());
     let mut p_truth = Vec::with_capacity(ds.len());
     let mut loss = 0.0f64;
-    let order: Vec<usize> = (0..ds.len()).collect();
-    for chunk in order.chunks(ds.cfg.batch_size) {
-        let b = ds.batch(chunk, 0, false);
-        let p = clf.predict(&b.x.into_shared())?;
-        for (row, &label) in p.rows().into_iter().zip(&b.labels) {
-            let (arg, best) =
-                row.iter()
-                    .enumerate()
-                    .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-            pred.push(arg);
-            prob.push(best);
-            p_truth.push(row[label]);
-            loss -= (row[label].clamp(1e-7, 1.0) as f64).ln();
-        }
+    for (row, &label) in probs.rows().into_iter().zip(&ds.labels) {
+        let (arg, best) =
+            row.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+        pred.push(arg);
+        prob.push(best);
+        p_truth.push(row[label]);
+        loss -= (row[label].clamp(1e-7, 1.0) as f64).ln();
     }
     let confusion = Confusion::new(&ds.classes, &ds.labels, &pred);
     let misclassified = (0..ds.len())
@@ -101,7 +151,7 @@ pub fn evaluate(
     top_losses.sort_by(|a, b| b.loss.total_cmp(&a.loss));
     top_losses.truncate(keep_losses);
     let (correct, total) = (confusion.correct(), confusion.total());
-    Ok(EvalResult {
+    EvalResult {
         checkpoint: checkpoint.display().to_string(),
         split: split.into(),
         loss: loss / total.max(1) as f64,
@@ -113,7 +163,8 @@ pub fn evaluate(
         confusion,
         misclassified,
         top_losses,
-    })
+        tta: None,
+    }
 }
 
 /// Loads one split of the run's data with the run's preprocessing.
@@ -146,6 +197,16 @@ pub fn print(r: &EvalResult, show_misclassified: usize) {
         r.accuracy
     );
     crate::outln!("Correct predictions: {} out of {}", r.correct, r.total);
+    if let Some(t) = &r.tta {
+        crate::outln!(
+            "With TTA (mean of the image and its horizontal flip): loss: {:.4} - accuracy: {:.4} ({} out of {}); without: {:.4}",
+            t.loss,
+            t.accuracy,
+            t.correct,
+            r.total,
+            r.accuracy
+        );
+    }
     crate::outln!(
         "\n{:>16} {:>9} {:>9} {:>9} {:>8}",
         "class",
@@ -198,13 +259,17 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     crate::load::require(&data, crate::config::DEFAULT_DATA, "data folder")?;
     let ds = load_split(&cfg, &data, &args.split, false)?;
     let file = args.checkpoint.join(checkpoint_name(args.best));
-    let r = evaluate(
-        &mut clf,
-        &ds,
-        &args.split,
-        &file,
-        args.gallery.max(TOP_LOSSES),
-    )?;
+    let keep = args.gallery.max(TOP_LOSSES);
+    let (plain, tta) = probabilities(&mut clf, &ds, args.tta)?;
+    let mut r = result(&plain, &ds, &args.split, &file, keep);
+    if let Some(p) = tta {
+        let t = result(&p, &ds, &args.split, &file, 0);
+        r.tta = Some(TtaScore {
+            accuracy: t.accuracy,
+            correct: t.correct,
+            loss: t.loss,
+        });
+    }
     // The run's own confusion_test.png belongs to the final model in report.html: best.npz's
     // matrix gets a name of its own.
     let png = args.checkpoint.join(format!(
