@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Fine-tune MobileNetV2 + a dense head on `<data>/{train,valid,test}/<class>/*.jpg`.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Score a trained run on a split: accuracy, per-class metrics, confusion matrix.
     Eval(EvalArgs),
     /// Label images with a trained run, or with ImageNet classes from weights that have the top.

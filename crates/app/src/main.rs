@@ -48,7 +48,7 @@ fn try_main(args: cli::Cli) -> anyhow::Result<i32> {
             // Training frees and reallocates the same buffers every step: keep them instead of
             // refaulting. Not for predict, whose memory must stay flat over any number of batches.
             tensor_core::buffer::retain_freed_memory();
-            train::run(t)
+            train::run(*t)
         }
         cli::Command::Eval(e) => evaluate::run(e),
         cli::Command::Predict(p) => predict::run(p),
