@@ -130,6 +130,56 @@ pub fn forward(act: Activation, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Output slots not yet written.
+type Slots<'a> = &'a mut [std::mem::MaybeUninit<f32>];
+
+/// `act(x)` into a new buffer, written once (no fill before it).
+pub fn forward_new(act: Activation, x: &[f32]) -> Vec<f32> {
+    let mut y = crate::buffer::uninit(x.len());
+    let body = |(y, x): (Slots, &[f32])| {
+        crate::per_activation!(act, A => crate::simd::vectorised(
+            #[inline(always)]
+            || {
+                for (y, x) in y.iter_mut().zip(x) {
+                    y.write(A::apply(*x));
+                }
+            }
+        ))
+    };
+    y.par_chunks_mut(PAR_MIN)
+        .zip(x.par_chunks(PAR_MIN))
+        .for_each(body);
+    // SAFETY: `y` and `x` have the same length and are cut into chunks of the same size, so the
+    // loop above wrote every element of `y`.
+    unsafe { crate::buffer::assume_init(y) }
+}
+
+/// `dy * act'(y)` into a new buffer, written once.
+pub fn backward_new(act: Activation, y: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert_eq!(
+        y.len(),
+        dy.len(),
+        "activation backward: y and dy differ in length"
+    );
+    let mut dx = crate::buffer::uninit(y.len());
+    let body = |(dx, (dy, y)): (Slots, (&[f32], &[f32]))| {
+        crate::per_activation!(act, A => crate::simd::vectorised(
+            #[inline(always)]
+            || {
+                for ((d, g), o) in dx.iter_mut().zip(dy).zip(y) {
+                    d.write(g * A::grad(*o));
+                }
+            }
+        ))
+    };
+    dx.par_chunks_mut(PAR_MIN)
+        .zip(dy.par_chunks(PAR_MIN).zip(y.par_chunks(PAR_MIN)))
+        .for_each(body);
+    // SAFETY: `dx`, `dy` and `y` have the same length (checked above) and are cut into chunks of
+    // the same size, so the loop wrote every element of `dx`.
+    unsafe { crate::buffer::assume_init(dx) }
+}
+
 /// `dx = dy * act'(x)`, with the mask taken from the saved output `y`.
 pub fn backward(act: Activation, y: &[f32], dy: &[f32], dx: &mut [f32]) {
     let body = |(dx, (dy, y)): (&mut [f32], (&[f32], &[f32]))| {
@@ -154,6 +204,23 @@ pub fn backward(act: Activation, y: &[f32], dy: &[f32], dx: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The written-once versions equal the in-place kernels, at sizes around the chunk size.
+    #[test]
+    fn new_buffers_equal_the_kernels_into_slices() {
+        for len in [0, 5, PAR_MIN - 1, PAR_MIN, 3 * PAR_MIN + 7] {
+            let x: Vec<f32> = (0..len).map(|i| (i % 17) as f32 - 5.0).collect();
+            let dy: Vec<f32> = (0..len).map(|i| (i % 5) as f32 * 0.3).collect();
+            for act in [Activation::Linear, Activation::Relu, Activation::Relu6] {
+                let mut y = vec![0.0; len];
+                forward(act, &x, &mut y);
+                assert_eq!(forward_new(act, &x), y, "{act:?} {len}");
+                let mut dx = vec![0.0; len];
+                backward(act, &y, &dy, &mut dx);
+                assert_eq!(backward_new(act, &y, &dy), dx, "{act:?} {len}");
+            }
+        }
+    }
 
     #[test]
     fn relu6_clamps_and_masks() {

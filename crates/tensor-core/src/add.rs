@@ -6,12 +6,8 @@ use ndarray::{ArrayD, ArrayViewD, Zip};
 /// `y = a + b`.
 pub fn forward(a: ArrayViewD<f32>, b: ArrayViewD<f32>) -> Result<ArrayD<f32>> {
     check_shape("add", a.shape(), b.shape())?;
-    let mut y = crate::buffer::uninit_array(a.raw_dim());
-    Zip::from(&mut y)
-        .and(&a)
-        .and(&b)
-        .par_for_each(|y, &a, &b| *y = a + b);
-    Ok(y)
+    // Collected element by element into a buffer written once (ndarray's `map_collect`).
+    Ok(Zip::from(&a).and(&b).par_map_collect(|&a, &b| a + b))
 }
 
 /// The gradient of a sum reaches both inputs unchanged: `da = db = dy`.

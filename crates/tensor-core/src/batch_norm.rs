@@ -10,6 +10,7 @@ use crate::fold::BnView;
 use crate::simd::vectorised;
 use crate::{Activation, Error, Result};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 const ROWS_PER_TASK: usize = 1024;
 
@@ -94,8 +95,21 @@ pub fn inference_forward(
     act: Activation,
     y: &mut [f32],
 ) -> Result<()> {
+    inference_forward_into(x, scale, shift, act, crate::buffer::as_uninit(y))
+}
+
+/// [`inference_forward`] into slots not yet written ([`crate::buffer::uninit`]): on `Ok`, every
+/// element of `y` has been written.
+pub fn inference_forward_into(
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    act: Activation,
+    y: &mut [MaybeUninit<f32>],
+) -> Result<()> {
     let c = scale.len();
     check("batch_norm", x.len(), c, &[shift])?;
+    crate::check_shape("batch_norm", &[y.len()], &[x.len()])?;
     y.par_chunks_mut(c * 256)
         .zip(x.par_chunks(c * 256))
         .for_each(|(y, x)| {
@@ -103,7 +117,7 @@ pub fn inference_forward(
             || {
                 for (yr, xr) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
                     for (((y, x), s), b) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
-                        *y = A::apply(x * s + b);
+                        y.write(A::apply(x * s + b));
                     }
                 }
             }))
@@ -132,8 +146,22 @@ pub fn training_forward(
     act: Activation,
     y: &mut [f32],
 ) -> Result<BnCache> {
+    training_forward_into(x, gamma, beta, eps, act, crate::buffer::as_uninit(y))
+}
+
+/// [`training_forward`] into slots not yet written ([`crate::buffer::uninit`]): on `Ok`, every
+/// element of `y` has been written.
+pub fn training_forward_into(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    act: Activation,
+    y: &mut [MaybeUninit<f32>],
+) -> Result<BnCache> {
     let c = gamma.len();
     let m = check("batch_norm_training", x.len(), c, &[beta])?;
+    crate::check_shape("batch_norm_training", &[y.len()], &[x.len()])?;
     // Mean and biased variance in one pass over `x`: sums of `x - k` and `(x - k)^2` in f64, with `k`
     // the first row (the shifted-data algorithm: no cancellation when the mean dwarfs the spread).
     let k: Vec<f64> = x[..c].iter().map(|&v| v as f64).collect();
@@ -176,7 +204,7 @@ fn normalise_all<A: Kind>(
     inv_std: &[f32],
     gamma: &[f32],
     beta: &[f32],
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let c = gamma.len();
     y.par_chunks_mut(c * 256)
@@ -189,7 +217,7 @@ fn normalise_all<A: Kind>(
                     for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
                         normalise(x, mean, inv_std, &mut xh);
                         for (((y, xh), g), b) in y.iter_mut().zip(&xh).zip(gamma).zip(beta) {
-                            *y = A::apply(g * xh + b);
+                            y.write(A::apply(g * xh + b));
                         }
                     }
                 },
@@ -287,13 +315,15 @@ fn training_backward_with<A: Kind>(
                             for ch in 0..c {
                                 let xh = (x[ch] - mean[ch]) * inv[ch];
                                 let g = dy[ch] * A::grad(gamma[ch] * xh + beta[ch]);
-                                dx[ch] = k[ch] * (mf * g - db[ch] - xh * dg[ch]);
+                                dx[ch].write(k[ch] * (mf * g - db[ch] - xh * dg[ch]));
                             }
                         }
                     },
                 )
             });
-        dx
+        // SAFETY: `dy.len()` is a multiple of `c` (`check` in the public entry) and `dx`, `dy` and `x` are cut alike into
+        // chunks of `c * 256` and rows of `c`, so the loop wrote every element of `dx`.
+        unsafe { crate::buffer::assume_init(dx) }
     });
     (dbeta, dgamma, dx)
 }
@@ -374,13 +404,16 @@ fn inference_backward_with<A: Kind>(
                         {
                             let (dx, dy, x) = (&mut dx[..c], &dy[..c], &x[..c]);
                             for ch in 0..c {
-                                dx[ch] = dy[ch] * A::grad(x[ch] * scale[ch] + shift[ch]) * k[ch];
+                                dx[ch]
+                                    .write(dy[ch] * A::grad(x[ch] * scale[ch] + shift[ch]) * k[ch]);
                             }
                         }
                     },
                 )
             });
-        dx
+        // SAFETY: `dy.len()` is a multiple of `c` (`check` in the public entry) and `dx`, `dy` and `x` are cut alike into
+        // chunks of `c * 256` and rows of `c`, so the loop wrote every element of `dx`.
+        unsafe { crate::buffer::assume_init(dx) }
     });
     (
         dbeta.iter().map(|&v| v as f32).collect(),

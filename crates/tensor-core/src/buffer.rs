@@ -1,34 +1,83 @@
-//! Output buffers for kernels that overwrite every element, without paying to zero them first.
+//! Output buffers for kernels that overwrite every element.
 //!
-//! A training step at batch 32 writes gigabytes of activations and gradients; zeroing each fresh
-//! buffer before the kernel overwrites it was a fifth of the step (a single-threaded `memset`). The
-//! buffers here are not zeroed in release builds. In debug builds (and so in `cargo test`) they are
-//! filled with NaN instead, so a kernel that reads an element before writing it, or leaves one
-//! unwritten, turns its output NaN and fails its tests rather than passing on lucky zeros.
-//! [`retain_freed_memory`] keeps the pages of freed buffers for the next ones.
+//! A training step at batch 32 writes gigabytes of activations and gradients. Each fresh buffer is
+//! initialised before a kernel writes it (handing out uninitialised `f32`s behind a `Vec` would be
+//! undefined behaviour, whatever the kernel does next), but in parallel over the worker pool and in
+//! large chunks, so that it costs a fraction of the single-threaded `memset` a plain `vec![0.0; n]`
+//! pays on memory the allocator reuses. Debug builds (and so `cargo test`) fill with NaN instead of
+//! zero: a kernel that reads an element before writing it, or leaves one unwritten, turns its output
+//! NaN and fails its tests rather than passing on lucky zeros. [`retain_freed_memory`] keeps the
+//! pages of freed buffers for the next ones.
 
 use ndarray::{Array, Dimension};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-/// `len` floats for a kernel that writes every one of them before anything reads them.
-pub fn uninit(len: usize) -> Vec<f32> {
-    if cfg!(debug_assertions) {
-        return vec![f32::NAN; len];
+/// Buffers at least this long (floats) are filled by the worker pool.
+const PARALLEL_FILL: usize = 1 << 18;
+/// Floats a worker fills at a time.
+const FILL_CHUNK: usize = 1 << 16;
+
+/// What a fresh output buffer holds until its kernel writes it.
+pub const FILL: f32 = if cfg!(debug_assertions) {
+    f32::NAN
+} else {
+    0.0
+};
+
+/// `len` floats, each [`FILL`], for a kernel that writes every one of them before anything reads them.
+pub fn output(len: usize) -> Vec<f32> {
+    if len < PARALLEL_FILL {
+        return vec![FILL; len];
     }
     let mut v = Vec::<f32>::with_capacity(len);
-    // SAFETY: the capacity is `len`; `f32` has no invalid bit patterns, and the contract of this
-    // function is that the caller's kernel overwrites every element before any is read (debug builds
-    // check it with the NaN fill above).
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        v.set_len(len)
-    };
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(FILL_CHUNK)
+        .for_each(|chunk| chunk.fill(MaybeUninit::new(FILL)));
+    // SAFETY: the capacity is at least `len` and each of the first `len` elements was just written
+    // (the chunks above cover `spare_capacity_mut()[..len]` exactly).
+    unsafe { v.set_len(len) };
     v
 }
 
-/// An array of `dim` from [`uninit`]: every element must be written before it is read.
-pub fn uninit_array<D: Dimension>(dim: D) -> Array<f32, D> {
+/// `len` floats not yet written, for an element-wise kernel that writes each one through
+/// [`MaybeUninit::write`]; [`assume_init`] then turns them into floats without another pass.
+/// Debug builds hand them out as NaN, so an element left unwritten shows.
+pub fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
+    if cfg!(debug_assertions) {
+        return vec![MaybeUninit::new(f32::NAN); len];
+    }
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: the capacity is `len`, and a `MaybeUninit<f32>` is valid whatever its bytes,
+    // initialised or not.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The floats of a buffer from [`uninit`] once its kernel has written them all.
+///
+/// # Safety
+/// Every element of `v` has been written.
+pub unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    let (ptr, len, cap) = (v.as_mut_ptr(), v.len(), v.capacity());
+    // SAFETY: `MaybeUninit<f32>` has the size and alignment of `f32`, so the allocation is one of
+    // `cap` floats; the caller guarantees the first `len` are initialised; `v` is not dropped.
+    unsafe { Vec::from_raw_parts(ptr.cast::<f32>(), len, cap) }
+}
+
+/// Initialised floats seen as write-only slots, for a kernel written against [`uninit`] buffers.
+pub fn as_uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; every slot is initialised now, and
+    // through a `&mut [MaybeUninit<f32>]` only `MaybeUninit::write` of a float (never an
+    // uninitialised value) can change it, so the floats stay initialised.
+    unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
+/// An array of `dim` from [`output`]: every element must be written before it is read.
+pub fn output_array<D: Dimension>(dim: D) -> Array<f32, D> {
     let len = dim.size();
-    Array::from_shape_vec(dim, uninit(len)).expect("length is the shape's size")
+    Array::from_shape_vec(dim, output(len)).expect("length is the shape's size")
 }
 
 /// Keeps freed memory in the process, so each training step reuses the last step's pages: large
@@ -64,15 +113,26 @@ mod tests {
     use ndarray::Ix2;
 
     #[test]
-    fn has_the_asked_length_and_shape() {
-        assert_eq!(uninit(7).len(), 7);
-        let a = uninit_array(Ix2(3, 5));
+    fn has_the_asked_length_shape_and_fill() {
+        for len in [
+            0,
+            7,
+            PARALLEL_FILL - 1,
+            PARALLEL_FILL,
+            PARALLEL_FILL + FILL_CHUNK * 3 + 5,
+        ] {
+            let v = output(len);
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|x| x.to_bits() == FILL.to_bits()), "len {len}");
+        }
+        let a = output_array(Ix2(3, 5));
         assert_eq!(a.shape(), &[3, 5]);
     }
 
     #[test]
     #[cfg(debug_assertions)]
     fn debug_builds_poison_with_nan() {
-        assert!(uninit(16).iter().all(|v| v.is_nan()));
+        assert!(output(16).iter().all(|v| v.is_nan()));
+        assert!(output(PARALLEL_FILL + 1).iter().all(|v| v.is_nan()));
     }
 }

@@ -113,7 +113,7 @@ pub fn forward_tiled(
     let tile = tile
         .unwrap_or(TILE_BYTES / (s * w * cexp * 4).max(1))
         .clamp(1, oh.max(1));
-    let mut y = crate::buffer::uninit_array(ndarray::Ix4(n, oh, ow, cout));
+    let mut y = crate::buffer::output_array(ndarray::Ix4(n, oh, ow, cout));
     let ys = y.as_slice_mut().expect("fresh array is contiguous");
     let tasks: Vec<(usize, usize, &mut [f32])> = ys
         .chunks_mut((oh * ow * cout).max(1))

@@ -34,12 +34,8 @@ impl Layer for ReLU {
 
     fn forward(&mut self, inputs: &[&Tensor], ctx: Ctx) -> Result<Tensor> {
         let x = one(&self.name, inputs)?;
-        let mut y = Tensor::from(tensor_core::buffer::uninit_array(x.raw_dim()));
-        activation::forward(
-            self.act,
-            x.as_slice().expect("contiguous"),
-            y.as_slice_mut().expect("contiguous"),
-        );
+        let y = activation::forward_new(self.act, x.as_slice().expect("contiguous"));
+        let y = Tensor::from_shape_vec(x.raw_dim(), y).expect("same length");
         self.y = ctx.record.then(|| y.clone());
         Ok(y)
     }
@@ -47,15 +43,12 @@ impl Layer for ReLU {
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
         let y = cached(&self.name, &self.y)?;
         Ok(vec![need_dx.then(|| {
-            let mut dx = Tensor::from(tensor_core::buffer::uninit_array(y.raw_dim()));
-            let d = dx.as_slice_mut().expect("contiguous");
-            activation::backward(
+            let dx = activation::backward_new(
                 self.act,
                 y.as_slice().expect("contiguous"),
                 dy.as_slice().expect("contiguous"),
-                d,
             );
-            dx
+            Tensor::from_shape_vec(y.raw_dim(), dx).expect("same length")
         })])
     }
 

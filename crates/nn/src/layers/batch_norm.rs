@@ -113,17 +113,16 @@ impl Layer for BatchNormalization {
                 format!("input {:?} does not end in {c} channels", x.shape()),
             ));
         }
-        let mut y = Tensor::from(tensor_core::buffer::uninit_array(x.raw_dim()));
+        let mut ys = tensor_core::buffer::uninit(x.len());
         let xs = x.as_slice().expect("contiguous");
-        let ys = y.as_slice_mut().expect("contiguous");
         if self.uses_batch_stats(ctx) {
-            let cache = batch_norm::training_forward(
+            let cache = batch_norm::training_forward_into(
                 xs,
                 self.gamma.slice(),
                 self.beta.slice(),
                 self.cfg.eps,
                 self.fused,
-                ys,
+                &mut ys,
             )?;
             let m = self.cfg.momentum;
             let update = |p: &mut Param, batch: &[f32]| {
@@ -140,13 +139,15 @@ impl Layer for BatchNormalization {
             });
         } else {
             let (scale, shift) = self.scale_shift();
-            batch_norm::inference_forward(xs, &scale, &shift, self.fused, ys)?;
+            batch_norm::inference_forward_into(xs, &scale, &shift, self.fused, &mut ys)?;
             self.cache = ctx.record.then(|| Recorded {
                 cache: Cache::Moving(x.clone()),
                 act: self.fused,
             });
         }
-        Ok(y)
+        // SAFETY: both forwards returned `Ok`, so each wrote every element of `ys`.
+        let ys = unsafe { tensor_core::buffer::assume_init(ys) };
+        Ok(Tensor::from_shape_vec(x.raw_dim(), ys).expect("same length"))
     }
 
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {

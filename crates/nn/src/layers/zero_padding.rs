@@ -34,7 +34,7 @@ impl Layer for ZeroPadding2D {
         let ((t, b), (l, r)) = self.pad;
         let (oh, ow) = (h + t + b, w + l + r);
         let xs = tensor_core::conv::contiguous(&x);
-        let mut y = tensor_core::buffer::uninit_array(Ix4(n, oh, ow, c));
+        let mut y = tensor_core::buffer::output_array(Ix4(n, oh, ow, c));
         // One pass: every output row is either all padding or padding, an input row, padding.
         y.as_slice_mut()
             .expect("fresh array is contiguous")
@@ -63,7 +63,7 @@ impl Layer for ZeroPadding2D {
         let dy = view4(&self.name, dy)?;
         Ok(vec![need_dx.then(|| {
             let (n, _, _, c) = dy.dim();
-            let mut dx = tensor_core::buffer::uninit_array(Ix4(n, *h, *w, c));
+            let mut dx = tensor_core::buffer::output_array(Ix4(n, *h, *w, c));
             par_azip!((o in &mut dx, &v in &dy.slice(s![.., t..t + h, l..l + w, ..])) *o = v);
             dx.into_dyn().into_shared()
         })])

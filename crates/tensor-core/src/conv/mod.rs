@@ -259,7 +259,7 @@ pub fn conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::new("conv2d", x.shape(), w.shape(), stride, padding)?;
-    let mut y = crate::buffer::uninit_array(Dim(g.out_shape()));
+    let mut y = crate::buffer::output_array(Dim(g.out_shape()));
     conv2d_into(
         x,
         w,
@@ -331,7 +331,7 @@ pub fn conv2d_backward(
         ConvStrategy::Direct | ConvStrategy::Im2col => im2col::backward_weights(&g, &xs, &dys, dws),
     }
     let dx = need_dx.then(|| {
-        let mut dx = crate::buffer::uninit_array(x.raw_dim());
+        let mut dx = crate::buffer::output_array(x.raw_dim());
         let dxs = dx.as_slice_mut().expect("contiguous");
         match strategy {
             ConvStrategy::Pointwise => pointwise::backward_input(&g, &dys, &ws, dxs),
@@ -354,7 +354,7 @@ pub fn depthwise_conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::depthwise("depthwise_conv2d", x.shape(), w.shape(), stride, padding)?;
-    let mut y = crate::buffer::uninit_array(Dim(g.out_shape()));
+    let mut y = crate::buffer::output_array(Dim(g.out_shape()));
     depthwise_conv2d_into(
         x,
         w,
@@ -406,7 +406,7 @@ pub fn depthwise_conv2d_backward(
     let mut dw = Array4::zeros(w.raw_dim());
     depthwise::backward_weights(&g, &xs, &dys, dw.as_slice_mut().expect("contiguous"));
     let dx = need_dx.then(|| {
-        let mut dx = crate::buffer::uninit_array(x.raw_dim());
+        let mut dx = crate::buffer::output_array(x.raw_dim());
         depthwise::backward_input(&g, &dys, &ws, dx.as_slice_mut().expect("contiguous"));
         dx
     });
