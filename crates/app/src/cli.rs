@@ -104,7 +104,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Continue an interrupted run from its folder (with --epochs N: train a finished run further).
-    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "lr", "out", "init_from", "early_stopping", "reduce_lr_on_plateau", "schedule", "warmup_epochs", "class_weight"])]
+    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "lr", "out", "init_from", "early_stopping", "reduce_lr_on_plateau", "schedule", "warmup_epochs", "class_weight", "validation_split"])]
     pub resume: Option<PathBuf>,
     /// Start the model (base and head) from a run's final weights instead of ImageNet's.
     #[arg(long, value_name = "RUN")]
@@ -145,6 +145,10 @@ pub struct TrainArgs {
     /// Grow the learning rate linearly from ~0 over the first N epochs (batch by batch).
     #[arg(long, value_name = "N")]
     pub warmup_epochs: Option<usize>,
+    /// Take this fraction of train/ (chosen by --seed, Keras's validation_split) as the validation
+    /// images instead of valid/.
+    #[arg(long, value_name = "FRACTION")]
+    pub validation_split: Option<f32>,
     /// Weigh each class's loss: balanced (n / (classes * count), as Keras/scikit-learn), one weight
     /// per class in class order (1,5,1), or NAME=W pairs (others 1).
     #[arg(long, value_name = "balanced|W,W,...|NAME=W,...")]

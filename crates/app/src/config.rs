@@ -81,6 +81,9 @@ pub struct RunConfig {
     pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_epochs: usize,
+    /// `--validation-split F`: the validation images are this fraction of train/, chosen by the seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_split: Option<f32>,
     /// `--class-weight`: balanced, one weight per class, or NAME=W pairs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_weight: Option<String>,
@@ -238,6 +241,7 @@ impl RunConfig {
             schedule: a.schedule.clone(),
             warmup_epochs: a.warmup_epochs.unwrap_or(0),
             class_weight: a.class_weight.clone(),
+            validation_split: a.validation_split,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -306,6 +310,12 @@ impl RunConfig {
                 "--warmup-epochs ({}) must be fewer than --epochs ({})",
                 self.warmup_epochs,
                 self.epochs
+            );
+        }
+        if self.validation_split.is_some_and(|f| !(f > 0.0 && f < 1.0)) {
+            bail!(
+                "--validation-split must be a fraction between 0 and 1, got {}",
+                self.validation_split.unwrap_or_default()
             );
         }
         if let Some(w) = &self.class_weight {

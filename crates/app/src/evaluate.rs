@@ -169,7 +169,33 @@ pub fn result(
 
 /// Loads one split of the run's data with the run's preprocessing.
 pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Result<Dataset> {
-    let lc = LoaderConfig {
+    if split == "valid" {
+        if cfg.validation_split.is_some() {
+            // The run's validation images came from its train folder: the same split again.
+            let mut train = Dataset::load(
+                &data.join("train"),
+                Some(&cfg.classes),
+                eval_loader(cfg, strict),
+            )
+            .context("loading the train split")?;
+            if let Some(n) = cfg.limit_per_class {
+                train.truncate_per_class(n);
+            }
+            return split_validation(&mut train, cfg, strict);
+        }
+    }
+    let dir = data.join(split);
+    let ds = Dataset::load(&dir, Some(&cfg.classes), eval_loader(cfg, strict))
+        .with_context(|| format!("loading the {split} split"))?;
+    for s in &ds.skipped {
+        eprintln!("warning: {}: {} (skipped)", s.path.display(), s.reason);
+    }
+    Ok(ds)
+}
+
+/// How a run's images are loaded for scoring: its size and preprocessing, in order, unaugmented.
+pub fn eval_loader(cfg: &RunConfig, strict: bool) -> LoaderConfig {
+    LoaderConfig {
         height: cfg.height,
         width: cfg.width,
         interpolation: cfg.interpolation(),
@@ -177,14 +203,16 @@ pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Re
         batch_size: cfg.batch_size,
         strict,
         ..Default::default()
-    };
-    let dir = data.join(split);
-    let ds = Dataset::load(&dir, Some(&cfg.classes), lc)
-        .with_context(|| format!("loading the {split} split"))?;
-    for s in &ds.skipped {
-        eprintln!("warning: {}: {} (skipped)", s.path.display(), s.reason);
     }
-    Ok(ds)
+}
+
+/// `--validation-split`: the validation images taken out of `train` (Keras's semantics, by the
+/// run's seed), loaded for scoring.
+pub fn split_validation(train: &mut Dataset, cfg: &RunConfig, strict: bool) -> Result<Dataset> {
+    let fraction = cfg.validation_split.unwrap_or_default();
+    train
+        .split_off_validation(fraction, cfg.seed, eval_loader(cfg, strict))
+        .with_context(|| format!("--validation-split {fraction}"))
 }
 
 /// The result as text; at most `show_misclassified` misclassified files are listed.

@@ -176,7 +176,17 @@ fn load_splits(cfg: &mut RunConfig, strict: bool, resumed: bool) -> Result<Split
         );
     }
     cfg.classes = train.classes.clone();
-    let valid = load_split(cfg, &cfg.data, "valid", strict)?;
+    let valid = match cfg.validation_split {
+        Some(_) => {
+            if cfg.data.join("valid").is_dir() {
+                crate::outln!(
+                    "Validation: --validation-split takes it from train/; valid/ is not used"
+                );
+            }
+            crate::evaluate::split_validation(&mut train, cfg, strict)?
+        }
+        None => load_split(cfg, &cfg.data, "valid", strict)?,
+    };
     let test = if cfg.data.join("test").is_dir() {
         Some(load_split(cfg, &cfg.data, "test", strict)?)
     } else {

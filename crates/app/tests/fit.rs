@@ -303,3 +303,78 @@ fn balanced_class_weights_lift_the_recall_of_a_rare_class() {
         "rare-class recall: {p:.2} without weights, {q:.2} with"
     );
 }
+
+/// `--validation-split`: a data folder with train/ only; the validation images come from it by
+/// the seed, and `eval --split valid` finds the same ones (its loss is the last epoch's val_loss).
+#[test]
+fn validation_split_takes_the_same_images_in_train_and_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("only_train");
+    for class in ["archery", "boxing", "golf"] {
+        let dst = data.join("train").join(class);
+        std::fs::create_dir_all(&dst).unwrap();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(sports().join("train").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in &files[..10] {
+            std::os::unix::fs::symlink(f, dst.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let dir = tmp.path().join("run");
+    let r = run(&[
+        "train",
+        "--data",
+        s(&data),
+        "--weights",
+        s(&shared().join("weights/mobilenet_v2_0.35_224_no_top")),
+        "--epochs",
+        "2",
+        "--validation-split",
+        "0.2",
+        "--seed",
+        "5",
+        "--out",
+        s(&dir),
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    assert!(
+        stdout(&r).contains("24 train, 6 valid, 0 test images"),
+        "{}",
+        stdout(&r)
+    );
+    let val_loss = *column(&history(&dir), "val_loss").last().unwrap();
+    let e = run(&[
+        "eval",
+        "--checkpoint",
+        s(&dir),
+        "--split",
+        "valid",
+        "--json",
+    ]);
+    assert_eq!(e.status.code(), Some(0), "{}", stderr(&e));
+    let v: Value = serde_json::from_str(&stdout(&e)).unwrap();
+    assert_eq!(v["total"], 6);
+    assert!(
+        (v["loss"].as_f64().unwrap() - val_loss).abs() < 1e-4,
+        "{} vs {val_loss}",
+        v["loss"]
+    );
+
+    let r = run(&[
+        "train",
+        "--data",
+        s(&data),
+        "--validation-split",
+        "1.5",
+        "--out",
+        s(&tmp.path().join("x")),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        stderr(&r).contains("--validation-split must be a fraction"),
+        "{}",
+        stderr(&r)
+    );
+}

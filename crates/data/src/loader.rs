@@ -152,6 +152,51 @@ impl Dataset {
         self.labels.retain(|_| *k.next().expect("same length"));
     }
 
+    /// Keras's `validation_split` (`image_dataset_from_directory(validation_split, subset, seed)`):
+    /// the images are shuffled by `seed` alone, so the split is the same whichever subset is asked
+    /// for, and the last `floor(fraction * n)` of that order become the validation subset, which is
+    /// returned (in the folder's order, loaded with `cfg`); `self` keeps the others.
+    pub fn split_off_validation(
+        &mut self,
+        fraction: f32,
+        seed: u64,
+        cfg: LoaderConfig,
+    ) -> Result<Dataset> {
+        let n = self.len();
+        let n_val = (fraction as f64 * n as f64) as usize;
+        if !(fraction > 0.0 && fraction < 1.0) || n_val == 0 || n_val == n {
+            return Err(DataError::Config(format!(
+                "a validation split of {fraction} of {n} images leaves one side empty; use a fraction in (0, 1) that leaves images on both"
+            )));
+        }
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(seed, u64::MAX, 0)));
+        let mut to_valid = vec![false; n];
+        for &i in &idx[n - n_val..] {
+            to_valid[i] = true;
+        }
+        let mut valid = Dataset {
+            classes: self.classes.clone(),
+            paths: Vec::with_capacity(n_val),
+            labels: Vec::with_capacity(n_val),
+            images: Vec::with_capacity(n_val),
+            skipped: Vec::new(),
+            cfg,
+        };
+        let (paths, labels, images) = (
+            std::mem::take(&mut self.paths),
+            std::mem::take(&mut self.labels),
+            std::mem::take(&mut self.images),
+        );
+        for (((p, l), img), v) in paths.into_iter().zip(labels).zip(images).zip(to_valid) {
+            let side = if v { &mut valid } else { &mut *self };
+            side.paths.push(p);
+            side.labels.push(l);
+            side.images.push(img);
+        }
+        Ok(valid)
+    }
+
     /// The visiting order of an epoch: shuffled from `(seed, epoch)` when shuffling.
     pub fn order(&self, epoch: usize) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.len()).collect();

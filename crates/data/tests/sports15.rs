@@ -115,3 +115,35 @@ fn loader_batches_cover_the_split_reproducibly() {
     );
     assert_ne!(ds.order(0), ds.order(1), "shuffled per epoch");
 }
+
+/// Keras's `validation_split` semantics: the split depends on the seed alone, is the same each
+/// time it is made, covers every image once, and a different seed moves images.
+#[test]
+fn validation_split_is_deterministic_in_the_seed_and_disjoint() {
+    let cfg = LoaderConfig {
+        height: 32,
+        width: 32,
+        ..Default::default()
+    };
+    let split = |seed: u64| {
+        let mut train = Dataset::load(&root().join("valid"), None, cfg).unwrap();
+        let n = train.len();
+        let valid = train.split_off_validation(0.2, seed, cfg).unwrap();
+        assert_eq!(valid.len(), n / 5, "floor(0.2 * {n})");
+        assert_eq!(train.len() + valid.len(), n);
+        let mut all: Vec<_> = train.paths.iter().chain(&valid.paths).cloned().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), n, "every image once");
+        for (p, &l) in valid.paths.iter().zip(&valid.labels) {
+            assert_eq!(p.parent().unwrap().file_name().unwrap(), CLASSES[l]);
+        }
+        valid.paths
+    };
+    assert_eq!(split(7), split(7));
+    assert_ne!(split(7), split(8));
+    let mut train = Dataset::load(&root().join("valid"), None, cfg).unwrap();
+    for bad in [0.0, 1.0, 0.001] {
+        assert!(train.split_off_validation(bad, 1, cfg).is_err(), "{bad}");
+    }
+}
