@@ -169,20 +169,18 @@ pub fn result(
 
 /// Loads one split of the run's data with the run's preprocessing.
 pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Result<Dataset> {
-    if split == "valid" {
-        if cfg.validation_split.is_some() {
-            // The run's validation images came from its train folder: the same split again.
-            let mut train = Dataset::load(
-                &data.join("train"),
-                Some(&cfg.classes),
-                eval_loader(cfg, strict),
-            )
-            .context("loading the train split")?;
-            if let Some(n) = cfg.limit_per_class {
-                train.truncate_per_class(n);
-            }
-            return split_validation(&mut train, cfg, strict);
+    if split == "valid" && cfg.validation_split.is_some() {
+        // The run's validation images came from its train folder: the same split again.
+        let mut train = Dataset::load(
+            &data.join("train"),
+            Some(&cfg.classes),
+            eval_loader(cfg, strict),
+        )
+        .context("loading the train split")?;
+        if let Some(n) = cfg.limit_per_class {
+            train.truncate_per_class(n);
         }
+        return split_validation(&mut train, cfg, strict);
     }
     let dir = data.join(split);
     let ds = Dataset::load(&dir, Some(&cfg.classes), eval_loader(cfg, strict))
