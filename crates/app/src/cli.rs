@@ -45,6 +45,8 @@ pub enum Preset {
     StudyFinetune,
     /// Our recommended recipe (see README): frozen base, cached features, lr 1e-3, MobileNet preprocessing.
     Best,
+    /// Two phases as fastai's fine_tune: best for 5 epochs, then block_16 and Conv_1 at lr 1e-4 for 5.
+    Finetune,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -104,7 +106,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Continue an interrupted run from its folder (with --epochs N: train a finished run further).
-    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "lr", "out", "init_from", "early_stopping", "reduce_lr_on_plateau", "schedule", "warmup_epochs", "class_weight", "validation_split"])]
+    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "lr", "out", "init_from", "early_stopping", "reduce_lr_on_plateau", "schedule", "warmup_epochs", "class_weight", "validation_split", "frozen_epochs", "finetune_lr"])]
     pub resume: Option<PathBuf>,
     /// Start the model (base and head) from a run's final weights instead of ImageNet's.
     #[arg(long, value_name = "RUN")]
@@ -145,6 +147,12 @@ pub struct TrainArgs {
     /// Grow the learning rate linearly from ~0 over the first N epochs (batch by batch).
     #[arg(long, value_name = "N")]
     pub warmup_epochs: Option<usize>,
+    /// Train this many epochs with the base frozen first, then the --unfreeze layers (two phases).
+    #[arg(long, value_name = "N")]
+    pub frozen_epochs: Option<usize>,
+    /// The learning rate after --frozen-epochs [default: --lr / 10].
+    #[arg(long, value_name = "LR")]
+    pub finetune_lr: Option<f32>,
     /// Take this fraction of train/ (chosen by --seed, Keras's validation_split) as the validation
     /// images instead of valid/.
     #[arg(long, value_name = "FRACTION")]

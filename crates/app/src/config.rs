@@ -81,12 +81,27 @@ pub struct RunConfig {
     pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_epochs: usize,
+    /// Epochs with the base frozen before the `unfreeze` layers train (0: one phase).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frozen_epochs: usize,
+    /// The learning rate after the frozen epochs [default: lr / 10].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune_lr: Option<f32>,
     /// `--validation-split F`: the validation images are this fraction of train/, chosen by the seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_split: Option<f32>,
     /// `--class-weight`: balanced, one weight per class, or NAME=W pairs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_weight: Option<String>,
+}
+
+/// Epochs `start..end` with the last `unfreeze` base layers trainable at rate `lr`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Phase {
+    pub start: usize,
+    pub end: usize,
+    pub unfreeze: usize,
+    pub lr: f32,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -123,6 +138,10 @@ struct Recipe {
     unfreeze: usize,
     augment: Augment,
     preprocess: Preprocess,
+    /// Two phases (fastai's `fine_tune`): this many epochs with the base frozen first.
+    frozen_epochs: usize,
+    /// The second phase's learning rate.
+    finetune_lr: Option<f32>,
 }
 
 fn recipe(p: Preset) -> Recipe {
@@ -133,6 +152,8 @@ fn recipe(p: Preset) -> Recipe {
             unfreeze: 0,
             augment: Augment::study(),
             preprocess: Preprocess::Unit,
+            frozen_epochs: 0,
+            finetune_lr: None,
         },
         Preset::StudyFinetune => Recipe {
             epochs: 10,
@@ -140,6 +161,8 @@ fn recipe(p: Preset) -> Recipe {
             unfreeze: 3,
             augment: Augment::study(),
             preprocess: Preprocess::Unit,
+            frozen_epochs: 0,
+            finetune_lr: None,
         },
         Preset::Best => Recipe {
             epochs: 10,
@@ -147,6 +170,19 @@ fn recipe(p: Preset) -> Recipe {
             unfreeze: 0,
             augment: Augment::default(),
             preprocess: Preprocess::Mobilenet,
+            frozen_epochs: 0,
+            finetune_lr: None,
+        },
+        // Best's frozen epochs, then block_16 and Conv_1 (11 layers) at a tenth of the rate; no
+        // augmentation, so the layers below the cut stay cached in both phases.
+        Preset::Finetune => Recipe {
+            epochs: 10,
+            lr: 1e-3,
+            unfreeze: 11,
+            augment: Augment::default(),
+            preprocess: Preprocess::Mobilenet,
+            frozen_epochs: 5,
+            finetune_lr: Some(1e-4),
         },
     }
 }
@@ -156,6 +192,7 @@ pub fn preset_name(p: Preset) -> &'static str {
         Preset::StudyFrozen => "study-frozen",
         Preset::StudyFinetune => "study-finetune",
         Preset::Best => "best",
+        Preset::Finetune => "finetune",
     }
 }
 
@@ -242,6 +279,8 @@ impl RunConfig {
             warmup_epochs: a.warmup_epochs.unwrap_or(0),
             class_weight: a.class_weight.clone(),
             validation_split: a.validation_split,
+            frozen_epochs: a.frozen_epochs.unwrap_or(r.frozen_epochs),
+            finetune_lr: a.finetune_lr.or(r.finetune_lr),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -318,10 +357,55 @@ impl RunConfig {
                 self.validation_split.unwrap_or_default()
             );
         }
+        if self.frozen_epochs > 0 {
+            if self.frozen_epochs >= self.epochs || self.unfreeze == 0 {
+                bail!(
+                    "--frozen-epochs {} needs more --epochs ({}) and --unfreeze N > 0 for the layers that train after them",
+                    self.frozen_epochs,
+                    self.epochs
+                );
+            }
+            if self.schedule.is_some() || self.warmup_epochs > 0 {
+                bail!("--frozen-epochs sets the rate of each phase: it does not combine with --schedule or --warmup-epochs");
+            }
+        }
+        if self
+            .finetune_lr
+            .is_some_and(|lr| !(lr > 0.0 && lr.is_finite()))
+        {
+            bail!("--finetune-lr must be a positive number");
+        }
         if let Some(w) = &self.class_weight {
             crate::class_weight::ClassWeight::parse(w)?;
         }
         Ok(())
+    }
+
+    /// The stretches of training with the same trainable layers and rate: one, or with
+    /// `--frozen-epochs` the frozen epochs then the fine-tuning ones.
+    pub fn phases(&self) -> Vec<Phase> {
+        if self.frozen_epochs == 0 {
+            return vec![Phase {
+                start: 0,
+                end: self.epochs,
+                unfreeze: self.unfreeze,
+                lr: self.lr,
+            }];
+        }
+        vec![
+            Phase {
+                start: 0,
+                end: self.frozen_epochs,
+                unfreeze: 0,
+                lr: self.lr,
+            },
+            Phase {
+                start: self.frozen_epochs,
+                end: self.epochs,
+                unfreeze: self.unfreeze,
+                lr: self.finetune_lr.unwrap_or(self.lr / 10.0),
+            },
+        ]
     }
 
     /// The learning-rate schedule, when `--schedule` or `--warmup-epochs` asks for one.

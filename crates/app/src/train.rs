@@ -354,6 +354,17 @@ fn class_weights(cfg: &RunConfig, train: &Dataset) -> Result<Option<Vec<f32>>> {
     Ok(Some(w))
 }
 
+/// Ctrl-C while the features were being cached: nothing of this session was trained.
+fn interrupted_while_caching(dir: &Path, state: &TrainerState) -> i32 {
+    crate::outln!("Interrupted while caching features, before any training step.");
+    if state.iterations > 0 || state.epoch > 0 {
+        crate::outln!("Resume with: {}", resume_command(dir));
+    } else {
+        crate::outln!("Nothing was trained; run the same command again to start over.");
+    }
+    130
+}
+
 fn interrupted_message(dir: &Path, state: &TrainerState, batches: usize) {
     let last = dir.join("last.npz");
     if state.next_batch > 0 {
@@ -402,49 +413,67 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     };
     // Saved on resume too: --epochs may have extended the run.
     cfg.save(&dir)?;
-    let start_iterations = opt.iterations();
-    describe_model(&cfg, &mut clf);
-    if !args.quiet {
-        crate::outln!(
-            "{}",
-            crate::summary::of_classifier(&mut clf, cfg.alpha, args.verbose)?.trim_end()
-        );
-    }
-    let cache = match build_caches(&mut clf, &splits, &cfg, args.quiet, &interrupted)? {
-        Ok(c) => c,
-        Err(_) => {
-            crate::outln!("Interrupted while caching features, before any training step.");
-            if state.iterations > 0 {
-                crate::outln!("Resume with: {}", resume_command(&dir));
-            } else {
-                crate::outln!("Nothing was trained; run the same command again to start over.");
-            }
-            return Ok(130);
+    let mut cbs = callbacks(&cfg, &args, interrupted.clone())?;
+    let class_weights = class_weights(&cfg, &splits.train)?;
+    let mut steps = 0u64;
+    for phase in cfg.phases() {
+        if state.epoch >= phase.end {
+            continue;
         }
-    };
-    crate::outln!(
-        "Optimizer: {} lr {}; {}, batch {}; preprocessing {}; run folder {}",
-        cfg.optimizer,
-        cfg.lr,
-        plural(cfg.epochs, "epoch"),
-        cfg.batch_size,
-        cfg.preprocess,
-        dir.display()
-    );
-    let mut cbs = callbacks(&cfg, &args, interrupted)?;
-    let mut fit = Fit {
-        clf: &mut clf,
-        opt: opt.as_mut(),
-        train: &splits.train,
-        valid: &splits.valid,
-        cache,
-        dir: &dir,
-        epochs: cfg.epochs,
-        class_weights: class_weights(&cfg, &splits.train)?,
-    };
-    if fit.run(&mut state, &mut cbs)? == Ending::Interrupted {
-        interrupted_message(&dir, &state, batches);
-        return Ok(130);
+        if phase.start > 0 && state.epoch == phase.start && state.next_batch == 0 {
+            // As Keras users recompile after unfreezing: a new optimizer at the phase's rate.
+            opt = optimizer(&RunConfig {
+                lr: phase.lr,
+                ..cfg.clone()
+            })?;
+            state.lr = Some(phase.lr);
+            crate::outln!(
+                "Fine-tuning from epoch {}: the last {} base layers trainable, lr {}",
+                phase.start + 1,
+                phase.unfreeze,
+                phase.lr
+            );
+        }
+        clf.unfreeze_last(phase.unfreeze);
+        describe_model(&cfg, &mut clf);
+        if !args.quiet {
+            let table = crate::summary::of_classifier(&mut clf, cfg.alpha, args.verbose)?;
+            crate::outln!("{}", table.trim_end());
+        }
+        let Ok(cache) = build_caches(&mut clf, &splits, &cfg, args.quiet, &interrupted)? else {
+            return Ok(interrupted_while_caching(&dir, &state));
+        };
+        crate::outln!(
+            "Optimizer: {} lr {}; {}, batch {}; preprocessing {}; run folder {}",
+            cfg.optimizer,
+            state.lr.unwrap_or(phase.lr),
+            plural(phase.end - state.epoch, "epoch"),
+            cfg.batch_size,
+            cfg.preprocess,
+            dir.display()
+        );
+        let before = opt.iterations();
+        let ending = Fit {
+            clf: &mut clf,
+            opt: opt.as_mut(),
+            train: &splits.train,
+            valid: &splits.valid,
+            cache,
+            dir: &dir,
+            until: phase.end,
+            epochs: cfg.epochs,
+            class_weights: class_weights.clone(),
+        }
+        .run(&mut state, &mut cbs)?;
+        steps += opt.iterations() - before;
+        match ending {
+            Ending::Interrupted => {
+                interrupted_message(&dir, &state, batches);
+                return Ok(130);
+            }
+            Ending::Stopped(_) => break,
+            Ending::Completed => {}
+        }
     }
     crate::outln!(
         "Training done in {:.1}s; lowest val_loss {:.4} (best.npz); run folder {}",
@@ -459,9 +488,11 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     crate::report::write(&dir, &cfg, &state.history, result.as_ref())?;
     crate::outln!("Report: {}", dir.join("report.html").display());
     if args.profile {
-        let steps = (opt.iterations() - start_iterations) as usize;
         crate::outln!("\nTime per layer (validation, test and feature-cache passes included):");
-        crate::outln!("{}", nn::profile::markdown(&nn::profile::take(), steps));
+        crate::outln!(
+            "{}",
+            nn::profile::markdown(&nn::profile::take(), steps as usize)
+        );
     }
     Ok(0)
 }

@@ -378,3 +378,80 @@ fn validation_split_takes_the_same_images_in_train_and_eval() {
         stderr(&r)
     );
 }
+
+/// `--frozen-epochs` (the `finetune` preset's two phases): the base is frozen, then the last
+/// `--unfreeze` layers train at `--finetune-lr` with a new optimizer; a run interrupted in the
+/// second phase resumes bit-identical.
+#[test]
+fn two_phases_freeze_then_fine_tune_and_resume_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = [
+        "--limit-per-class",
+        "6",
+        "--epochs",
+        "3",
+        "--lr",
+        "1e-3",
+        "--frozen-epochs",
+        "1",
+        "--unfreeze",
+        "3",
+        "--finetune-lr",
+        "1e-4",
+    ];
+    let (a, b) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
+    let out = quick_run(&sports(), &a, &flags);
+    assert!(stdout(&out)
+        .contains("Fine-tuning from epoch 2: the last 3 base layers trainable, lr 0.0001"));
+    let lr: Vec<f32> = column(&history(&a), "lr")
+        .iter()
+        .map(|&l| l as f32)
+        .collect();
+    assert_eq!(lr, [1e-3, 1e-4, 1e-4]);
+    let imagenet = shared().join("weights/mobilenet_v2_0.35_224_no_top");
+    let original: ndarray::ArrayD<f32> =
+        ndarray_npy::read_npy(imagenet.join("Conv_1").join("kernel.npy")).unwrap();
+    let trained = nn::checkpoint::load_npz(&a.join("last.npz")).unwrap();
+    let conv1 = &trained["Conv_1/kernel"];
+    assert_ne!(
+        conv1.as_slice().unwrap(),
+        original.as_slice().unwrap(),
+        "phase 2 trains Conv_1"
+    );
+    let block16 = &trained["block_16_project/kernel"];
+    let kept: ndarray::ArrayD<f32> =
+        ndarray_npy::read_npy(imagenet.join("block_16_project").join("kernel.npy")).unwrap();
+    assert_eq!(
+        block16.as_slice().unwrap(),
+        kept.as_slice().unwrap(),
+        "below the cut stays"
+    );
+
+    let mut stopped = flags.to_vec();
+    // 6 batches an epoch: stop in the middle of epoch 2, the first of phase 2.
+    stopped.extend(["--interrupt-after", "9"]);
+    let data = sports();
+    let mut args = vec![
+        "train",
+        "--data",
+        s(&data),
+        "--weights",
+        s(&imagenet),
+        "--batch-size",
+        "16",
+        "--seed",
+        "3",
+        "--quiet",
+        "--out",
+        s(&b),
+    ];
+    args.extend_from_slice(&stopped);
+    let r = run(&args);
+    assert_eq!(r.status.code(), Some(130), "{}", stderr(&r));
+    let r = run(&["train", "--resume", s(&b), "--quiet"]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    assert_eq!(
+        model_tensors(&a.join("last.npz")),
+        model_tensors(&b.join("last.npz"))
+    );
+}

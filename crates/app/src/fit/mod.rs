@@ -75,6 +75,9 @@ pub struct Fit<'a> {
     /// Train and valid features, when the frozen part sees the same pixels every epoch.
     pub cache: Option<(FeatureCache, FeatureCache)>,
     pub dir: &'a Path,
+    /// This run of the loop ends before this epoch (0-based): a phase's end.
+    pub until: usize,
+    /// Epochs of the whole run.
     pub epochs: usize,
     /// Per-class loss weights (`--class-weight`), indexed by label.
     pub class_weights: Option<Vec<f32>>,
@@ -107,7 +110,7 @@ impl Fit<'_> {
         }
         cbs.train_begin(&mut self.ctx(state))?;
         let ending = loop {
-            if state.epoch >= self.epochs {
+            if state.epoch >= self.until {
                 break Ending::Completed;
             }
             if let Some(ending) = self.epoch(state, cbs)? {
