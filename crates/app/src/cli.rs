@@ -33,6 +33,8 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Keras's model.summary(): layers, output shapes, parameters, and which layers train.
     Summary(SummaryArgs),
+    /// Learning-rate range test (fastai's lr_find): loss against an exponentially growing rate.
+    LrFind(Box<LrFindArgs>),
     /// Serve the model over HTTP: a JSON API (predict, explain, model, health, metrics) and a web page.
     Serve(ServeArgs),
 }
@@ -411,4 +413,23 @@ pub struct SummaryArgs {
     /// Only the first layers, the trainable ones and the totals.
     #[arg(long)]
     pub short: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LrFindArgs {
+    /// The training set-up to test (the same flags as `train`; --lr and --epochs are not used).
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// The first learning rate.
+    #[arg(long, default_value_t = 1e-7)]
+    pub start_lr: f32,
+    /// The last learning rate (the test stops earlier when the loss diverges).
+    #[arg(long, default_value_t = 10.0)]
+    pub end_lr: f32,
+    /// Batches at most.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Where to write the plot.
+    #[arg(long, default_value = "lr_find.png")]
+    pub plot: PathBuf,
 }

@@ -12,6 +12,7 @@ mod fit;
 mod gallery;
 mod history;
 mod load;
+mod lr_find;
 mod memory;
 mod metrics;
 mod pipe;
@@ -57,6 +58,7 @@ fn try_main(args: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Explain(x) => explain::run(x),
         cli::Command::Serve(s) => serve::run(s),
         cli::Command::Summary(s) => summary::run(s),
+        cli::Command::LrFind(a) => lr_find::run(*a),
     }
 }
 

@@ -188,3 +188,63 @@ pub fn confusion(path: &Path, c: &Confusion) -> Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+/// The learning-rate range test: smoothed loss against the rate (log scale), the suggestion marked.
+pub fn lr_find(path: &Path, points: &[(f64, f64)], suggestion: Option<f64>) -> Result<()> {
+    let finite: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(lr, l)| lr.is_finite() && *lr > 0.0 && l.is_finite())
+        .collect();
+    if finite.len() < 2 {
+        return Ok(());
+    }
+    let text = have_font();
+    let tmp = path.with_extension("tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (800, 450)).into_drawing_area();
+        root.fill(&WHITE).map_err(err(path))?;
+        let (x0, x1) = (finite[0].0, finite[finite.len() - 1].0);
+        let lo = finite.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let hi = finite.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let pad = ((hi - lo) * 0.05).max(1e-6);
+        let mut b = ChartBuilder::on(&root);
+        b.margin(15)
+            .x_label_area_size(if text { 35 } else { 0 })
+            .y_label_area_size(if text { 50 } else { 0 });
+        if text {
+            b.caption("learning-rate finder (smoothed loss)", ("sans-serif", 20));
+        }
+        let mut chart = b
+            .build_cartesian_2d((x0..x1).log_scale(), (lo - pad)..(hi + pad))
+            .map_err(err(path))?;
+        let mut mesh = chart.configure_mesh();
+        mesh.x_label_formatter(&|x| format!("{x:.0e}"));
+        if !text {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.x_desc(if text { "learning rate" } else { "" })
+            .y_desc(if text { "loss" } else { "" })
+            .draw()
+            .map_err(err(path))?;
+        chart
+            .draw_series(LineSeries::new(finite.clone(), BLUE.stroke_width(2)))
+            .map_err(err(path))?;
+        if let Some(s) = suggestion {
+            let y = finite
+                .iter()
+                .min_by(|a, b| {
+                    (a.0.ln() - s.ln())
+                        .abs()
+                        .total_cmp(&(b.0.ln() - s.ln()).abs())
+                })
+                .map_or(lo, |p| p.1);
+            chart
+                .draw_series([Circle::new((s, y), 7, RED.filled())])
+                .map_err(err(path))?;
+        }
+        root.present().map_err(err(path))?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-fn optimizer(cfg: &RunConfig) -> Result<Box<dyn Optimizer>> {
+pub(crate) fn optimizer(cfg: &RunConfig) -> Result<Box<dyn Optimizer>> {
     Ok(match cfg.optimizer.as_str() {
         "adam" => Box::new(Adam::new(AdamParams {
             lr: cfg.lr,
@@ -66,7 +66,7 @@ fn claim_new_folder(root: &Path, stamp: &str) -> Result<PathBuf> {
 }
 
 /// `--data` must hold `train/`; a split folder given instead gets its parent suggested.
-fn check_data_folder(data: &Path) -> Result<()> {
+pub(crate) fn check_data_folder(data: &Path) -> Result<()> {
     crate::load::require(data, DEFAULT_DATA, "data folder")?;
     if data.join("train").is_dir() {
         return Ok(());
@@ -139,13 +139,13 @@ fn start_or_resume(args: &TrainArgs) -> Result<std::result::Result<(RunConfig, R
 }
 
 /// The splits of a run: train (shuffled, augmented as configured), valid, and test when present.
-struct Splits {
-    train: Arc<Dataset>,
-    valid: Dataset,
-    test: Option<Dataset>,
+pub(crate) struct Splits {
+    pub train: Arc<Dataset>,
+    pub valid: Dataset,
+    pub test: Option<Dataset>,
 }
 
-fn load_splits(cfg: &mut RunConfig, strict: bool, resumed: bool) -> Result<Splits> {
+pub(crate) fn load_splits(cfg: &mut RunConfig, strict: bool, resumed: bool) -> Result<Splits> {
     let t0 = Instant::now();
     let loader = LoaderConfig {
         height: cfg.height,
@@ -273,7 +273,7 @@ fn describe_model(cfg: &RunConfig, clf: &mut Classifier) {
 
 /// The train and valid features when augmentation is off; `Err(code)` when Ctrl-C came first.
 #[allow(clippy::type_complexity)]
-fn build_caches(
+pub(crate) fn build_caches(
     clf: &mut Classifier,
     splits: &Splits,
     cfg: &RunConfig,

@@ -455,3 +455,37 @@ fn two_phases_freeze_then_fine_tune_and_resume_bit_identical() {
         model_tensors(&b.join("last.npz"))
     );
 }
+
+/// `lr-find`: a plot, a suggestion inside the tested range and below the divergence, no model.
+#[test]
+fn lr_find_suggests_a_rate_and_draws_the_curve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plot = tmp.path().join("lr.png");
+    let r = run(&[
+        "lr-find",
+        "--data",
+        s(&sports()),
+        "--weights",
+        s(&shared().join("weights/mobilenet_v2_0.35_224_no_top")),
+        "--limit-per-class",
+        "20",
+        "--batch-size",
+        "16",
+        "--steps",
+        "60",
+        "--plot",
+        s(&plot),
+    ]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let t = stdout(&r);
+    let lr: f64 = t
+        .lines()
+        .find_map(|l| l.strip_prefix("Suggested lr: "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{t}"))
+        .parse()
+        .unwrap();
+    assert!((1e-5..1.0).contains(&lr), "{lr}");
+    let (w, h) = image::image_dimensions(&plot).unwrap();
+    assert_eq!((w, h), (800, 450));
+}
