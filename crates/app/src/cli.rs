@@ -108,7 +108,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// Continue an interrupted run from its folder (with --epochs N: train a finished run further).
-    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "lr", "out", "init_from", "early_stopping", "reduce_lr_on_plateau", "schedule", "warmup_epochs", "class_weight", "validation_split", "frozen_epochs", "finetune_lr"])]
+    #[arg(long, conflicts_with_all = ["data", "weights", "preset", "lr", "out", "init_from", "early_stopping", "reduce_lr_on_plateau", "schedule", "warmup_epochs", "class_weight", "validation_split", "frozen_epochs", "finetune_lr", "labels_csv"])]
     pub resume: Option<PathBuf>,
     /// Start the model (base and head) from a run's final weights instead of ImageNet's.
     #[arg(long, value_name = "RUN")]
@@ -155,6 +155,10 @@ pub struct TrainArgs {
     /// The learning rate after --frozen-epochs [default: --lr / 10].
     #[arg(long, value_name = "LR")]
     pub finetune_lr: Option<f32>,
+    /// Images and labels from a CSV (header `path,label[,split]`, paths relative to the CSV;
+    /// split: train, valid or test) instead of class folders.
+    #[arg(long, value_name = "FILE")]
+    pub labels_csv: Option<PathBuf>,
     /// Take this fraction of train/ (chosen by --seed, Keras's validation_split) as the validation
     /// images instead of valid/.
     #[arg(long, value_name = "FRACTION")]

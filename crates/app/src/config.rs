@@ -81,6 +81,9 @@ pub struct RunConfig {
     pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warmup_epochs: usize,
+    /// `--labels-csv FILE`: the images and labels (and splits) listed in a CSV instead of folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_csv: Option<PathBuf>,
     /// Epochs with the base frozen before the `unfreeze` layers train (0: one phase).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub frozen_epochs: usize,
@@ -279,6 +282,7 @@ impl RunConfig {
             warmup_epochs: a.warmup_epochs.unwrap_or(0),
             class_weight: a.class_weight.clone(),
             validation_split: a.validation_split,
+            labels_csv: a.labels_csv.clone(),
             frozen_epochs: a.frozen_epochs.unwrap_or(r.frozen_epochs),
             finetune_lr: a.finetune_lr.or(r.finetune_lr),
         };

@@ -170,25 +170,65 @@ pub fn result(
 /// Loads one split of the run's data with the run's preprocessing.
 pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Result<Dataset> {
     if split == "valid" && cfg.validation_split.is_some() {
-        // The run's validation images came from its train folder: the same split again.
-        let mut train = Dataset::load(
-            &data.join("train"),
-            Some(&cfg.classes),
-            eval_loader(cfg, strict),
-        )
-        .context("loading the train split")?;
+        // The run's validation images came from its training images: the same split again.
+        let mut train =
+            Dataset::from_folder(listing(cfg, data, "train")?, eval_loader(cfg, strict))
+                .context("loading the train split")?;
         if let Some(n) = cfg.limit_per_class {
             train.truncate_per_class(n);
         }
         return split_validation(&mut train, cfg, strict);
     }
-    let dir = data.join(split);
-    let ds = Dataset::load(&dir, Some(&cfg.classes), eval_loader(cfg, strict))
+    let ds = Dataset::from_folder(listing(cfg, data, split)?, eval_loader(cfg, strict))
         .with_context(|| format!("loading the {split} split"))?;
     for s in &ds.skipped {
         eprintln!("warning: {}: {} (skipped)", s.path.display(), s.reason);
     }
     Ok(ds)
+}
+
+/// The images of a split as the run lists them: `<data>/<split>/<class>/` or, with `--labels-csv`,
+/// that split's rows; the classes must be the run's.
+pub fn listing(cfg: &RunConfig, data: &Path, split: &str) -> Result<data::ImageFolder> {
+    let Some(csv) = &cfg.labels_csv else {
+        let expected = (!cfg.classes.is_empty()).then_some(&cfg.classes[..]);
+        return data::ImageFolder::open(&data.join(split), expected)
+            .with_context(|| format!("loading the {split} split"));
+    };
+    let l = data::labels_csv::read(csv)?;
+    if !cfg.classes.is_empty() && l.classes != cfg.classes {
+        anyhow::bail!(
+            "{}: its training labels are {:?} but the run's classes are {:?}",
+            csv.display(),
+            l.classes,
+            cfg.classes
+        );
+    }
+    let folder = match split {
+        "train" => Some(l.train),
+        "valid" => l.valid,
+        "test" => l.test,
+        _ => None,
+    };
+    folder.with_context(|| {
+        format!(
+            "{}: no {split} rows (give the rows a split column{})",
+            csv.display(),
+            if split == "valid" {
+                ", or pass --validation-split"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
+/// Whether the run's data has this split (a folder, or rows of the CSV).
+pub fn has_split(cfg: &RunConfig, data: &Path, split: &str) -> bool {
+    match &cfg.labels_csv {
+        None => data.join(split).is_dir(),
+        Some(_) => listing(cfg, data, split).is_ok(),
+    }
 }
 
 /// How a run's images are loaded for scoring: its size and preprocessing, in order, unaugmented.
@@ -282,7 +322,9 @@ pub fn print(r: &EvalResult, show_misclassified: usize) {
 pub fn run(args: EvalArgs) -> Result<i32> {
     let (cfg, mut clf) = crate::load::from_run(&args.checkpoint, args.best)?;
     let data = args.data.clone().unwrap_or_else(|| cfg.data.clone());
-    crate::load::require(&data, crate::config::DEFAULT_DATA, "data folder")?;
+    if cfg.labels_csv.is_none() {
+        crate::load::require(&data, crate::config::DEFAULT_DATA, "data folder")?;
+    }
     let ds = load_split(&cfg, &data, &args.split, false)?;
     let file = args.checkpoint.join(checkpoint_name(args.best));
     let keep = args.gallery.max(TOP_LOSSES);

@@ -51,7 +51,9 @@ pub fn run(args: LrFindArgs) -> Result<i32> {
         bail!("lr-find needs 0 < --start-lr < --end-lr and --steps >= 3");
     }
     let mut cfg = RunConfig::from_args(&args.train)?;
-    crate::train::check_data_folder(&cfg.data)?;
+    if cfg.labels_csv.is_none() {
+        crate::train::check_data_folder(&cfg.data)?;
+    }
     let splits = crate::train::load_splits(&mut cfg, args.train.strict, false)?;
     let mut clf = crate::load::for_training(&mut cfg)?;
     let never = AtomicBool::new(false);

@@ -159,8 +159,15 @@ pub(crate) fn load_splits(cfg: &mut RunConfig, strict: bool, resumed: bool) -> R
         strict,
         ..Default::default()
     };
-    let mut train =
-        Dataset::load(&cfg.data.join("train"), None, loader).context("loading the train split")?;
+    let listing = crate::evaluate::listing(
+        &RunConfig {
+            classes: Vec::new(),
+            ..cfg.clone()
+        },
+        &cfg.data,
+        "train",
+    )?;
+    let mut train = Dataset::from_folder(listing, loader).context("loading the train split")?;
     for s in &train.skipped {
         eprintln!("warning: {}: {} (skipped)", s.path.display(), s.reason);
     }
@@ -178,7 +185,7 @@ pub(crate) fn load_splits(cfg: &mut RunConfig, strict: bool, resumed: bool) -> R
     cfg.classes = train.classes.clone();
     let valid = match cfg.validation_split {
         Some(_) => {
-            if cfg.data.join("valid").is_dir() {
+            if crate::evaluate::has_split(cfg, &cfg.data, "valid") {
                 crate::outln!(
                     "Validation: --validation-split takes it from train/; valid/ is not used"
                 );
@@ -187,14 +194,14 @@ pub(crate) fn load_splits(cfg: &mut RunConfig, strict: bool, resumed: bool) -> R
         }
         None => load_split(cfg, &cfg.data, "valid", strict)?,
     };
-    let test = if cfg.data.join("test").is_dir() {
+    let test = if crate::evaluate::has_split(cfg, &cfg.data, "test") {
         Some(load_split(cfg, &cfg.data, "test", strict)?)
     } else {
         None
     };
     crate::outln!(
         "Data {}: {} classes; {} train, {} valid, {} test images ({} skipped); loaded in {:.1}s",
-        cfg.data.display(),
+        cfg.labels_csv.as_ref().unwrap_or(&cfg.data).display(),
         cfg.classes.len(),
         train.len(),
         valid.len(),
@@ -391,7 +398,9 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         Ok(go) => go,
         Err(code) => return Ok(code),
     };
-    check_data_folder(&cfg.data)?;
+    if cfg.labels_csv.is_none() {
+        check_data_folder(&cfg.data)?;
+    }
     if args.dry_run {
         return dry_run(cfg, &args);
     }

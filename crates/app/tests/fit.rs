@@ -489,3 +489,76 @@ fn lr_find_suggests_a_rate_and_draws_the_curve() {
     let (w, h) = image::image_dimensions(&plot).unwrap();
     assert_eq!((w, h), (800, 450));
 }
+
+/// `--labels-csv`: the photos listed in a CSV with a split column train and score as the same
+/// photos in folders do (same seed: the same history), and `eval` reads the CSV's test rows;
+/// a missing file is named with its line.
+#[test]
+fn a_labels_csv_trains_as_the_same_folders_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (folders, listed) = (tmp.path().join("folders"), tmp.path().join("listed"));
+    let mut csv = String::from("path,label,split\n");
+    for split in ["train", "valid", "test"] {
+        for class in ["archery", "boxing", "golf"] {
+            let dst = folders.join(split).join(class);
+            std::fs::create_dir_all(&dst).unwrap();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(sports().join(split).join(class))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for f in files.iter().take(8) {
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                std::os::unix::fs::symlink(f, dst.join(&name)).unwrap();
+                csv += &format!("{split}/{class}/{name},{class},{split}\n");
+            }
+        }
+    }
+    // The CSV sits in the data folder, so its relative paths name the same files.
+    std::fs::write(folders.join("labels.csv"), &csv).unwrap();
+    let weights = shared().join("weights/mobilenet_v2_0.35_224_no_top");
+    let common = [
+        "--weights",
+        s(&weights),
+        "--epochs",
+        "2",
+        "--seed",
+        "4",
+        "--quiet",
+    ];
+    let a = tmp.path().join("a");
+    let mut args = vec!["train", "--data", s(&folders), "--out", s(&a)];
+    args.extend(common);
+    assert_eq!(run(&args).status.code(), Some(0));
+    let b = tmp.path().join("b");
+    let csv_path = folders.join("labels.csv");
+    let mut args = vec!["train", "--labels-csv", s(&csv_path), "--out", s(&b)];
+    args.extend(common);
+    let r = run(&args);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    assert_eq!(
+        column(&history(&a), "val_loss"),
+        column(&history(&b), "val_loss")
+    );
+    let e = run(&["eval", "--checkpoint", s(&b), "--json"]);
+    assert_eq!(e.status.code(), Some(0), "{}", stderr(&e));
+    let v: Value = serde_json::from_str(&stdout(&e)).unwrap();
+    assert_eq!(v["total"], 15, "the CSV's 5 test rows a class");
+
+    std::fs::write(&listed, "path,label\nnowhere.jpg,golf\n").unwrap();
+    let r = run(&[
+        "train",
+        "--labels-csv",
+        s(&listed),
+        "--weights",
+        s(&weights),
+        "--out",
+        s(&tmp.path().join("c")),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(
+        stderr(&r).contains(":2: ") && stderr(&r).contains("nowhere.jpg: no such file"),
+        "{}",
+        stderr(&r)
+    );
+}

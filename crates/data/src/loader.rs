@@ -82,7 +82,15 @@ impl Dataset {
         if cfg.batch_size == 0 {
             return Err(DataError::Config("batch size must be at least 1".into()));
         }
-        let folder = ImageFolder::open(dir, expected_classes)?;
+        Self::from_folder(ImageFolder::open(dir, expected_classes)?, cfg)
+    }
+
+    /// Decodes and resizes the images a listing names (a folder's or a CSV's), in parallel.
+    pub fn from_folder(folder: ImageFolder, cfg: LoaderConfig) -> Result<Self> {
+        if cfg.batch_size == 0 {
+            return Err(DataError::Config("batch size must be at least 1".into()));
+        }
+        let dir = folder.root.clone();
         let decoded: Vec<Result<Rgb>> = folder
             .items
             .par_iter()
