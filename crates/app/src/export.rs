@@ -54,24 +54,13 @@ fn write_model(out: &Path, bytes: &[u8], force: bool) -> Result<()> {
 
 pub fn run(args: ExportArgs) -> Result<i32> {
     let ExportFormat::Onnx = args.format;
-    let source = match (&args.checkpoint, &args.weights) {
-        (Some(dir), _) => Source::Run {
-            dir,
-            best: args.best,
-        },
-        (None, Some(dir)) => {
-            if args.best {
-                bail!(
-                    "--best chooses a run's checkpoint; it needs --checkpoint RUN, not --weights"
-                );
-            }
-            Source::Weights {
-                dir,
-                labels: args.labels.as_deref(),
-            }
-        }
-        (None, None) => bail!("pass --checkpoint RUN or --weights DIR"),
-    };
+    let source = Source::from_flags(
+        "export",
+        args.checkpoint.as_deref(),
+        args.best,
+        args.weights.as_deref(),
+        args.labels.as_deref(),
+    )?;
     let what = match &args.checkpoint {
         Some(dir) => format!(
             "{} ({})",

@@ -18,6 +18,28 @@ pub enum Source<'a> {
     },
 }
 
+impl<'a> Source<'a> {
+    /// The model named by a command's `--checkpoint RUN [--best]` or `--weights DIR [--labels F]`.
+    pub fn from_flags(
+        command: &str,
+        checkpoint: Option<&'a Path>,
+        best: bool,
+        weights: Option<&'a Path>,
+        labels: Option<&'a Path>,
+    ) -> Result<Self> {
+        match (checkpoint, weights) {
+            (Some(dir), _) => Ok(Source::Run { dir, best }),
+            (None, Some(_)) if best => {
+                bail!("--best picks a run's best.npz: it goes with --checkpoint RUN, not --weights")
+            }
+            (None, Some(dir)) => Ok(Source::Weights { dir, labels }),
+            (None, None) => bail!(
+                "{command} needs --checkpoint RUN_DIR or --weights DIR (ImageNet weights with the top)"
+            ),
+        }
+    }
+}
+
 /// The network as loaded: a run's classifier, or ImageNet weights with the top.
 pub enum Network {
     Trained(Classifier),

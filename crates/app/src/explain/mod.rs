@@ -207,24 +207,13 @@ fn check_outputs(
 }
 
 pub fn run(args: ExplainArgs) -> Result<i32> {
-    let source = match (&args.checkpoint, &args.weights) {
-        (Some(dir), _) => Source::Run {
-            dir,
-            best: args.best,
-        },
-        (None, Some(dir)) => {
-            if args.best {
-                bail!(
-                    "--best picks a run's best.npz: it goes with --checkpoint RUN, not --weights"
-                );
-            }
-            Source::Weights {
-                dir,
-                labels: args.labels.as_deref(),
-            }
-        }
-        (None, None) => bail!("pass --checkpoint RUN or --weights DIR"),
-    };
+    let source = Source::from_flags(
+        "explain",
+        args.checkpoint.as_deref(),
+        args.best,
+        args.weights.as_deref(),
+        args.labels.as_deref(),
+    )?;
     let loaded = crate::scoring::load(source, args.interpolation.as_deref())?;
     eprintln!("{}", loaded.description);
     let mut ex = Explainer::new(loaded)?;

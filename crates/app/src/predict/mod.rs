@@ -24,26 +24,13 @@ use stream::{decode_in_batches, Decoded};
 pub const EXIT_SKIPPED: i32 = 1;
 
 fn open_scorer(args: &PredictArgs) -> Result<Scorer> {
-    let source = match (&args.checkpoint, &args.weights) {
-        (Some(dir), None) => Source::Run {
-            dir,
-            best: args.best,
-        },
-        (None, Some(dir)) => {
-            if args.best {
-                bail!(
-                    "--best picks a run's best.npz: it goes with --checkpoint RUN, not --weights"
-                );
-            }
-            Source::Weights {
-                dir,
-                labels: args.labels.as_deref(),
-            }
-        }
-        _ => bail!(
-            "predict needs --checkpoint RUN_DIR or --weights DIR (ImageNet weights with the top)"
-        ),
-    };
+    let source = Source::from_flags(
+        "predict",
+        args.checkpoint.as_deref(),
+        args.best,
+        args.weights.as_deref(),
+        args.labels.as_deref(),
+    )?;
     Scorer::open(source, args.interpolation.as_deref())
 }
 

@@ -56,39 +56,30 @@ pub struct AppState {
     pub decoders: tokio::sync::Semaphore,
 }
 
+/// The model the flags name, and a short name for it: the run's or the weights' folder.
 fn source(args: &ServeArgs) -> Result<(Source<'_>, String)> {
+    let source = Source::from_flags(
+        "serve",
+        args.checkpoint.as_deref(),
+        args.best,
+        args.weights.as_deref(),
+        args.labels.as_deref(),
+    )?;
     let folder = |p: &Path| {
         p.file_name().map_or_else(
             || p.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         )
     };
-    match (&args.checkpoint, &args.weights) {
-        (Some(dir), None) => Ok((
-            Source::Run {
-                dir,
-                best: args.best,
-            },
-            format!(
-                "{} ({})",
-                folder(dir),
-                crate::evaluate::checkpoint_name(args.best)
-            ),
-        )),
-        (None, Some(dir)) if !args.best => Ok((
-            Source::Weights {
-                dir,
-                labels: args.labels.as_deref(),
-            },
+    let name = match &source {
+        Source::Run { dir, best } => format!(
+            "{} ({})",
             folder(dir),
-        )),
-        (None, Some(_)) => {
-            bail!("--best picks a run's best.npz: it goes with --checkpoint RUN, not --weights")
-        }
-        _ => bail!(
-            "serve needs --checkpoint RUN_DIR or --weights DIR (ImageNet weights with the top)"
+            crate::evaluate::checkpoint_name(*best)
         ),
-    }
+        Source::Weights { dir, .. } => folder(dir),
+    };
+    Ok((source, name))
 }
 
 /// `--addr`, refusing a non-loopback address unless `--public`.
