@@ -4,10 +4,11 @@
 pub mod overlay;
 
 use crate::cli::ExplainArgs;
+use crate::predict::Decoding;
 use crate::predict::EXIT_SKIPPED;
 use crate::scoring::{Loaded, Network, Source};
 use anyhow::{bail, Context, Result};
-use data::{decode_rgb, resize, DecodeLimits, Transform};
+use data::{decode_rgb, DecodeLimits, Interpolation, Preprocess};
 use image::RgbImage;
 use mobilenet::{ClassMap, GradCam, Target};
 use ndarray_npy::WriteNpyExt;
@@ -22,48 +23,60 @@ const BATCH: usize = 8;
 pub struct Explainer {
     pub cam: GradCam,
     pub classes: Vec<String>,
-    preprocess: data::Preprocess,
-    interpolation: data::Interpolation,
+    /// Resize and scaling, as `predict` feeds the same model.
+    pub decoding: Decoding,
 }
 
 impl Explainer {
+    fn with(
+        cam: GradCam,
+        classes: Vec<String>,
+        preprocess: Preprocess,
+        interpolation: Interpolation,
+    ) -> Self {
+        let (height, width) = cam.input_size();
+        Explainer {
+            cam,
+            classes,
+            decoding: Decoding {
+                height,
+                width,
+                interpolation,
+                preprocess,
+                limits: DecodeLimits::default(),
+            },
+        }
+    }
+
     pub fn new(loaded: Loaded) -> Result<Self> {
         let cam = match loaded.network {
             Network::Trained(c) => GradCam::from_classifier(c)?,
             Network::ImageNet(n) => GradCam::from_model(n)?,
         };
-        Ok(Explainer {
+        Ok(Self::with(
             cam,
-            classes: loaded.classes,
-            preprocess: loaded.preprocess,
-            interpolation: loaded.interpolation,
-        })
+            loaded.classes,
+            loaded.preprocess,
+            loaded.interpolation,
+        ))
     }
 
     /// A run's classifier, fed as the run was trained.
     pub fn for_run(clf: mobilenet::Classifier, cfg: &crate::config::RunConfig) -> Result<Self> {
-        Ok(Explainer {
-            cam: GradCam::from_classifier(clf)?,
-            classes: cfg.classes.clone(),
-            preprocess: cfg.preprocess(),
-            interpolation: cfg.interpolation(),
-        })
+        let cam = GradCam::from_classifier(clf)?;
+        Ok(Self::with(
+            cam,
+            cfg.classes.clone(),
+            cfg.preprocess(),
+            cfg.interpolation(),
+        ))
     }
 
     /// The photo as decoded, and as the model's input (resized, scaled).
     pub fn decode(&self, path: &Path) -> Result<(RgbImage, Vec<f32>)> {
-        let photo = decode_rgb(path, DecodeLimits::default())?;
-        let x = self.input(&photo);
+        let photo = decode_rgb(path, self.decoding.limits)?;
+        let x = self.decoding.pixels(&photo);
         Ok((photo, x))
-    }
-
-    /// A decoded photo as the model's input (resized, scaled).
-    pub fn input(&self, photo: &RgbImage) -> Vec<f32> {
-        let (h, w) = self.cam.input_size();
-        let small = resize(photo, h as u32, w as u32, self.interpolation);
-        let mut x = vec![0.0f32; h * w * 3];
-        Transform::IDENTITY.apply(&small, self.preprocess, &mut x);
-        x
     }
 
     /// Explains model inputs (each `H * W * 3` floats) for `targets`.

@@ -333,7 +333,7 @@ fn explain_png(
         .explainer
         .lock()
         .map_err(|_| ApiError::internal("the explainer failed earlier"))?;
-    let x = ex.input(&photo);
+    let x = ex.decoding.pixels(&photo);
     let e = ex.explain(vec![x], &[target]).map_err(ApiError::internal)?;
     drop(ex);
     let map = &e[0].maps[0];
