@@ -171,16 +171,21 @@ pub fn result(
 pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Result<Dataset> {
     if split == "valid" && cfg.validation_split.is_some() {
         // The run's validation images came from its training images: the same split again.
-        let mut train =
-            Dataset::from_folder(listing(cfg, data, "train")?, eval_loader(cfg, strict))
-                .context("loading the train split")?;
+        let mut train = Dataset::from_folder(
+            listing(cfg, data, "train", Some(&cfg.classes))?,
+            eval_loader(cfg, strict),
+        )
+        .context("loading the train split")?;
         if let Some(n) = cfg.limit_per_class {
             train.truncate_per_class(n);
         }
         return split_validation(&mut train, cfg, strict);
     }
-    let ds = Dataset::from_folder(listing(cfg, data, split)?, eval_loader(cfg, strict))
-        .with_context(|| format!("loading the {split} split"))?;
+    let ds = Dataset::from_folder(
+        listing(cfg, data, split, Some(&cfg.classes))?,
+        eval_loader(cfg, strict),
+    )
+    .with_context(|| format!("loading the {split} split"))?;
     for s in &ds.skipped {
         eprintln!("warning: {}: {} (skipped)", s.path.display(), s.reason);
     }
@@ -188,20 +193,24 @@ pub fn load_split(cfg: &RunConfig, data: &Path, split: &str, strict: bool) -> Re
 }
 
 /// The images of a split as the run lists them: `<data>/<split>/<class>/` or, with `--labels-csv`,
-/// that split's rows; the classes must be the run's.
-pub fn listing(cfg: &RunConfig, data: &Path, split: &str) -> Result<data::ImageFolder> {
+/// that split's rows; with `classes`, the split must have exactly those.
+pub fn listing(
+    cfg: &RunConfig,
+    data: &Path,
+    split: &str,
+    classes: Option<&[String]>,
+) -> Result<data::ImageFolder> {
     let Some(csv) = &cfg.labels_csv else {
-        let expected = (!cfg.classes.is_empty()).then_some(&cfg.classes[..]);
-        return data::ImageFolder::open(&data.join(split), expected)
+        return data::ImageFolder::open(&data.join(split), classes)
             .with_context(|| format!("loading the {split} split"));
     };
     let l = data::labels_csv::read(csv)?;
-    if !cfg.classes.is_empty() && l.classes != cfg.classes {
+    if let Some(want) = classes.filter(|c| l.classes != *c) {
         anyhow::bail!(
             "{}: its training labels are {:?} but the run's classes are {:?}",
             csv.display(),
             l.classes,
-            cfg.classes
+            want
         );
     }
     let folder = match split {
@@ -227,7 +236,7 @@ pub fn listing(cfg: &RunConfig, data: &Path, split: &str) -> Result<data::ImageF
 pub fn has_split(cfg: &RunConfig, data: &Path, split: &str) -> bool {
     match &cfg.labels_csv {
         None => data.join(split).is_dir(),
-        Some(_) => listing(cfg, data, split).is_ok(),
+        Some(_) => listing(cfg, data, split, None).is_ok(),
     }
 }
 

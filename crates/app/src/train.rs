@@ -159,14 +159,8 @@ pub(crate) fn load_splits(cfg: &mut RunConfig, strict: bool, resumed: bool) -> R
         strict,
         ..Default::default()
     };
-    let listing = crate::evaluate::listing(
-        &RunConfig {
-            classes: Vec::new(),
-            ..cfg.clone()
-        },
-        &cfg.data,
-        "train",
-    )?;
+    // The classes come from the data here (a resumed run checks them below).
+    let listing = crate::evaluate::listing(cfg, &cfg.data, "train", None)?;
     let mut train = Dataset::from_folder(listing, loader).context("loading the train split")?;
     for s in &train.skipped {
         eprintln!("warning: {}: {} (skipped)", s.path.display(), s.reason);
