@@ -328,7 +328,7 @@ fn callbacks(
     if let Some(r) = cfg.reduce_lr_on_plateau {
         list.push(Box::new(cb::ReduceLrOnPlateau::new(r.factor, r.patience)));
     }
-    list.push(Box::new(cb::ModelCheckpoint::new()));
+    list.push(Box::new(cb::ModelCheckpoint));
     list.push(Box::new(cb::HistoryWriter));
     if let Some(e) = cfg.early_stopping {
         list.push(Box::new(cb::EarlyStopping::new(

@@ -6,7 +6,6 @@ use crate::history::EpochRecord;
 use anyhow::{Context, Result};
 use mobilenet::Classifier;
 use nn::optim::Optimizer;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The model and the optimizer's state, atomically.
@@ -17,45 +16,24 @@ pub fn save(path: &Path, clf: &mut Classifier, opt: &dyn Optimizer) -> Result<()
         .with_context(|| format!("writing checkpoint {}", path.display()))
 }
 
-#[derive(Default, Serialize, Deserialize)]
-pub struct ModelCheckpoint {
-    best: Option<f64>,
-}
-
-impl ModelCheckpoint {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
+/// Stateless: the lowest validation loss so far is read from the history, so a resumed run
+/// compares against the same value.
+#[derive(Default)]
+pub struct ModelCheckpoint;
 
 impl Callback for ModelCheckpoint {
     fn name(&self) -> &'static str {
         "model_checkpoint"
     }
 
-    fn on_train_begin(&mut self, ctx: &mut Ctx) -> Result<()> {
-        // A run from before callbacks kept their own state: its lowest loss is in trainer.json.
-        if self.best.is_none() {
-            self.best = ctx.state.best_val_loss;
-        }
-        Ok(())
-    }
-
     fn on_epoch_end(&mut self, ctx: &mut Ctx, r: &EpochRecord) -> Result<Control> {
-        if improved(r.val_loss, self.best, 0.0) {
-            self.best = Some(r.val_loss);
+        // The history ends with this epoch's record: the best so far is among the ones before it.
+        let before = &ctx.state.history[..ctx.state.history.len().saturating_sub(1)];
+        let best = before.iter().map(|h| h.val_loss).reduce(f64::min);
+        if improved(r.val_loss, best, 0.0) {
             save(&ctx.dir.join("best.npz"), ctx.clf, &*ctx.opt)?;
         }
         save(&ctx.dir.join("last.npz"), ctx.clf, &*ctx.opt)?;
         Ok(Control::Continue)
-    }
-
-    fn state(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
-        *self = serde_json::from_value(state.clone())?;
-        Ok(())
     }
 }
