@@ -12,17 +12,19 @@ use std::sync::atomic::AtomicBool;
 /// Loss smoothing, as fastai.
 const BETA: f64 = 0.98;
 
-/// The smoothed losses of a run of raw losses (debiased exponential moving average).
-pub fn smooth(losses: &[f64]) -> Vec<f64> {
-    let mut avg = 0.0;
-    losses
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| {
-            avg = BETA * avg + (1.0 - BETA) * l;
-            avg / (1.0 - BETA.powi(i as i32 + 1))
-        })
-        .collect()
+/// fastai's smoothing of the loss: a debiased exponential moving average, one loss at a time.
+#[derive(Default)]
+pub struct Smoother {
+    avg: f64,
+    seen: i32,
+}
+
+impl Smoother {
+    pub fn push(&mut self, loss: f64) -> f64 {
+        self.avg = BETA * self.avg + (1.0 - BETA) * loss;
+        self.seen += 1;
+        self.avg / (1.0 - BETA.powi(self.seen))
+    }
 }
 
 /// The rate where the smoothed loss falls fastest: the most negative slope against ln lr over a
@@ -64,7 +66,7 @@ pub fn run(args: LrFindArgs) -> Result<i32> {
     let train = &splits.train;
     let bs = cfg.batch_size;
     let mut points = Vec::with_capacity(args.steps);
-    let mut raw = Vec::with_capacity(args.steps);
+    let mut smoother = Smoother::default();
     let mut best = f64::INFINITY;
     let ratio = (args.end_lr / args.start_lr) as f64;
     let mut stream = cache.is_none().then(|| train.batches(0, true, 0));
@@ -94,8 +96,7 @@ pub fn run(args: LrFindArgs) -> Result<i32> {
             Err(mobilenet::Error::NonFinite { .. }) => break,
             Err(e) => return Err(e.into()),
         };
-        raw.push(loss);
-        let smoothed = *smooth(&raw).last().unwrap_or(&loss);
+        let smoothed = smoother.push(loss);
         points.push((lr, smoothed));
         best = best.min(smoothed);
         if smoothed > 4.0 * best {
@@ -105,7 +106,7 @@ pub fn run(args: LrFindArgs) -> Result<i32> {
     let suggestion = steepest(&points);
     crate::plots::lr_find(&args.plot, &points, suggestion)?;
     crate::outln!(
-        "lr-find: {} steps from {:e} to {:e}; lowest smoothed loss {:.4} at lr {:.1e}",
+        "lr-find: {} steps from {:.1e} to {:.1e}; lowest smoothed loss {:.4} at lr {:.1e}",
         points.len(),
         args.start_lr,
         points.last().map_or(0.0, |p| p.0),
@@ -132,7 +133,8 @@ mod tests {
     #[test]
     fn smoothing_is_debiased() {
         // A constant loss stays constant from the first step.
-        assert!(smooth(&[2.0; 5]).iter().all(|v| (v - 2.0).abs() < 1e-12));
+        let mut s = Smoother::default();
+        assert!((0..5).all(|_| (s.push(2.0) - 2.0).abs() < 1e-12));
     }
 
     #[test]
