@@ -176,6 +176,20 @@ impl CallbackList {
     }
 }
 
+/// A callback's serde state as `trainer.json` keeps it (for [`Callback::state`]).
+pub fn to_state<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// Restores what [`to_state`] saved (for [`Callback::load_state`]).
+pub fn from_state<T: serde::de::DeserializeOwned>(
+    into: &mut T,
+    state: &serde_json::Value,
+) -> Result<()> {
+    *into = serde_json::from_value(state.clone())?;
+    Ok(())
+}
+
 /// Keras's `monitor="val_loss"` comparison in mode `min`: an improvement is lower by more than
 /// `min_delta`.
 pub fn improved(current: f64, best: Option<f64>, min_delta: f64) -> bool {

@@ -62,12 +62,11 @@ impl Callback for ReduceLrOnPlateau {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+        super::to_state(self)
     }
 
     fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
-        *self = serde_json::from_value(state.clone())?;
-        Ok(())
+        super::from_state(self, state)
     }
 }
 
