@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// `train` with the frozen base and its feature cache (seconds), alpha 0.35.
-fn quick_run(data: &Path, dir: &Path, extra: &[&str]) -> std::process::Output {
+fn quick_train(data: &Path, dir: &Path, extra: &[&str]) -> std::process::Output {
     let weights = shared().join("weights/mobilenet_v2_0.35_224_no_top");
     let mut args = vec![
         "train",
@@ -26,9 +26,24 @@ fn quick_run(data: &Path, dir: &Path, extra: &[&str]) -> std::process::Output {
         s(dir),
     ];
     args.extend_from_slice(extra);
-    let out = run(&args);
+    run(&args)
+}
+
+/// [`quick_train`], which must succeed.
+fn quick_run(data: &Path, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let out = quick_train(data, dir, extra);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     out
+}
+
+/// [`quick_train`] on sports15 interrupted after `after` batches (exit 130), then `--resume`d.
+fn interrupted_then_resumed(dir: &Path, flags: &[&str], after: &str) {
+    let mut stopped = flags.to_vec();
+    stopped.extend(["--interrupt-after", after]);
+    let r = quick_train(&sports(), dir, &stopped);
+    assert_eq!(r.status.code(), Some(130), "{}", stderr(&r));
+    let r = run(&["train", "--resume", s(dir), "--quiet"]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
 }
 
 fn sports() -> PathBuf {
@@ -186,30 +201,8 @@ fn a_run_with_callbacks_resumes_bit_identical() {
     ];
     let (a, b) = (tmp.path().join("straight"), tmp.path().join("interrupted"));
     quick_run(&sports(), &a, &flags);
-    let mut stopped = flags.to_vec();
     // 90 photos in batches of 16: 6 a epoch; stop inside epoch 3.
-    stopped.extend(["--interrupt-after", "14"]);
-    let weights = shared().join("weights/mobilenet_v2_0.35_224_no_top");
-    let data = sports();
-    let mut args = vec![
-        "train",
-        "--data",
-        s(&data),
-        "--weights",
-        s(&weights),
-        "--batch-size",
-        "16",
-        "--seed",
-        "3",
-        "--quiet",
-        "--out",
-        s(&b),
-    ];
-    args.extend_from_slice(&stopped);
-    let r = run(&args);
-    assert_eq!(r.status.code(), Some(130), "{}", stderr(&r));
-    let r = run(&["train", "--resume", s(&b), "--quiet"]);
-    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    interrupted_then_resumed(&b, &flags, "14");
     assert_eq!(
         model_tensors(&a.join("last.npz")),
         model_tensors(&b.join("last.npz"))
@@ -427,29 +420,8 @@ fn two_phases_freeze_then_fine_tune_and_resume_bit_identical() {
         "below the cut stays"
     );
 
-    let mut stopped = flags.to_vec();
     // 6 batches an epoch: stop in the middle of epoch 2, the first of phase 2.
-    stopped.extend(["--interrupt-after", "9"]);
-    let data = sports();
-    let mut args = vec![
-        "train",
-        "--data",
-        s(&data),
-        "--weights",
-        s(&imagenet),
-        "--batch-size",
-        "16",
-        "--seed",
-        "3",
-        "--quiet",
-        "--out",
-        s(&b),
-    ];
-    args.extend_from_slice(&stopped);
-    let r = run(&args);
-    assert_eq!(r.status.code(), Some(130), "{}", stderr(&r));
-    let r = run(&["train", "--resume", s(&b), "--quiet"]);
-    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    interrupted_then_resumed(&b, &flags, "9");
     assert_eq!(
         model_tensors(&a.join("last.npz")),
         model_tensors(&b.join("last.npz"))
