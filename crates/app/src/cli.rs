@@ -215,18 +215,8 @@ pub enum PredictFormat {
 skipped (each named on stderr); 2 error (nothing written to --output)."
 )]
 pub struct PredictArgs {
-    /// Run folder written by `train` (its final model, last.npz; --best for best.npz).
-    #[arg(long, conflicts_with = "weights")]
-    pub checkpoint: Option<PathBuf>,
-    /// With --checkpoint: the lowest-validation-loss model (best.npz).
-    #[arg(long)]
-    pub best: bool,
-    /// ImageNet weights with the top (prints ImageNet labels).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// `imagenet_class_index.json` [default: beside the weights].
-    #[arg(long)]
-    pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// How many classes to report per image.
     #[arg(long, default_value_t = 1)]
     pub top: usize,
@@ -293,18 +283,8 @@ pub enum ExportFormat {
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("model").required(true).args(["checkpoint", "weights"])))]
 pub struct ExportArgs {
-    /// Run folder written by `train` (its final model, last.npz; --best for best.npz).
-    #[arg(long, conflicts_with = "weights")]
-    pub checkpoint: Option<PathBuf>,
-    /// With --checkpoint: the lowest-validation-loss model (best.npz).
-    #[arg(long)]
-    pub best: bool,
-    /// ImageNet weights with the top (the 1000 ImageNet classes become the model's classes).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// With --weights: `imagenet_class_index.json` [default: beside the weights].
-    #[arg(long)]
-    pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
     pub format: ExportFormat,
     /// The model file to write (atomically).
@@ -331,18 +311,8 @@ ReLU(out_relu . weights) divided by its maximum, one cell per 32x32 pixels of th
 Exit status: 0 every image explained; 1 some files were skipped (each named); 2 error."
 )]
 pub struct ExplainArgs {
-    /// Run folder written by `train` (its final model, last.npz; --best for best.npz).
-    #[arg(long, conflicts_with = "weights")]
-    pub checkpoint: Option<PathBuf>,
-    /// With --checkpoint: the lowest-validation-loss model (best.npz).
-    #[arg(long)]
-    pub best: bool,
-    /// ImageNet weights with the top (explains ImageNet classes).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// With --weights: `imagenet_class_index.json` [default: beside the weights].
-    #[arg(long)]
-    pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Explain this class (a name or an index) instead of the predicted one.
     #[arg(long, conflicts_with = "top")]
     pub class: Option<String>,
@@ -368,18 +338,8 @@ pub struct ExplainArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Run folder written by `train` (its final model, last.npz; --best for best.npz).
-    #[arg(long, conflicts_with = "weights")]
-    pub checkpoint: Option<PathBuf>,
-    /// With --checkpoint: the lowest-validation-loss model (best.npz).
-    #[arg(long)]
-    pub best: bool,
-    /// ImageNet weights with the top (serves ImageNet classes).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// With --weights: `imagenet_class_index.json` [default: beside the weights].
-    #[arg(long)]
-    pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Address to listen on. Loopback by default; another address (0.0.0.0:8080) needs --public.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
@@ -436,4 +396,34 @@ pub struct LrFindArgs {
     /// Where to write the plot.
     #[arg(long, default_value = "lr_find.png")]
     pub plot: PathBuf,
+}
+
+/// The model a command uses: a trained run, or ImageNet weights with their top.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Run folder written by `train` (its final model, last.npz; --best for best.npz).
+    #[arg(long, conflicts_with = "weights")]
+    pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: the lowest-validation-loss model (best.npz).
+    #[arg(long)]
+    pub best: bool,
+    /// ImageNet weights with the top (the 1000 ImageNet classes).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// With --weights: `imagenet_class_index.json` [default: beside the weights].
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model these flags name, for `command`'s error messages.
+    pub fn source(&self, command: &str) -> anyhow::Result<crate::scoring::Source<'_>> {
+        crate::scoring::Source::from_flags(
+            command,
+            self.checkpoint.as_deref(),
+            self.best,
+            self.weights.as_deref(),
+            self.labels.as_deref(),
+        )
+    }
 }

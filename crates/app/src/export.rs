@@ -1,7 +1,6 @@
 //! `app export`: a run's classifier (or ImageNet weights with the top) as an ONNX model file.
 
 use crate::cli::{ExportArgs, ExportFormat};
-use crate::scoring::Source;
 use anyhow::{bail, Context, Result};
 use data::Preprocess;
 use onnx::{Options, Preprocessing};
@@ -22,7 +21,7 @@ pub fn preprocessing(p: Preprocess) -> Preprocessing {
 
 /// The graph's name in the file: the run folder's name, or the ImageNet model's.
 fn model_name(args: &ExportArgs, alpha: f32) -> String {
-    match &args.checkpoint {
+    match &args.model.checkpoint {
         Some(dir) => dir
             .canonicalize()
             .ok()
@@ -54,20 +53,19 @@ fn write_model(out: &Path, bytes: &[u8], force: bool) -> Result<()> {
 
 pub fn run(args: ExportArgs) -> Result<i32> {
     let ExportFormat::Onnx = args.format;
-    let source = Source::from_flags(
-        "export",
-        args.checkpoint.as_deref(),
-        args.best,
-        args.weights.as_deref(),
-        args.labels.as_deref(),
-    )?;
-    let what = match &args.checkpoint {
+    let source = args.model.source("export")?;
+    let what = match &args.model.checkpoint {
         Some(dir) => format!(
             "{} ({})",
             dir.display(),
-            if args.best { "best.npz" } else { "last.npz" }
+            if args.model.best {
+                "best.npz"
+            } else {
+                "last.npz"
+            }
         ),
         None => args
+            .model
             .weights
             .as_deref()
             .unwrap_or(Path::new(""))

@@ -6,7 +6,7 @@ pub mod overlay;
 use crate::cli::ExplainArgs;
 use crate::predict::Decoding;
 use crate::predict::EXIT_SKIPPED;
-use crate::scoring::{Loaded, Network, Source};
+use crate::scoring::{Loaded, Network};
 use anyhow::{bail, Context, Result};
 use data::{decode_rgb, DecodeLimits, Interpolation, Preprocess};
 use image::RgbImage;
@@ -220,13 +220,7 @@ fn check_outputs(
 }
 
 pub fn run(args: ExplainArgs) -> Result<i32> {
-    let source = Source::from_flags(
-        "explain",
-        args.checkpoint.as_deref(),
-        args.best,
-        args.weights.as_deref(),
-        args.labels.as_deref(),
-    )?;
+    let source = args.model.source("explain")?;
     let loaded = crate::scoring::load(source, args.interpolation.as_deref())?;
     eprintln!("{}", loaded.description);
     let mut ex = Explainer::new(loaded)?;

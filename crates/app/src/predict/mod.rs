@@ -8,7 +8,7 @@ mod output;
 mod stream;
 
 use crate::cli::PredictArgs;
-use crate::scoring::{Scorer, Source};
+use crate::scoring::Scorer;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use inputs::Shard;
@@ -24,13 +24,7 @@ use stream::{decode_in_batches, Decoded};
 pub const EXIT_SKIPPED: i32 = 1;
 
 fn open_scorer(args: &PredictArgs) -> Result<Scorer> {
-    let source = Source::from_flags(
-        "predict",
-        args.checkpoint.as_deref(),
-        args.best,
-        args.weights.as_deref(),
-        args.labels.as_deref(),
-    )?;
+    let source = args.model.source("predict")?;
     Scorer::open(source, args.interpolation.as_deref())
 }
 

@@ -58,13 +58,7 @@ pub struct AppState {
 
 /// The model the flags name, and a short name for it: the run's or the weights' folder.
 fn source(args: &ServeArgs) -> Result<(Source<'_>, String)> {
-    let source = Source::from_flags(
-        "serve",
-        args.checkpoint.as_deref(),
-        args.best,
-        args.weights.as_deref(),
-        args.labels.as_deref(),
-    )?;
+    let source = args.model.source("serve")?;
     let folder = |p: &Path| {
         p.file_name().map_or_else(
             || p.display().to_string(),
