@@ -16,6 +16,7 @@ pub mod fold;
 pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm_x86;
+pub mod int8;
 pub mod inverted_residual;
 pub mod padding;
 pub mod pool;

@@ -1,0 +1,150 @@
+//! The 1x1 convolution (a GEMM over pixels) in integers: `u8` codes times packed `i8` weights,
+//! exact `i32` sums, requantized once with bias and activation into `u8` codes.
+
+use super::pack::{PackedWeights, BLOCK, GROUP};
+use super::{Isa, Requant};
+use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// Rows one task takes: a few microkernel tiles, enough to amortise the task.
+const ROWS_PER_TASK: usize = 48;
+
+/// `out[r, c] = requant(bias[c] + sum_k (a[r, k] - zp_a) * w[k, c])`: `a` is `[rows, w.k]` codes,
+/// `out` is `[rows, w.n]`. Every extent is checked here; rows are split over the thread pool.
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    isa: Isa,
+    a: &[u8],
+    rows: usize,
+    zp_a: i32,
+    w: &PackedWeights,
+    bias: &[i32],
+    rq: &Requant,
+    out: &mut [u8],
+) -> Result<()> {
+    check(a, rows, zp_a, w, bias, rq, out)?;
+    // Raw codes are summed; the zero point's share is one term per column.
+    let bias: Vec<i32> = (0..w.blocks * BLOCK)
+        .map(|c| match c < w.n {
+            true => bias[c] - zp_a * w.col_sums[c],
+            false => 0,
+        })
+        .collect();
+    let mut mult = rq.multiplier.clone();
+    mult.resize(w.blocks * BLOCK, 0.0);
+    let tile = Tile {
+        w,
+        bias: &bias,
+        mult: &mult,
+        rq,
+    };
+    if rows == 0 {
+        return Ok(());
+    }
+    out.par_chunks_mut(ROWS_PER_TASK * w.n)
+        .zip(a.par_chunks(ROWS_PER_TASK * w.k))
+        .for_each(|(o, a)| tile.rows(isa, a, o));
+    Ok(())
+}
+
+fn check(
+    a: &[u8],
+    rows: usize,
+    zp_a: i32,
+    w: &PackedWeights,
+    bias: &[i32],
+    rq: &Requant,
+    out: &mut [u8],
+) -> Result<()> {
+    let op = "int8 pointwise";
+    rq.check(op)?;
+    if a.len() != rows * w.k || out.len() != rows * w.n {
+        return Err(Error::Shape {
+            op,
+            expected: vec![rows * w.k, rows * w.n],
+            got: vec![a.len(), out.len()],
+        });
+    }
+    if bias.len() != w.n || rq.channels() != w.n || w.col_sums.len() != w.n {
+        return Err(Error::Shape {
+            op,
+            expected: vec![w.n, w.n, w.n],
+            got: vec![bias.len(), rq.channels(), w.col_sums.len()],
+        });
+    }
+    if w.data.len() != w.blocks * w.groups * BLOCK * GROUP
+        || w.groups != w.k.div_ceil(GROUP)
+        || w.blocks != w.n.div_ceil(BLOCK)
+    {
+        return Err(Error::Invalid {
+            op,
+            msg: format!(
+                "packed weights of {} bytes do not hold [{}, {}]",
+                w.data.len(),
+                w.k,
+                w.n
+            ),
+        });
+    }
+    if !(0..=255).contains(&zp_a) {
+        return Err(Error::Invalid {
+            op,
+            msg: format!("input zero point {zp_a} is not a u8 code"),
+        });
+    }
+    Ok(())
+}
+
+/// What every row of one call shares: weights, the zero-point-corrected bias and the multipliers,
+/// both padded to whole blocks.
+pub(super) struct Tile<'a> {
+    pub w: &'a PackedWeights,
+    pub bias: &'a [i32],
+    pub mult: &'a [f32],
+    pub rq: &'a Requant,
+}
+
+impl Tile<'_> {
+    /// All rows of `a` (whole rows of `w.k` codes) into `out`.
+    fn rows(&self, isa: Isa, a: &[u8], out: &mut [u8]) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Isa::available` detected AVX-512 F, BW and VNNI; `forward` checked every
+            // extent the kernel reads or writes (`a`, `out` whole rows; `bias`, `mult` whole blocks).
+            Isa::Avx512Vnni if Isa::available().contains(&Isa::Avx512Vnni) => unsafe {
+                super::x86::pointwise_vnni(self, a, out)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above, with AVX2 detected.
+            Isa::Avx2 if Isa::available().contains(&Isa::Avx2) => unsafe {
+                super::x86::pointwise_avx2(self, a, out)
+            },
+            _ => self.portable(a, out),
+        }
+    }
+
+    /// Plain Rust over the packed layout.
+    fn portable(&self, a: &[u8], out: &mut [u8]) {
+        let (k, n, w) = (self.w.k, self.w.n, self.w);
+        let (lo, hi) = self.rq.bounds();
+        for (row, o) in a.chunks_exact(k).zip(out.chunks_exact_mut(n)) {
+            for b in 0..w.blocks {
+                let mut acc = [0i32; BLOCK];
+                acc.copy_from_slice(&self.bias[b * BLOCK..(b + 1) * BLOCK]);
+                for g in 0..w.groups {
+                    let p = w.panel(b, g);
+                    for j in 0..GROUP.min(k - g * GROUP) {
+                        let v = row[g * GROUP + j] as i32;
+                        for (lane, s) in acc.iter_mut().enumerate() {
+                            *s += v * p[lane * GROUP + j] as i32;
+                        }
+                    }
+                }
+                for (lane, &s) in acc.iter().enumerate().take(n - (b * BLOCK).min(n)) {
+                    let c = b * BLOCK + lane;
+                    o[c] = super::quant::requantize(s, self.mult[c], lo, hi, self.rq.zero_point);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The x86 integer kernels. Sums are exact, and requantization does the reference's operations in
+//! its order (`i32 -> f32`, multiply, clamp, round to nearest even, add the zero point), so every
+//! output equals [`super::reference`] bit for bit.
+
+use super::depthwise::Rows;
+use super::pack::{BLOCK, GROUP};
+use super::pointwise::Tile;
+use std::arch::x86_64::*;
+
+/// Rows of a VNNI tile and blocks of 16 columns (6 x 4 = 24 of the 32 registers hold sums).
+const MR: usize = 6;
+const NR: usize = 4;
+
+/// `out = requant(a x w)` with `vpdpbusd`, tile by tile.
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VNNI must be present. `a` must hold whole rows of `t.w.k` codes and `out`
+/// the same number of rows of `t.w.n`; `t.bias` and `t.mult` must hold `t.w.blocks * 16` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn pointwise_vnni(t: &Tile, a: &[u8], out: &mut [u8]) {
+    let (k, n) = (t.w.k, t.w.n);
+    let rows = a.len() / k;
+    assert!(a.len() == rows * k && out.len() == rows * n);
+    assert!(t.bias.len() == t.w.blocks * BLOCK && t.mult.len() == t.w.blocks * BLOCK);
+    let mut r = 0;
+    while r < rows {
+        let mr = (rows - r).min(MR);
+        let mut b = 0;
+        while b < t.w.blocks {
+            let nr = (t.w.blocks - b).min(NR);
+            let (ap, op) = (a.as_ptr().add(r * k), out.as_mut_ptr().add(r * n));
+            match nr {
+                4 => vnni_rows::<4>(t, ap, op, b, mr),
+                3 => vnni_rows::<3>(t, ap, op, b, mr),
+                2 => vnni_rows::<2>(t, ap, op, b, mr),
+                _ => vnni_rows::<1>(t, ap, op, b, mr),
+            }
+            b += nr;
+        }
+        r += mr;
+    }
+}
+
+/// `mr <= MR` rows times blocks `b0..b0 + N`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn vnni_rows<const N: usize>(t: &Tile, a: *const u8, out: *mut u8, b0: usize, mr: usize) {
+    match mr {
+        6 => vnni_tile::<6, N>(t, a, out, b0),
+        5 => vnni_tile::<5, N>(t, a, out, b0),
+        4 => vnni_tile::<4, N>(t, a, out, b0),
+        3 => vnni_tile::<3, N>(t, a, out, b0),
+        2 => vnni_tile::<2, N>(t, a, out, b0),
+        _ => vnni_tile::<1, N>(t, a, out, b0),
+    }
+}
+
+/// `M` rows from `a` times blocks `b0..b0 + N`, requantized into `out`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn vnni_tile<const M: usize, const N: usize>(
+    t: &Tile,
+    a: *const u8,
+    out: *mut u8,
+    b0: usize,
+) {
+    let (k, n, groups) = (t.w.k, t.w.n, t.w.groups);
+    let w = t.w.data.as_ptr();
+    let mut acc = [[_mm512_setzero_si512(); N]; M];
+    for j in 0..N {
+        let bias = _mm512_loadu_si512(t.bias.as_ptr().add((b0 + j) * BLOCK).cast());
+        for row in acc.iter_mut() {
+            row[j] = bias;
+        }
+    }
+    let full = k / GROUP;
+    for g in 0..groups {
+        let mut bv = [_mm512_setzero_si512(); N];
+        for (j, v) in bv.iter_mut().enumerate() {
+            *v = _mm512_loadu_si512(w.add(((b0 + j) * groups + g) * BLOCK * GROUP).cast());
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let at = a.add(r * k + g * GROUP);
+            let four = if g < full {
+                at.cast::<i32>().read_unaligned()
+            } else {
+                // The last, partial group: missing channels are zero (their weights are too).
+                let mut bytes = [0u8; GROUP];
+                std::ptr::copy_nonoverlapping(at, bytes.as_mut_ptr(), k - g * GROUP);
+                i32::from_le_bytes(bytes)
+            };
+            let av = _mm512_set1_epi32(four);
+            for (s, &b) in row.iter_mut().zip(&bv) {
+                *s = _mm512_dpbusd_epi32(*s, av, b);
+            }
+        }
+    }
+    let (lo, hi) = t.rq.bounds();
+    let (lo, hi, zp) = (
+        _mm512_set1_ps(lo),
+        _mm512_set1_ps(hi),
+        _mm512_set1_epi32(t.rq.zero_point),
+    );
+    for j in 0..N {
+        let col = (b0 + j) * BLOCK;
+        let m = _mm512_loadu_ps(t.mult.as_ptr().add(col));
+        let valid = (n - col).min(BLOCK);
+        let mask = (((1u32 << valid) - 1) & 0xFFFF) as __mmask16;
+        for (r, row) in acc.iter().enumerate() {
+            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(row[j]), m);
+            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
+            _mm512_mask_cvtusepi32_storeu_epi8(out.add(r * n + col).cast(), mask, q);
+        }
+    }
+}
+
+/// `out = requant(a x w)` with AVX2: bytes widened to `i16`, `vpmaddwd` sums pairs exactly (the
+/// `u8 x i8` `vpmaddubsw` would saturate), two rows and one block of 16 columns at a time.
+///
+/// # Safety
+/// AVX2 must be present; the extents as for [`pointwise_vnni`].
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn pointwise_avx2(t: &Tile, a: &[u8], out: &mut [u8]) {
+    let (k, n) = (t.w.k, t.w.n);
+    let rows = a.len() / k;
+    assert!(a.len() == rows * k && out.len() == rows * n);
+    assert!(t.bias.len() == t.w.blocks * BLOCK && t.mult.len() == t.w.blocks * BLOCK);
+    let mut r = 0;
+    while r < rows {
+        let mr = (rows - r).min(2);
+        for b in 0..t.w.blocks {
+            let (ap, op) = (a.as_ptr().add(r * k), out.as_mut_ptr().add(r * n));
+            match mr {
+                2 => avx2_tile::<2>(t, ap, op, b),
+                _ => avx2_tile::<1>(t, ap, op, b),
+            }
+        }
+        r += mr;
+    }
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn avx2_tile<const M: usize>(t: &Tile, a: *const u8, out: *mut u8, b: usize) {
+    let (k, n, groups) = (t.w.k, t.w.n, t.w.groups);
+    let full = k / GROUP;
+    // Per row, four accumulators of 8 `i32`: columns 0-3, 4-7, 8-11, 12-15, two pair sums each.
+    let mut acc = [[_mm256_setzero_si256(); 4]; M];
+    for g in 0..groups {
+        let p = t.w.data.as_ptr().add((b * groups + g) * BLOCK * GROUP);
+        let mut wv = [_mm256_setzero_si256(); 4];
+        for (q, v) in wv.iter_mut().enumerate() {
+            *v = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(16 * q).cast()));
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let at = a.add(r * k + g * GROUP);
+            let mut bytes = [0u8; GROUP];
+            std::ptr::copy_nonoverlapping(
+                at,
+                bytes.as_mut_ptr(),
+                if g < full { GROUP } else { k - g * GROUP },
+            );
+            let wide = bytes.iter().rev().fold(0i64, |s, &v| (s << 16) | v as i64);
+            let av = _mm256_set1_epi64x(wide);
+            for (s, &v) in row.iter_mut().zip(&wv) {
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(av, v));
+            }
+        }
+    }
+    let (lo, hi) = t.rq.bounds();
+    let col = b * BLOCK;
+    let valid = (n - col).min(BLOCK);
+    for (r, row) in acc.iter().enumerate() {
+        let mut sums = [0i32; BLOCK];
+        for h in 0..2 {
+            // hadd gives columns [0 1 4 5 | 2 3 6 7] of the half; the permute puts them in order.
+            let s = _mm256_hadd_epi32(row[2 * h], row[2 * h + 1]);
+            let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
+            _mm256_storeu_si256(sums.as_mut_ptr().add(8 * h).cast(), s);
+        }
+        for (lane, s) in sums.iter().enumerate().take(valid) {
+            let c = col + lane;
+            *out.add(r * n + c) =
+                super::quant::requantize(s + t.bias[c], t.mult[c], lo, hi, t.rq.zero_point);
+        }
+    }
+}
+
+/// One output row of the depthwise convolution, 16 channels a vector: codes widened to `i32`,
+/// the zero point subtracted, multiplied by the widened weights and summed in the reference's order.
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VNNI must be present (the tier's features); `rows` checked its extents.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn depthwise_row_avx512(d: &Rows, row: usize, out: &mut [u8]) {
+    let g = d.g;
+    let (c, iw) = (g.cin, g.cols.input);
+    let (n, oy) = (row / g.rows.out, row % g.rows.out);
+    assert!(out.len() == g.cols.out * c && d.w.len() == g.kh * g.kw * c);
+    assert!(d.x.len() == g.n * g.rows.input * iw * c && n < g.n);
+    let img = d.x.as_ptr().add(n * g.rows.input * iw * c);
+    let (lo, hi) = d.rq.bounds();
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let (zp_x, zp) = (
+        _mm512_set1_epi32(d.zp_x),
+        _mm512_set1_epi32(d.rq.zero_point),
+    );
+    let taps_y = d.taps(&g.rows, oy);
+    for ox in 0..g.cols.out {
+        let taps_x = d.taps(&g.cols, ox);
+        for cb in (0..c).step_by(16) {
+            let valid = (c - cb).min(16);
+            let mask = (((1u32 << valid) - 1) & 0xFFFF) as __mmask16;
+            let mut acc = _mm512_maskz_loadu_epi32(mask, d.bias.as_ptr().add(cb).cast());
+            for &(ky, iy) in taps_y.as_slice() {
+                for &(kx, ix) in taps_x.as_slice() {
+                    let xp = img.add((iy * iw + ix) * c + cb);
+                    let xv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, xp.cast()));
+                    let wv = _mm512_maskz_loadu_epi32(
+                        mask,
+                        d.w.as_ptr().add((ky * g.kw + kx) * c + cb).cast(),
+                    );
+                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_sub_epi32(xv, zp_x), wv));
+                }
+            }
+            let m = _mm512_maskz_loadu_ps(mask, d.rq.multiplier.as_ptr().add(cb));
+            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
+            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
+            _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().add(ox * c + cb).cast(), mask, q);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Every integer kernel on every instruction set this CPU has equals the plain reference exactly.
+
+use proptest::prelude::*;
+use tensor_core::conv::ConvGeom;
+use tensor_core::int8::add::{self, AddParams};
+use tensor_core::int8::{depthwise, pointwise, reference, Isa, PackedWeights, QParams, Requant};
+use tensor_core::Padding;
+
+fn requant(n: usize, seed: &[f32], zp: i32, lo: u8, hi: u8) -> Requant {
+    Requant {
+        multiplier: (0..n).map(|c| seed[c % seed.len()]).collect(),
+        zero_point: zp,
+        lo: lo.min(hi),
+        hi: hi.max(lo),
+    }
+}
+
+fn isas() -> Vec<Isa> {
+    let v = Isa::available();
+    // The tiers this CPU claims must include the one in use.
+    assert!(
+        v.contains(&Isa::detect()),
+        "{:?} not in {v:?}",
+        Isa::detect()
+    );
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn pointwise_equals_reference(
+        rows in 0usize..20, k in 1usize..41, n in 1usize..70,
+        zp_a in 0i32..256, zp_o in 0i32..256, lo in any::<u8>(), hi in any::<u8>(),
+        mult in prop::collection::vec(1e-4f32..0.05, 1..8), seed in any::<u64>(),
+    ) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let a: Vec<u8> = (0..rows * k).map(|_| rng.gen()).collect();
+        let w: Vec<i8> = (0..k * n).map(|_| rng.gen()).collect();
+        let bias: Vec<i32> = (0..n).map(|_| rng.gen_range(-50_000..50_000)).collect();
+        let rq = requant(n, &mult, zp_o, lo, hi);
+        let mut want = vec![0u8; rows * n];
+        reference::pointwise(&a, rows, k, zp_a, &w, n, &bias, &rq, &mut want);
+        let packed = PackedWeights::pack(&w, k, n).unwrap();
+        for isa in isas() {
+            let mut got = vec![7u8; rows * n];
+            pointwise::forward(isa, &a, rows, zp_a, &packed, &bias, &rq, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{:?} rows {} k {} n {}", isa, rows, k, n);
+        }
+    }
+
+    #[test]
+    fn depthwise_equals_reference(
+        n in 1usize..3, h in 1usize..10, w in 1usize..10, c in 1usize..40,
+        kh in 1usize..4, kw in 1usize..4, stride in 1usize..3, pad in 0usize..3,
+        zp_x in 0i32..256, zp_o in 0i32..256, lo in any::<u8>(), hi in any::<u8>(),
+        mult in prop::collection::vec(1e-3f32..0.2, 1..8), seed in any::<u64>(),
+    ) {
+        use rand::{Rng, SeedableRng};
+        let padding = match pad {
+            0 => Padding::Valid,
+            1 => Padding::Same,
+            _ => Padding::Explicit { top: 1, bottom: 0, left: 0, right: 1 },
+        };
+        let geom = ConvGeom::depthwise("test", &[n, h, w, c], &[kh, kw, c, 1], stride, padding);
+        prop_assume!(geom.is_ok());
+        let g = geom.unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let x: Vec<u8> = (0..n * h * w * c).map(|_| rng.gen()).collect();
+        let wt: Vec<i8> = (0..kh * kw * c).map(|_| rng.gen()).collect();
+        let bias: Vec<i32> = (0..c).map(|_| rng.gen_range(-5_000..5_000)).collect();
+        let rq = requant(c, &mult, zp_o, lo, hi);
+        let size = n * g.rows.out * g.cols.out * c;
+        let mut want = vec![0u8; size];
+        reference::depthwise(&g, &x, zp_x, &wt, &bias, &rq, &mut want);
+        for isa in isas() {
+            let mut got = vec![7u8; size];
+            depthwise::forward(isa, &g, &x, zp_x, &wt, &bias, &rq, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
+    }
+
+    #[test]
+    fn add_equals_reference(
+        len in 0usize..70_000, sa in 1e-3f32..1.0, sb in 1e-3f32..1.0, so in 1e-3f32..1.0,
+        za in 0i32..256, zb in 0i32..256, zo in 0i32..256, seed in any::<u64>(),
+    ) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let a: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        let b: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        let q = |scale, zero_point| QParams { scale, zero_point };
+        let p = AddParams::new(q(sa, za), q(sb, zb), q(so, zo));
+        let mut want = vec![0u8; len];
+        reference::add(&a, &b, &p, &mut want);
+        let mut got = vec![0u8; len];
+        add::forward(&a, &b, &p, &mut got).unwrap();
+        prop_assert_eq!(got, want);
+    }
+}
+
+/// Sums as large as the widest layers reach (K = 960 at the extremes of both ranges) stay exact.
+#[test]
+fn pointwise_extreme_codes_are_exact() {
+    let (rows, k, n) = (7, 962, 33);
+    for (av, wv) in [(255u8, 127i8), (255, -128), (0, -128)] {
+        let a = vec![av; rows * k];
+        let w = vec![wv; k * n];
+        let bias = vec![0; n];
+        let rq = requant(n, &[1e-6], 128, 0, 255);
+        let mut want = vec![0u8; rows * n];
+        reference::pointwise(&a, rows, k, 0, &w, n, &bias, &rq, &mut want);
+        let expected = rq.apply(av as i32 * wv as i32 * k as i32, 0);
+        assert!(
+            want.iter().all(|&v| v == expected),
+            "reference {want:?} vs {expected}"
+        );
+        let packed = PackedWeights::pack(&w, k, n).unwrap();
+        for isa in isas() {
+            let mut got = vec![0u8; rows * n];
+            pointwise::forward(isa, &a, rows, 0, &packed, &bias, &rq, &mut got).unwrap();
+            assert_eq!(got, want, "{isa:?}");
+        }
+    }
+}
+
+/// Mismatched extents are errors, not reads past a slice.
+#[test]
+fn pointwise_checks_extents() {
+    let packed = PackedWeights::pack(&[1, 2, 3, 4, 5, 6], 2, 3).unwrap();
+    let rq = requant(3, &[0.1], 0, 0, 255);
+    let mut out = vec![0u8; 6];
+    for (a, bias) in [(vec![0u8; 3], vec![0; 3]), (vec![0u8; 4], vec![0; 2])] {
+        let r = pointwise::forward(Isa::detect(), &a, 2, 0, &packed, &bias, &rq, &mut out);
+        assert!(
+            r.is_err(),
+            "{} codes, {} biases accepted",
+            a.len(),
+            bias.len()
+        );
+    }
+    let bad = Requant {
+        zero_point: 300,
+        ..rq
+    };
+    let r = pointwise::forward(
+        Isa::detect(),
+        &[0; 4],
+        2,
+        0,
+        &packed,
+        &[0; 3],
+        &bad,
+        &mut out,
+    );
+    assert!(r.is_err());
+}
