@@ -16,7 +16,7 @@ pub const MICRO_BATCH: usize = 4;
 /// MobileNetV2 builds every batch-norm with Keras's epsilon (the model uses `BnConfig::default()`).
 const BN_EPS: f32 = 1e-3;
 
-enum Op {
+pub(crate) enum Op {
     Conv {
         w: ndarray::Array4<f32>,
         bias: Vec<f32>,
@@ -45,14 +45,14 @@ enum Op {
 }
 
 /// A 1x1 convolution's folded weights `[cin, cout]`, bias and activation.
-struct Pw {
-    w: Vec<f32>,
-    bias: Vec<f32>,
-    act: Activation,
+pub(crate) struct Pw {
+    pub w: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub act: Activation,
 }
 
 /// An inverted-residual block compiled from its folded steps.
-struct Block {
+pub(crate) struct Block {
     expand: Option<Pw>,
     dw: Pw,
     kh: usize,
@@ -63,12 +63,12 @@ struct Block {
     residual: bool,
 }
 
-struct Step {
+pub(crate) struct Step {
     /// The graph nodes it covers, for `--profile`: `first` or `first..last`.
-    name: String,
-    op: Op,
-    inputs: Vec<NodeId>,
-    out: NodeId,
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+    pub out: NodeId,
 }
 
 /// A compiled inference program for graph nodes `0..end`.
@@ -100,176 +100,189 @@ fn to4(t: Tensor) -> Result<ndarray::Array4<f32>> {
 impl FoldedPlan {
     /// Compiles nodes `0..end`; the outputs of `keep` are returned by [`run`](Self::run).
     pub fn compile(g: &mut Graph, kinds: &[Kind], end: NodeId, keep: &[NodeId]) -> Result<Self> {
-        let mut consumers = vec![0usize; g.len()];
-        for i in 0..g.len() {
-            for &j in g.inputs(i) {
-                if j != INPUT {
-                    consumers[j] += 1;
-                }
-            }
-        }
-        // Node `next` can be absorbed into the op ending at `cur`.
-        let absorbable = |g: &Graph, cur: NodeId, next: NodeId| {
-            next < end && g.inputs(next) == [cur] && consumers[cur] == 1 && !keep.contains(&cur)
-        };
-        let mut steps = Vec::new();
-        let mut i = 0;
-        while i < end {
-            let inputs = g.inputs(i).to_vec();
-            let mut cur = i;
-            let op = match kinds[i] {
-                Kind::Pad(p) => match kinds.get(i + 1) {
-                    Some(Kind::Depthwise {
-                        stride,
-                        padding: Padding::Valid,
-                    }) if absorbable(g, i, i + 1) => {
-                        cur = i + 1;
-                        let v = values(g, cur);
-                        let c = v["depthwise_kernel"].shape()[2];
-                        let padding = Padding::Explicit {
-                            top: p.0 .0,
-                            bottom: p.0 .1,
-                            left: p.1 .0,
-                            right: p.1 .1,
-                        };
-                        Op::Conv {
-                            w: to4(v["depthwise_kernel"].clone())?,
-                            bias: vec![0.0; c],
-                            stride: *stride,
-                            padding,
-                            act: Activation::Linear,
-                            depthwise: true,
-                        }
-                    }
-                    _ => Op::Pad(p),
-                },
-                Kind::Conv { stride, padding } => {
-                    let v = values(g, i);
-                    let c = *v["kernel"].shape().last().unwrap_or(&0);
-                    let bias = v
-                        .get("bias")
-                        .map(|b| slice(b).to_vec())
-                        .unwrap_or(vec![0.0; c]);
-                    Op::Conv {
-                        w: to4(v["kernel"].clone())?,
-                        bias,
-                        stride,
-                        padding,
-                        act: Activation::Linear,
-                        depthwise: false,
-                    }
-                }
-                Kind::Depthwise { stride, padding } => {
-                    let v = values(g, i);
-                    let c = v["depthwise_kernel"].shape()[2];
-                    Op::Conv {
-                        w: to4(v["depthwise_kernel"].clone())?,
-                        bias: vec![0.0; c],
-                        stride,
-                        padding,
-                        act: Activation::Linear,
-                        depthwise: true,
-                    }
-                }
-                Kind::BatchNorm => {
-                    let v = values(g, i);
-                    let (scale, shift) = tensor_core::batch_norm::scale_shift(
-                        slice(&v["gamma"]),
-                        slice(&v["beta"]),
-                        slice(&v["moving_mean"]),
-                        slice(&v["moving_variance"]),
-                        BN_EPS,
-                    );
-                    Op::Scale {
-                        scale,
-                        shift,
-                        act: Activation::Linear,
-                    }
-                }
-                Kind::Relu(a) => Op::Act(a),
-                Kind::Add => Op::Add,
-                Kind::GlobalPool => Op::Gap,
-                Kind::Dense(act) => {
-                    let v = values(g, i);
-                    let w = v["kernel"]
-                        .clone()
-                        .into_dimensionality()
-                        .map_err(|e| Error::Config(e.to_string()))?
-                        .into_owned();
-                    let b = v["bias"]
-                        .clone()
-                        .into_dimensionality()
-                        .map_err(|e| Error::Config(e.to_string()))?
-                        .into_owned();
-                    Op::Dense { w, b, act }
-                }
-                Kind::Dropout => Op::Identity,
-            };
-            let mut op = op;
-            // Fold a following batch-norm into a convolution, then fuse a following activation.
-            if let Op::Conv {
-                w, bias, depthwise, ..
-            } = &mut op
-            {
-                if kinds.get(cur + 1) == Some(&Kind::BatchNorm) && absorbable(g, cur, cur + 1) {
-                    cur += 1;
-                    let v = values(g, cur);
-                    let bn = BnView {
-                        gamma: slice(&v["gamma"]),
-                        beta: slice(&v["beta"]),
-                        moving_mean: slice(&v["moving_mean"]),
-                        moving_variance: slice(&v["moving_variance"]),
-                        eps: BN_EPS,
-                    };
-                    let (wf, shift) = fold_batch_norm(w.view(), bn, *depthwise)?;
-                    let (scale, _) = tensor_core::batch_norm::scale_shift(
-                        bn.gamma,
-                        bn.beta,
-                        bn.moving_mean,
-                        bn.moving_variance,
-                        bn.eps,
-                    );
-                    for ((b, s), sh) in bias.iter_mut().zip(&scale).zip(&shift) {
-                        *b = *b * s + sh;
-                    }
-                    *w = wf;
-                }
-            }
-            if let Some(Kind::Relu(a)) = kinds.get(cur + 1) {
-                if absorbable(g, cur, cur + 1) {
-                    let fused = match &mut op {
-                        Op::Conv { act, .. } | Op::Scale { act, .. } | Op::Dense { act, .. }
-                            if *act == Activation::Linear =>
-                        {
-                            Some(act)
-                        }
-                        _ => None,
-                    };
-                    if let Some(act) = fused {
-                        *act = *a;
-                        cur += 1;
-                    }
-                }
-            }
-            let name = match cur > i {
-                true => format!("{}..{}", g.layer(i).name(), g.layer(cur).name()),
-                false => g.layer(i).name().to_string(),
-            };
-            steps.push(Step {
-                name,
-                op,
-                inputs,
-                out: cur,
-            });
-            i = cur + 1;
-        }
-        let steps = fuse_blocks(steps, keep);
+        let steps = fuse_blocks(fold_steps(g, kinds, end, keep)?, keep);
         Ok(FoldedPlan {
             steps,
             keep: keep.to_vec(),
         })
     }
+}
 
+/// Nodes `0..end` as folded steps, one per convolution (with its batch-norm and activation), before
+/// inverted-residual blocks are fused: the plan the quantizer rewrites, op by op.
+pub(crate) fn fold_steps(
+    g: &mut Graph,
+    kinds: &[Kind],
+    end: NodeId,
+    keep: &[NodeId],
+) -> Result<Vec<Step>> {
+    let mut consumers = vec![0usize; g.len()];
+    for i in 0..g.len() {
+        for &j in g.inputs(i) {
+            if j != INPUT {
+                consumers[j] += 1;
+            }
+        }
+    }
+    // Node `next` can be absorbed into the op ending at `cur`.
+    let absorbable = |g: &Graph, cur: NodeId, next: NodeId| {
+        next < end && g.inputs(next) == [cur] && consumers[cur] == 1 && !keep.contains(&cur)
+    };
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while i < end {
+        let inputs = g.inputs(i).to_vec();
+        let mut cur = i;
+        let op = match kinds[i] {
+            Kind::Pad(p) => match kinds.get(i + 1) {
+                Some(Kind::Depthwise {
+                    stride,
+                    padding: Padding::Valid,
+                }) if absorbable(g, i, i + 1) => {
+                    cur = i + 1;
+                    let v = values(g, cur);
+                    let c = v["depthwise_kernel"].shape()[2];
+                    let padding = Padding::Explicit {
+                        top: p.0 .0,
+                        bottom: p.0 .1,
+                        left: p.1 .0,
+                        right: p.1 .1,
+                    };
+                    Op::Conv {
+                        w: to4(v["depthwise_kernel"].clone())?,
+                        bias: vec![0.0; c],
+                        stride: *stride,
+                        padding,
+                        act: Activation::Linear,
+                        depthwise: true,
+                    }
+                }
+                _ => Op::Pad(p),
+            },
+            Kind::Conv { stride, padding } => {
+                let v = values(g, i);
+                let c = *v["kernel"].shape().last().unwrap_or(&0);
+                let bias = v
+                    .get("bias")
+                    .map(|b| slice(b).to_vec())
+                    .unwrap_or(vec![0.0; c]);
+                Op::Conv {
+                    w: to4(v["kernel"].clone())?,
+                    bias,
+                    stride,
+                    padding,
+                    act: Activation::Linear,
+                    depthwise: false,
+                }
+            }
+            Kind::Depthwise { stride, padding } => {
+                let v = values(g, i);
+                let c = v["depthwise_kernel"].shape()[2];
+                Op::Conv {
+                    w: to4(v["depthwise_kernel"].clone())?,
+                    bias: vec![0.0; c],
+                    stride,
+                    padding,
+                    act: Activation::Linear,
+                    depthwise: true,
+                }
+            }
+            Kind::BatchNorm => {
+                let v = values(g, i);
+                let (scale, shift) = tensor_core::batch_norm::scale_shift(
+                    slice(&v["gamma"]),
+                    slice(&v["beta"]),
+                    slice(&v["moving_mean"]),
+                    slice(&v["moving_variance"]),
+                    BN_EPS,
+                );
+                Op::Scale {
+                    scale,
+                    shift,
+                    act: Activation::Linear,
+                }
+            }
+            Kind::Relu(a) => Op::Act(a),
+            Kind::Add => Op::Add,
+            Kind::GlobalPool => Op::Gap,
+            Kind::Dense(act) => {
+                let v = values(g, i);
+                let w = v["kernel"]
+                    .clone()
+                    .into_dimensionality()
+                    .map_err(|e| Error::Config(e.to_string()))?
+                    .into_owned();
+                let b = v["bias"]
+                    .clone()
+                    .into_dimensionality()
+                    .map_err(|e| Error::Config(e.to_string()))?
+                    .into_owned();
+                Op::Dense { w, b, act }
+            }
+            Kind::Dropout => Op::Identity,
+        };
+        let mut op = op;
+        // Fold a following batch-norm into a convolution, then fuse a following activation.
+        if let Op::Conv {
+            w, bias, depthwise, ..
+        } = &mut op
+        {
+            if kinds.get(cur + 1) == Some(&Kind::BatchNorm) && absorbable(g, cur, cur + 1) {
+                cur += 1;
+                let v = values(g, cur);
+                let bn = BnView {
+                    gamma: slice(&v["gamma"]),
+                    beta: slice(&v["beta"]),
+                    moving_mean: slice(&v["moving_mean"]),
+                    moving_variance: slice(&v["moving_variance"]),
+                    eps: BN_EPS,
+                };
+                let (wf, shift) = fold_batch_norm(w.view(), bn, *depthwise)?;
+                let (scale, _) = tensor_core::batch_norm::scale_shift(
+                    bn.gamma,
+                    bn.beta,
+                    bn.moving_mean,
+                    bn.moving_variance,
+                    bn.eps,
+                );
+                for ((b, s), sh) in bias.iter_mut().zip(&scale).zip(&shift) {
+                    *b = *b * s + sh;
+                }
+                *w = wf;
+            }
+        }
+        if let Some(Kind::Relu(a)) = kinds.get(cur + 1) {
+            if absorbable(g, cur, cur + 1) {
+                let fused = match &mut op {
+                    Op::Conv { act, .. } | Op::Scale { act, .. } | Op::Dense { act, .. }
+                        if *act == Activation::Linear =>
+                    {
+                        Some(act)
+                    }
+                    _ => None,
+                };
+                if let Some(act) = fused {
+                    *act = *a;
+                    cur += 1;
+                }
+            }
+        }
+        let name = match cur > i {
+            true => format!("{}..{}", g.layer(i).name(), g.layer(cur).name()),
+            false => g.layer(i).name().to_string(),
+        };
+        steps.push(Step {
+            name,
+            op,
+            inputs,
+            out: cur,
+        });
+        i = cur + 1;
+    }
+    Ok(steps)
+}
+
+impl FoldedPlan {
     /// Runs the plan on `x`, returning the outputs of the kept nodes. The batch is processed in
     /// micro-batches of [`MICRO_BATCH`] images: intermediate tensors stay small enough for the
     /// allocator to reuse (no fresh zero pages per layer) and closer to the caches.
@@ -357,7 +370,7 @@ impl FoldedPlan {
 }
 
 /// The parts of a folded convolution step, when it is a 1x1 stride-1 unpadded one.
-fn as_pointwise(op: &Op) -> Option<Pw> {
+pub(crate) fn as_pointwise(op: &Op) -> Option<Pw> {
     match op {
         Op::Conv {
             w,
@@ -502,7 +515,7 @@ fn v4(t: &Tensor) -> Result<ndarray::ArrayView4<'_, f32>> {
         .map_err(|_| Error::Config(format!("expected a 4-D tensor, got {:?}", t.shape())))
 }
 
-fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
+pub(crate) fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
     let x = ins[0];
     Ok(match op {
         Op::Conv {

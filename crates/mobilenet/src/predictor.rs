@@ -3,14 +3,40 @@
 
 use crate::folded::FoldedPlan;
 use crate::model::Kind;
-use crate::{Classifier, Error, MobileNetV2, Result};
+use crate::{Classifier, Error, MobileNetV2, QuantizedPlan, Result};
 use ndarray::{Array2, Ix2};
 use nn::{Graph, NodeId, Tensor};
 
+/// The last node (the classifier whose output is the logits) and its number of classes.
+pub(crate) fn logits_node(g: &mut Graph) -> Result<(NodeId, usize)> {
+    let out = g
+        .len()
+        .checked_sub(1)
+        .ok_or_else(|| Error::Config("an empty network cannot predict".into()))?;
+    let mut classes = 0;
+    g.layer_mut(out).visit_params(&mut |p| {
+        if p.name.ends_with("/bias") {
+            classes = p.value.len();
+        }
+    });
+    if classes == 0 {
+        return Err(Error::Config(format!(
+            "the last layer ({}) is not a classifier",
+            g.layer(out).name()
+        )));
+    }
+    Ok((out, classes))
+}
+
+/// What runs the network: the folded f32 plan, or its int8 rewrite.
+enum Engine {
+    Folded { plan: FoldedPlan, out: NodeId },
+    Int8(QuantizedPlan),
+}
+
 /// Inference-only model: folded plan over every node, softmax over the last one.
 pub struct Predictor {
-    plan: FoldedPlan,
-    out: NodeId,
+    engine: Engine,
     /// Input size the network was built for.
     pub height: usize,
     pub width: usize,
@@ -20,26 +46,10 @@ pub struct Predictor {
 
 impl Predictor {
     fn compile(g: &mut Graph, kinds: &[Kind], height: usize, width: usize) -> Result<Self> {
-        let out = g
-            .len()
-            .checked_sub(1)
-            .ok_or_else(|| Error::Config("an empty network cannot predict".into()))?;
+        let (out, classes) = logits_node(g)?;
         let plan = FoldedPlan::compile(g, kinds, g.len(), &[out])?;
-        let mut classes = 0;
-        g.layer_mut(out).visit_params(&mut |p| {
-            if p.name.ends_with("/bias") {
-                classes = p.value.len();
-            }
-        });
-        if classes == 0 {
-            return Err(Error::Config(format!(
-                "the last layer ({}) is not a classifier",
-                g.layer(out).name()
-            )));
-        }
         Ok(Predictor {
-            plan,
-            out,
+            engine: Engine::Folded { plan, out },
             height,
             width,
             classes,
@@ -67,6 +77,21 @@ impl Predictor {
         Self::compile(&mut clf.net.graph, &clf.net.kinds, h, w)
     }
 
+    /// A quantized model (from `QuantizedPlan::load` or a `Calibrator`).
+    pub fn from_quantized(plan: QuantizedPlan) -> Self {
+        Predictor {
+            height: plan.height,
+            width: plan.width,
+            classes: plan.classes,
+            engine: Engine::Int8(plan),
+        }
+    }
+
+    /// Whether this runs the int8 plan.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.engine, Engine::Int8(_))
+    }
+
     /// Class probabilities `[N, classes]` for a preprocessed NHWC batch.
     pub fn predict(&self, x: &Tensor) -> Result<Array2<f32>> {
         let s = x.shape();
@@ -79,10 +104,14 @@ impl Predictor {
         if s[0] == 0 {
             return Ok(Array2::zeros((0, self.classes)));
         }
-        let mut outs = self.plan.run(x)?;
-        let logits = outs
-            .remove(&self.out)
-            .ok_or_else(|| Error::Config("the plan did not produce the logits".into()))?
+        let logits = match &self.engine {
+            Engine::Folded { plan, out } => plan
+                .run(x)?
+                .remove(out)
+                .ok_or_else(|| Error::Config("the plan did not produce the logits".into()))?,
+            Engine::Int8(plan) => plan.run(x)?,
+        };
+        let logits = logits
             .into_dimensionality::<Ix2>()
             .map_err(|e| Error::Config(format!("expected [batch, classes]: {e}")))?;
         Ok(tensor_core::softmax::forward(logits.view()))

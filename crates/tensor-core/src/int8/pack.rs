@@ -56,6 +56,19 @@ impl PackedWeights {
         })
     }
 
+    /// The row-major `[k, n]` weights back.
+    pub fn unpack(&self) -> Vec<i8> {
+        let mut w = vec![0i8; self.k * self.n];
+        for i in 0..self.k {
+            for c in 0..self.n {
+                let (b, lane) = (c / BLOCK, c % BLOCK);
+                w[i * self.n + c] =
+                    self.data[((b * self.groups + i / GROUP) * BLOCK + lane) * GROUP + i % GROUP];
+            }
+        }
+        w
+    }
+
     /// The 64 bytes of `block` for input-channel group `group`.
     #[inline(always)]
     pub fn panel(&self, block: usize, group: usize) -> &[i8] {

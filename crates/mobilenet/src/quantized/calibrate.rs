@@ -1,0 +1,145 @@
+//! Calibration: the folded f32 steps run on real photos while the range of every step's output
+//! is recorded.
+
+use super::{lower, Calibration, QuantizedPlan};
+use crate::folded::{exec, fold_steps, Step};
+use crate::model::Kind;
+use crate::{Classifier, Error, MobileNetV2, Result};
+use nn::graph::INPUT;
+use nn::{Graph, NodeId, Tensor};
+use std::collections::HashMap;
+
+/// Images per calibration pass (bounds the memory of the unfused f32 steps).
+const PASS: usize = 8;
+
+/// Collects activation ranges over calibration batches, then quantizes.
+pub struct Calibrator {
+    steps: Vec<Step>,
+    out: NodeId,
+    height: usize,
+    width: usize,
+    classes: usize,
+    /// `(min, max)` of each step's output over every image seen.
+    ranges: HashMap<NodeId, (f32, f32)>,
+    images: usize,
+}
+
+impl Calibrator {
+    fn new(g: &mut Graph, kinds: &[Kind], height: usize, width: usize) -> Result<Self> {
+        let (out, classes) = crate::predictor::logits_node(g)?;
+        Ok(Calibrator {
+            steps: fold_steps(g, kinds, g.len(), &[out])?,
+            out,
+            height,
+            width,
+            classes,
+            ranges: HashMap::new(),
+            images: 0,
+        })
+    }
+
+    /// The ImageNet model with its top.
+    pub fn for_model(net: &mut MobileNetV2) -> Result<Self> {
+        if net.classes.is_none() {
+            return Err(Error::Config(
+                "these weights have no top (predictions): nothing to classify with".into(),
+            ));
+        }
+        let (h, w) = (net.config.height, net.config.width);
+        Self::new(&mut net.graph, &net.kinds, h, w)
+    }
+
+    /// A trained classifier (base + head).
+    pub fn for_classifier(clf: &mut Classifier) -> Result<Self> {
+        let (h, w) = (clf.net.config.height, clf.net.config.width);
+        Self::new(&mut clf.net.graph, &clf.net.kinds, h, w)
+    }
+
+    /// Images seen so far.
+    pub fn images(&self) -> usize {
+        self.images
+    }
+
+    /// Runs a preprocessed NHWC batch through the f32 steps, widening each output's range.
+    pub fn observe(&mut self, x: &Tensor) -> Result<()> {
+        let s = x.shape();
+        if s.len() != 4 || s[1] != self.height || s[2] != self.width || s[3] != 3 {
+            return Err(Error::Config(format!(
+                "calibration batch has shape {s:?}, the model was built for [N, {}, {}, 3]",
+                self.height, self.width
+            )));
+        }
+        for start in (0..s[0]).step_by(PASS) {
+            let end = (start + PASS).min(s[0]);
+            self.pass(
+                &x.slice_axis(ndarray::Axis(0), (start..end).into())
+                    .to_shared(),
+            )?;
+            self.images += end - start;
+        }
+        Ok(())
+    }
+
+    fn pass(&mut self, x: &Tensor) -> Result<()> {
+        let mut last_use: HashMap<NodeId, usize> = HashMap::new();
+        for (s, step) in self.steps.iter().enumerate() {
+            for &j in &step.inputs {
+                last_use.insert(j, s);
+            }
+        }
+        let mut live: HashMap<NodeId, Tensor> = HashMap::new();
+        live.insert(INPUT, x.clone());
+        for (s, step) in self.steps.iter().enumerate() {
+            let ins: Vec<&Tensor> = step
+                .inputs
+                .iter()
+                .map(|j| {
+                    live.get(j)
+                        .ok_or_else(|| Error::Config(format!("calibration: node {j} not computed")))
+                })
+                .collect::<Result<_>>()?;
+            let y = exec(&step.op, &ins)?;
+            let (lo, hi) = y
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            if !lo.is_finite() || !hi.is_finite() {
+                return Err(Error::Config(format!(
+                    "calibration: {} produced non-finite values",
+                    step.name
+                )));
+            }
+            let r = self.ranges.entry(step.out).or_insert((lo, hi));
+            *r = (r.0.min(lo), r.1.max(hi));
+            for &j in &step.inputs {
+                if last_use.get(&j) == Some(&s) {
+                    live.remove(&j);
+                }
+            }
+            live.insert(step.out, y);
+        }
+        Ok(())
+    }
+
+    /// The quantization pass over the calibrated steps.
+    pub fn finish(self) -> Result<QuantizedPlan> {
+        if self.images == 0 {
+            return Err(Error::Config(
+                "quantization needs at least one calibration image".into(),
+            ));
+        }
+        let calibration = Calibration {
+            method: "min-max".into(),
+            images: self.images,
+        };
+        Ok(QuantizedPlan {
+            steps: lower::lower(self.steps, &self.ranges)?,
+            out: self.out,
+            height: self.height,
+            width: self.width,
+            classes: self.classes,
+            calibration,
+        })
+    }
+}

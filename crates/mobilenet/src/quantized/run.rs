@@ -1,0 +1,219 @@
+//! Running a quantized plan: values are f32 tensors or `u8` codes with their encoding, converted
+//! only where an op of the other kind reads them.
+
+use super::{QOp, QStep, QuantizedPlan};
+use crate::folded::exec;
+use crate::{Error, Result};
+use nn::graph::INPUT;
+use nn::{NodeId, Tensor};
+use std::collections::HashMap;
+use tensor_core::conv::ConvGeom;
+use tensor_core::int8::{self, Isa, QParams};
+
+/// Images per pass; passes run side by side, as in the f32 plan.
+const MICRO_BATCH: usize = 4;
+
+/// `[N, H, W, C]` codes.
+pub(crate) struct Codes {
+    pub data: Vec<u8>,
+    pub shape: [usize; 4],
+    pub q: QParams,
+}
+
+pub(crate) enum Value {
+    F(Tensor),
+    Q(Codes),
+}
+
+impl Value {
+    fn codes(&self, step: &str) -> Result<&Codes> {
+        match self {
+            Value::Q(c) => Ok(c),
+            Value::F(_) => Err(Error::Config(format!(
+                "int8 plan: {step} reads an f32 tensor where it needs codes"
+            ))),
+        }
+    }
+
+    /// The value as f32 (codes are dequantized).
+    fn real(&self) -> Result<Tensor> {
+        match self {
+            Value::F(t) => Ok(t.clone()),
+            Value::Q(c) => {
+                let v: Vec<f32> = c.data.iter().map(|&b| c.q.dequantize(b)).collect();
+                Ok(Tensor::from_shape_vec(c.shape.to_vec(), v)
+                    .map_err(|e| Error::Config(e.to_string()))?
+                    .into_shared())
+            }
+        }
+    }
+}
+
+fn quantize(t: &Tensor, q: QParams) -> Result<Codes> {
+    let shape: [usize; 4] = t.shape().try_into().map_err(|_| {
+        Error::Config(format!(
+            "int8 plan: cannot encode a tensor of shape {:?}",
+            t.shape()
+        ))
+    })?;
+    Ok(Codes {
+        data: t.iter().map(|&v| q.quantize(v)).collect(),
+        shape,
+        q,
+    })
+}
+
+impl QuantizedPlan {
+    /// Logits `[N, classes]` for a preprocessed NHWC batch.
+    pub fn run(&self, x: &Tensor) -> Result<Tensor> {
+        let n = x.shape().first().copied().unwrap_or(0);
+        if n <= MICRO_BATCH {
+            return self.run_batch(x);
+        }
+        use rayon::prelude::*;
+        let parts: Vec<Tensor> = (0..n)
+            .step_by(MICRO_BATCH)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|start| {
+                let end = (start + MICRO_BATCH).min(n);
+                self.run_batch(
+                    &x.slice_axis(ndarray::Axis(0), (start..end).into())
+                        .to_shared(),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let views: Vec<_> = parts.iter().map(|t| t.view()).collect();
+        Ok(ndarray::concatenate(ndarray::Axis(0), &views)
+            .map_err(|e| Error::Config(e.to_string()))?
+            .into_shared())
+    }
+
+    fn run_batch(&self, x: &Tensor) -> Result<Tensor> {
+        let isa = Isa::detect();
+        let mut last_use: HashMap<NodeId, usize> = HashMap::new();
+        for (s, step) in self.steps.iter().enumerate() {
+            for &j in &step.inputs {
+                last_use.insert(j, s);
+            }
+        }
+        let mut live: HashMap<NodeId, Value> = HashMap::new();
+        live.insert(INPUT, Value::F(x.clone()));
+        for (s, step) in self.steps.iter().enumerate() {
+            let ins: Vec<&Value> = step
+                .inputs
+                .iter()
+                .map(|j| {
+                    live.get(j).ok_or_else(|| {
+                        Error::Config(format!(
+                            "int8 plan: {} reads node {j}, not computed",
+                            step.name
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let t = nn::profile::start();
+            let y = exec_step(isa, step, &ins)?;
+            nn::profile::record(t, &step.name, nn::profile::Phase::Forward);
+            for &j in &step.inputs {
+                if last_use.get(&j) == Some(&s) {
+                    live.remove(&j);
+                }
+            }
+            live.insert(step.out, y);
+        }
+        match live.remove(&self.out) {
+            Some(v) => v.real(),
+            None => Err(Error::Config(
+                "int8 plan: the logits were not computed".into(),
+            )),
+        }
+    }
+}
+
+fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
+    let name = step.name.as_str();
+    let first = ins
+        .first()
+        .ok_or_else(|| Error::Config(format!("int8 plan: {name} has no input")))?;
+    let out_q = || {
+        step.out_q
+            .ok_or_else(|| Error::Config(format!("int8 plan: {name} has no output encoding")))
+    };
+    Ok(match &step.op {
+        QOp::Float(op) => {
+            let reals: Vec<Tensor> = ins.iter().map(|v| v.real()).collect::<Result<_>>()?;
+            let refs: Vec<&Tensor> = reals.iter().collect();
+            let y = exec(op, &refs)?;
+            match step.out_q {
+                Some(q) => Value::Q(quantize(&y, q)?),
+                None => Value::F(y),
+            }
+        }
+        QOp::Pointwise { w, bias, rq } => {
+            let x = first.codes(name)?;
+            let [n, h, wd, _] = x.shape;
+            let mut out = vec![0u8; n * h * wd * w.n];
+            int8::pointwise::forward(
+                isa,
+                &x.data,
+                n * h * wd,
+                x.q.zero_point,
+                w,
+                bias,
+                rq,
+                &mut out,
+            )?;
+            Value::Q(Codes {
+                data: out,
+                shape: [n, h, wd, w.n],
+                q: out_q()?,
+            })
+        }
+        QOp::Depthwise {
+            w,
+            kh,
+            kw,
+            stride,
+            padding,
+            bias,
+            rq,
+        } => {
+            let x = first.codes(name)?;
+            let c = x.shape[3];
+            let g = ConvGeom::depthwise(
+                "int8 depthwise",
+                &x.shape,
+                &[*kh, *kw, c, 1],
+                *stride,
+                *padding,
+            )?;
+            let mut out = vec![0u8; g.n * g.rows.out * g.cols.out * c];
+            int8::depthwise::forward(isa, &g, &x.data, x.q.zero_point, w, bias, rq, &mut out)?;
+            Value::Q(Codes {
+                data: out,
+                shape: [g.n, g.rows.out, g.cols.out, c],
+                q: out_q()?,
+            })
+        }
+        QOp::Add(p) => {
+            let (a, b) = match ins {
+                [a, b] => (a.codes(name)?, b.codes(name)?),
+                _ => return Err(Error::Config(format!("int8 plan: {name} adds two inputs"))),
+            };
+            if a.shape != b.shape {
+                return Err(Error::Config(format!(
+                    "int8 plan: {name} adds {:?} and {:?}",
+                    a.shape, b.shape
+                )));
+            }
+            let mut out = vec![0u8; a.data.len()];
+            int8::add::forward(&a.data, &b.data, p, &mut out)?;
+            Value::Q(Codes {
+                data: out,
+                shape: a.shape,
+                q: out_q()?,
+            })
+        }
+    })
+}
