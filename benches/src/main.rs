@@ -39,6 +39,9 @@ struct Args {
     /// Weights without or with top (the top is ignored), alpha 1.0.
     #[arg(long, default_value = "weights/mobilenet_v2_1.0_224")]
     weights: PathBuf,
+    /// With `infer`: run this quantized model (`app quantize`) instead of the f32 plan.
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Also write the time per layer (Markdown) to this file.
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -115,7 +118,18 @@ fn main() -> Result<()> {
     };
     clf.unfreeze_last(unfrozen);
     nn::profile::enable(args.profile.is_some());
+    let int8 = match (&args.model, args.task) {
+        (Some(m), Task::Infer) => Some(mobilenet::Predictor::from_quantized(
+            mobilenet::QuantizedPlan::load(m)?.0,
+        )),
+        (Some(_), _) => bail!("--model goes with the infer task"),
+        (None, _) => None,
+    };
     let (t, iters) = match args.task {
+        Task::Infer if int8.is_some() => measure(&args, || {
+            int8.as_ref().map(|p| p.predict(&x)).transpose()?;
+            Ok(())
+        })?,
         Task::Infer => measure(&args, || {
             clf.predict(&x)?;
             Ok(())
@@ -129,7 +143,10 @@ fn main() -> Result<()> {
         let table = nn::profile::markdown(&nn::profile::take(), iters);
         std::fs::write(p, table).with_context(|| format!("writing {}", p.display()))?;
     }
-    let task = format!("{:?}", args.task).to_lowercase();
+    let task = match &args.model {
+        Some(_) => "infer-int8".to_string(),
+        None => format!("{:?}", args.task).to_lowercase(),
+    };
     let out = serde_json::json!({
         "peer": "this",
         "task": task,

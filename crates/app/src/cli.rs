@@ -37,6 +37,8 @@ pub enum Command {
     LrFind(Box<LrFindArgs>),
     /// Serve the model over HTTP: a JSON API (predict, explain, model, health, metrics) and a web page.
     Serve(ServeArgs),
+    /// Post-training int8 quantization: calibrate on real photos, write a model for `predict --model`.
+    Quantize(QuantizeArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -217,6 +219,8 @@ skipped (each named on stderr); 2 error (nothing written to --output)."
 pub struct PredictArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub quantized: QuantizedModelArg,
     /// How many classes to report per image.
     #[arg(long, default_value_t = 1)]
     pub top: usize,
@@ -340,6 +344,8 @@ pub struct ExplainArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub quantized: QuantizedModelArg,
     /// Address to listen on. Loopback by default; another address (0.0.0.0:8080) needs --public.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
@@ -398,6 +404,48 @@ pub struct LrFindArgs {
     pub plot: PathBuf,
 }
 
+/// `--model FILE`: a quantized model written by `app quantize`, for the commands that only score.
+#[derive(Args, Debug, Clone, Default)]
+pub struct QuantizedModelArg {
+    /// A quantized model file written by `app quantize` (int8; classes and preprocessing inside).
+    #[arg(long = "model", conflicts_with_all = ["checkpoint", "weights", "best", "labels"])]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    group(clap::ArgGroup::new("model").required(true).args(["checkpoint", "weights"])),
+    after_long_help = "Weights: int8, symmetric, one scale per output channel. Activations: uint8 with a \
+zero point, one scale per tensor, from the minimum and maximum each tensor reaches on the calibration \
+photos (min-max calibration). Sums in int32; 1x1 and depthwise convolutions and residual adds run \
+on integer kernels (AVX-512 VNNI where the CPU has it), the first convolution and the head in \
+float32. With --checkpoint the run's train split calibrates and its valid and test splits are \
+scored by both models; with --weights, --calibration is required."
+)]
+pub struct QuantizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Photos (files or folders) to calibrate on [default with --checkpoint: the run's train split].
+    #[arg(long)]
+    pub calibration: Vec<PathBuf>,
+    /// How many of them (spread evenly over the sorted list).
+    #[arg(long, default_value_t = 200)]
+    pub samples: usize,
+    /// Photos (files or folders) on which to compare the int8 model with the f32 one
+    /// [default with --checkpoint: the run's valid and test splits].
+    #[arg(long)]
+    pub check: Vec<PathBuf>,
+    /// Override the resize interpolation (nearest or bilinear) [default: the run's; bilinear for --weights].
+    #[arg(long)]
+    pub interpolation: Option<String>,
+    /// The quantized model file to write (atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// The model a command uses: a trained run, or ImageNet weights with their top.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -418,6 +466,19 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The model these flags name, for `command`'s error messages.
     pub fn source(&self, command: &str) -> anyhow::Result<crate::scoring::Source<'_>> {
+        static NO_FILE: QuantizedModelArg = QuantizedModelArg { file: None };
+        self.source_or(command, &NO_FILE)
+    }
+
+    /// The model these flags or `--model FILE` name.
+    pub fn source_or<'a>(
+        &'a self,
+        command: &str,
+        quantized: &'a QuantizedModelArg,
+    ) -> anyhow::Result<crate::scoring::Source<'a>> {
+        if let Some(file) = &quantized.file {
+            return Ok(crate::scoring::Source::Quantized { file });
+        }
         crate::scoring::Source::from_flags(
             command,
             self.checkpoint.as_deref(),

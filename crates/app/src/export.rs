@@ -31,9 +31,8 @@ fn model_name(args: &ExportArgs, alpha: f32) -> String {
     }
 }
 
-/// Writes `bytes` to `out` through a temporary file in the same folder (the file is complete or
-/// absent); an existing file is replaced only with `force`.
-fn write_model(out: &Path, bytes: &[u8], force: bool) -> Result<()> {
+/// Fails when `out` is a folder, or an existing file without `force` (checked before any work).
+pub fn refuse_existing(out: &Path, force: bool) -> Result<()> {
     if out.is_dir() {
         bail!("--out {}: a folder; name the model file", out.display());
     }
@@ -43,6 +42,13 @@ fn write_model(out: &Path, bytes: &[u8], force: bool) -> Result<()> {
             out.display()
         );
     }
+    Ok(())
+}
+
+/// Writes `bytes` to `out` through a temporary file in the same folder (the file is complete or
+/// absent); an existing file is replaced only with `force`.
+pub fn write_model(out: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    refuse_existing(out, force)?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating folder {}", parent.display()))?;

@@ -18,6 +18,7 @@ mod metrics;
 mod pipe;
 mod plots;
 mod predict;
+mod quantize;
 mod report;
 mod scoring;
 mod serve;
@@ -57,6 +58,7 @@ fn try_main(args: cli::Cli) -> anyhow::Result<i32> {
         cli::Command::Export(x) => export::run(x),
         cli::Command::Explain(x) => explain::run(x),
         cli::Command::Serve(s) => serve::run(s),
+        cli::Command::Quantize(q) => quantize::run(q),
         cli::Command::Summary(s) => summary::run(s),
         cli::Command::LrFind(a) => lr_find::run(*a),
     }

@@ -16,6 +16,8 @@ pub enum Source<'a> {
         dir: &'a Path,
         labels: Option<&'a Path>,
     },
+    /// A quantized model written by `app quantize` (classes and preprocessing inside).
+    Quantized { file: &'a Path },
 }
 
 impl<'a> Source<'a> {
@@ -114,6 +116,10 @@ pub fn labels_path(labels: Option<&Path>, weights: &Path) -> Result<PathBuf> {
 pub fn load(source: Source<'_>, interpolation: Option<&str>) -> Result<Loaded> {
     let forced = interpolation.map(parse_interpolation).transpose()?;
     match source {
+        Source::Quantized { file } => bail!(
+            "{}: a quantized model only scores images (predict, serve); this needs the float model: --checkpoint RUN or --weights DIR",
+            file.display()
+        ),
         Source::Run { dir, best } => {
             let (cfg, clf) = crate::load::from_run(dir, best)?;
             let own = cfg.interpolation();
@@ -172,7 +178,44 @@ pub fn load(source: Source<'_>, interpolation: Option<&str>) -> Result<Loaded> {
 impl Scorer {
     /// Loads and compiles the model. `interpolation` overrides the run's (and says so).
     pub fn open(source: Source<'_>, interpolation: Option<&str>) -> Result<Self> {
-        Self::compile(&mut load(source, interpolation)?)
+        match source {
+            Source::Quantized { file } => Self::open_quantized(file, interpolation),
+            _ => Self::compile(&mut load(source, interpolation)?),
+        }
+    }
+
+    /// A quantized model file: its plan, and the classes and preprocessing stored with it.
+    fn open_quantized(file: &Path, interpolation: Option<&str>) -> Result<Self> {
+        let (plan, info) = mobilenet::QuantizedPlan::load(file)?;
+        let bad = |what: &str, v: &str| anyhow::anyhow!("{}: unknown {what} {v:?}", file.display());
+        let preprocess = Preprocess::parse(&info.preprocess)
+            .ok_or_else(|| bad("preprocessing", &info.preprocess))?;
+        let own = parse_interpolation(&info.interpolation)
+            .map_err(|_| bad("interpolation", &info.interpolation))?;
+        let interpolation = interpolation
+            .map(parse_interpolation)
+            .transpose()?
+            .unwrap_or(own);
+        let (int, all) = plan.integer_steps();
+        let description = format!(
+            "Model: int8 {} ({} of {} steps in integers; calibrated {} on {} photos), {} classes; from {}; preprocessing {}, resize {}",
+            file.display(),
+            int,
+            all,
+            plan.calibration.method,
+            plan.calibration.images,
+            info.labels.len(),
+            info.source,
+            preprocess.name(),
+            interpolation_name(interpolation)
+        );
+        Ok(Scorer {
+            predictor: Predictor::from_quantized(plan),
+            classes: info.labels,
+            preprocess,
+            interpolation,
+            description,
+        })
     }
 
     /// Compiles a loaded model for inference; the model stays usable (for Grad-CAM, say).

@@ -16,7 +16,7 @@ fn requant(n: usize, seed: &[f32], zp: i32, lo: u8, hi: u8) -> Requant {
 }
 
 fn isas() -> Vec<Isa> {
-    let v = Isa::available();
+    let v = Isa::available().to_vec();
     // The tiers this CPU claims must include the one in use.
     assert!(
         v.contains(&Isa::detect()),
@@ -95,9 +95,30 @@ proptest! {
         let p = AddParams::new(q(sa, za), q(sb, zb), q(so, zo));
         let mut want = vec![0u8; len];
         reference::add(&a, &b, &p, &mut want);
-        let mut got = vec![0u8; len];
-        add::forward(&a, &b, &p, &mut got).unwrap();
-        prop_assert_eq!(got, want);
+        for isa in isas() {
+            let mut got = vec![0u8; len];
+            add::forward(isa, &a, &b, &p, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The vector encodings equal `QParams::quantize`, NaN and values far out of range included.
+    #[test]
+    fn quantize_equals_reference(
+        x in prop::collection::vec(prop_oneof![-1e3f32..1e3, Just(f32::NAN), Just(f32::INFINITY), Just(-0.0)], 0..300),
+        scale in 1e-3f32..1.0, zero_point in 0i32..256,
+    ) {
+        let q = QParams { scale, zero_point };
+        let want: Vec<u8> = x.iter().map(|&v| q.quantize(v)).collect();
+        for isa in isas() {
+            let mut got = vec![0u8; x.len()];
+            tensor_core::int8::quant::quantize_slice(isa, &x, q, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
     }
 }
 

@@ -18,13 +18,13 @@ use output::{Output, Ranked};
 use std::path::PathBuf;
 use std::time::Instant;
 pub use stream::Decoding;
-use stream::{decode_in_batches, Decoded};
+pub(crate) use stream::{decode_in_batches, Decoded};
 
 /// Exit status when the run finished but some files were skipped.
 pub const EXIT_SKIPPED: i32 = 1;
 
 fn open_scorer(args: &PredictArgs) -> Result<Scorer> {
-    let source = args.model.source("predict")?;
+    let source = args.model.source_or("predict", &args.quantized)?;
     Scorer::open(source, args.interpolation.as_deref())
 }
 

@@ -295,6 +295,12 @@ async fn explain(
     req: Request,
 ) -> Result<Response, ApiError> {
     let upload = image_bytes(req, st.max_bytes).await;
+    if st.explainer.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "this server runs a quantized model; Grad-CAM needs the float model (serve --checkpoint or --weights)",
+        ));
+    }
     let q = query(q)?;
     let target = match q.get("class") {
         None => Target::Rank(0),
@@ -331,6 +337,8 @@ fn explain_png(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut ex = st
         .explainer
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("no explainer"))?
         .lock()
         .map_err(|_| ApiError::internal("the explainer failed earlier"))?;
     let x = ex.decoding.pixels(&photo);

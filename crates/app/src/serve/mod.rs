@@ -33,6 +33,8 @@ pub struct ModelInfo {
     pub version: &'static str,
     pub max_batch: usize,
     pub max_bytes: usize,
+    /// Whether `POST /v1/explain` works (not for a quantized model).
+    pub explain: bool,
 }
 
 #[derive(Serialize)]
@@ -48,7 +50,8 @@ pub struct AppState {
     pub model: ModelInfo,
     pub decoding: Decoding,
     pub batcher: Batcher,
-    pub explainer: Mutex<Explainer>,
+    /// Grad-CAM needs the float network: `None` when serving a quantized model.
+    pub explainer: Option<Mutex<Explainer>>,
     pub metrics: Arc<Metrics>,
     pub max_bytes: usize,
     /// Images being decoded at once, at most one a core: more would only take turns with the
@@ -58,7 +61,7 @@ pub struct AppState {
 
 /// The model the flags name, and a short name for it: the run's or the weights' folder.
 fn source(args: &ServeArgs) -> Result<(Source<'_>, String)> {
-    let source = args.model.source("serve")?;
+    let source = args.model.source_or("serve", &args.quantized)?;
     let folder = |p: &Path| {
         p.file_name().map_or_else(
             || p.display().to_string(),
@@ -72,6 +75,7 @@ fn source(args: &ServeArgs) -> Result<(Source<'_>, String)> {
             crate::evaluate::checkpoint_name(*best)
         ),
         Source::Weights { dir, .. } => folder(dir),
+        Source::Quantized { file } => folder(file),
     };
     Ok((source, name))
 }
@@ -108,14 +112,23 @@ fn check(args: &ServeArgs) -> Result<()> {
 /// Loads the model and builds the shared state; the model thread is returned to be joined.
 fn build(args: &ServeArgs) -> Result<(AppState, std::thread::JoinHandle<()>)> {
     let (source, name) = source(args)?;
-    let mut loaded = scoring::load(source, args.interpolation.as_deref())?;
+    let interp = args.interpolation.as_deref();
+    // Grad-CAM runs on the float network: a quantized model is served without it.
+    let (scorer, explainer) = match source {
+        Source::Quantized { .. } => (Scorer::open(source, interp)?, None),
+        _ => {
+            let mut loaded = scoring::load(source, interp)?;
+            let scorer = Scorer::compile(&mut loaded)?;
+            (scorer, Some(Mutex::new(Explainer::new(loaded)?)))
+        }
+    };
     let Scorer {
         predictor,
         classes,
         preprocess,
         interpolation,
         description,
-    } = Scorer::compile(&mut loaded)?;
+    } = scorer;
     let decoding = Decoding {
         height: predictor.height,
         width: predictor.width,
@@ -138,6 +151,7 @@ fn build(args: &ServeArgs) -> Result<(AppState, std::thread::JoinHandle<()>)> {
         version: env!("CARGO_PKG_VERSION"),
         max_batch: args.max_batch,
         max_bytes: args.max_bytes,
+        explain: explainer.is_some(),
     };
     let metrics = Arc::new(Metrics::new(args.max_batch)?);
     let cfg = BatchConfig {
@@ -151,7 +165,7 @@ fn build(args: &ServeArgs) -> Result<(AppState, std::thread::JoinHandle<()>)> {
         model,
         decoding,
         batcher,
-        explainer: Mutex::new(Explainer::new(loaded)?),
+        explainer,
         metrics,
         max_bytes: args.max_bytes,
         decoders: tokio::sync::Semaphore::new(rayon::current_num_threads().max(1)),

@@ -598,23 +598,6 @@ impl QuantizedPlan {
         Ok((plan, h.info))
     }
 
-    /// Writes the file atomically (a temporary file renamed over `path`).
-    pub fn save(&self, path: &Path, info: &QuantizedInfo) -> Result<()> {
-        let bytes = self.to_bytes(info)?;
-        let io = |e: std::io::Error| Error::File {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
-    }
-
     pub fn load(path: &Path) -> Result<(QuantizedPlan, QuantizedInfo)> {
         let bytes = std::fs::read(path).map_err(|e| Error::File {
             path: path.to_path_buf(),

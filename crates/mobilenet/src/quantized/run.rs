@@ -40,7 +40,8 @@ impl Value {
         match self {
             Value::F(t) => Ok(t.clone()),
             Value::Q(c) => {
-                let v: Vec<f32> = c.data.iter().map(|&b| c.q.dequantize(b)).collect();
+                let mut v = vec![0f32; c.data.len()];
+                int8::quant::dequantize_slice(&c.data, c.q, &mut v)?;
                 Ok(Tensor::from_shape_vec(c.shape.to_vec(), v)
                     .map_err(|e| Error::Config(e.to_string()))?
                     .into_shared())
@@ -56,11 +57,17 @@ fn quantize(t: &Tensor, q: QParams) -> Result<Codes> {
             t.shape()
         ))
     })?;
-    Ok(Codes {
-        data: t.iter().map(|&v| q.quantize(v)).collect(),
-        shape,
-        q,
-    })
+    let mut data = vec![0u8; t.len()];
+    match t.as_slice() {
+        Some(x) => int8::quant::quantize_slice(Isa::detect(), x, q, &mut data)?,
+        None => int8::quant::quantize_slice(
+            Isa::detect(),
+            &t.iter().copied().collect::<Vec<_>>(),
+            q,
+            &mut data,
+        )?,
+    }
+    Ok(Codes { data, shape, q })
 }
 
 impl QuantizedPlan {
@@ -208,7 +215,7 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
                 )));
             }
             let mut out = vec![0u8; a.data.len()];
-            int8::add::forward(&a.data, &b.data, p, &mut out)?;
+            int8::add::forward(isa, &a.data, &b.data, p, &mut out)?;
             Value::Q(Codes {
                 data: out,
                 shape: a.shape,

@@ -1,6 +1,6 @@
 //! The residual sum of two `u8` tensors with their own encodings, into a third.
 
-use super::QParams;
+use super::{Isa, QParams};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -36,8 +36,8 @@ impl AddParams {
     }
 }
 
-/// The sum, in parallel chunks, each loop compiled for the CPU's widest vectors.
-pub fn forward(a: &[u8], b: &[u8], p: &AddParams, out: &mut [u8]) -> Result<()> {
+/// The sum, in parallel chunks.
+pub fn forward(isa: Isa, a: &[u8], b: &[u8], p: &AddParams, out: &mut [u8]) -> Result<()> {
     if a.len() != b.len() || a.len() != out.len() {
         return Err(Error::Shape {
             op: "int8 add",
@@ -48,12 +48,17 @@ pub fn forward(a: &[u8], b: &[u8], p: &AddParams, out: &mut [u8]) -> Result<()> 
     const CHUNK: usize = 1 << 14;
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(o, (a, b))| {
-            crate::simd::vectorised(|| {
+        .for_each(|(o, (a, b))| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `supported` detected the tier's features; the chunks have equal lengths.
+            Isa::Avx512Vnni if Isa::Avx512Vnni.supported() => unsafe {
+                super::x86::add_avx512(a, b, p, o)
+            },
+            _ => {
                 for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                     *o = p.apply(a, b);
                 }
-            })
+            }
         });
     Ok(())
 }

@@ -1,42 +1,65 @@
 //! The depthwise convolution in integers: `u8` codes, per-channel `i8` weights widened once to
-//! `i32`, exact sums, requantized with bias and activation. One output row a task.
+//! `i32`, exact sums, requantized with bias and activation. The input is first padded with its
+//! zero point, so every tap of every output lands inside it and the zero point's share of each
+//! sum, `-zp * sum(w)`, moves into the bias. Runs of output rows are the parallel tasks.
 
 use super::{Isa, Requant};
-use crate::conv::{ConvGeom, Taps, MAX_TAPS};
-use crate::{Error, PadDim, Result};
+use crate::conv::ConvGeom;
+use crate::{Error, Result};
 use rayon::prelude::*;
+use std::borrow::Cow;
 
-/// What every output row of one call reads.
+/// What every output row of one call reads: the padded input and its extents.
 pub(super) struct Rows<'a> {
-    pub g: &'a ConvGeom,
-    pub x: &'a [u8],
-    pub zp_x: i32,
+    pub x: Cow<'a, [u8]>,
+    pub n: usize,
+    /// Padded input rows and columns.
+    pub in_h: usize,
+    pub in_w: usize,
+    pub c: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub out_h: usize,
+    pub out_w: usize,
     /// `[kh, kw, C]`, widened.
     pub w: Vec<i32>,
-    pub bias: &'a [i32],
+    /// `bias - zp_x * sum_taps(w)`.
+    pub bias: Vec<i32>,
     pub rq: &'a Requant,
 }
 
-impl Rows<'_> {
-    /// The taps of output position `o` along one axis that land inside the input, with the input
-    /// position each reads (padding reads the zero point: it adds nothing, so it is skipped).
-    #[inline(always)]
-    pub fn taps(&self, d: &PadDim, o: usize) -> Taps {
-        let k = if std::ptr::eq(d, &self.g.rows) {
-            self.g.kh
-        } else {
-            self.g.kw
-        };
-        Taps::new(k, |t| ConvGeom::tap(d, self.g.stride, o, t))
+/// `x` with `g`'s padding around each image, filled with the zero point (borrowed when unpadded).
+fn padded<'a>(g: &ConvGeom, x: &'a [u8], zp: u8) -> Cow<'a, [u8]> {
+    let (r, cl, c) = (&g.rows, &g.cols, g.cin);
+    if r.before + r.after + cl.before + cl.after == 0 {
+        return Cow::Borrowed(x);
     }
+    let (ph, pw) = (
+        r.input + r.before + r.after,
+        cl.input + cl.before + cl.after,
+    );
+    let mut out = vec![zp; g.n * ph * pw * c];
+    for (img, dst) in x
+        .chunks_exact(r.input * cl.input * c)
+        .zip(out.chunks_exact_mut(ph * pw * c))
+    {
+        for (y, src) in img.chunks_exact(cl.input * c).enumerate() {
+            let at = ((y + r.before) * pw + cl.before) * c;
+            dst[at..at + src.len()].copy_from_slice(src);
+        }
+    }
+    Cow::Owned(out)
+}
 
+impl Rows<'_> {
     fn row(&self, isa: Isa, row: usize, out: &mut [u8]) {
-        match isa {
+        match (isa, self.kh, self.kw) {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::available` detected every feature of the tier; `forward` checked the
-            // extents of `x`, `w`, `bias` and the multipliers, `out` is one output row.
-            Isa::Avx512Vnni if Isa::available().contains(&Isa::Avx512Vnni) => unsafe {
-                super::x86::depthwise_row_avx512(self, row, out)
+            // SAFETY: `supported` detected every feature of the tier (AVX-512 F, BW, VL, VNNI);
+            // `forward` checked the extents, `out` is one output row.
+            (Isa::Avx512Vnni, 3, 3) if Isa::Avx512Vnni.supported() => unsafe {
+                super::x86::depthwise_row_avx512::<3, 3>(self, row, out)
             },
             _ => self.portable_row(row, out),
         }
@@ -44,30 +67,66 @@ impl Rows<'_> {
 
     /// Plain Rust, channels innermost.
     fn portable_row(&self, row: usize, out: &mut [u8]) {
-        let g = self.g;
-        let (c, iw) = (g.cin, g.cols.input);
-        let (n, oy) = (row / g.rows.out, row % g.rows.out);
-        let img = &self.x[n * g.rows.input * iw * c..(n + 1) * g.rows.input * iw * c];
+        let (c, s) = (self.c, self.stride);
+        let (n, oy) = (row / self.out_h, row % self.out_h);
         let (lo, hi) = self.rq.bounds();
         let mut acc = vec![0i32; c];
-        let taps_y = self.taps(&g.rows, oy);
-        for ox in 0..g.cols.out {
-            acc.copy_from_slice(self.bias);
-            for &(ky, iy) in taps_y.as_slice() {
-                for &(kx, ix) in self.taps(&g.cols, ox).as_slice() {
-                    let xs = &img[(iy * iw + ix) * c..][..c];
-                    let ws = &self.w[(ky * g.kw + kx) * c..][..c];
-                    for ((s, &v), &wt) in acc.iter_mut().zip(xs).zip(ws) {
-                        *s += (v as i32 - self.zp_x) * wt;
+        for ox in 0..self.out_w {
+            acc.copy_from_slice(&self.bias);
+            for ky in 0..self.kh {
+                let iy = n * self.in_h + oy * s + ky;
+                for kx in 0..self.kw {
+                    let xs = &self.x[(iy * self.in_w + ox * s + kx) * c..][..c];
+                    let ws = &self.w[(ky * self.kw + kx) * c..][..c];
+                    for ((a, &v), &w) in acc.iter_mut().zip(xs).zip(ws) {
+                        *a += v as i32 * w;
                     }
                 }
             }
-            for (ch, (o, &s)) in out[ox * c..(ox + 1) * c].iter_mut().zip(&acc).enumerate() {
+            for (ch, (o, &a)) in out[ox * c..(ox + 1) * c].iter_mut().zip(&acc).enumerate() {
                 *o =
-                    super::quant::requantize(s, self.rq.multiplier[ch], lo, hi, self.rq.zero_point);
+                    super::quant::requantize(a, self.rq.multiplier[ch], lo, hi, self.rq.zero_point);
             }
         }
     }
+}
+
+fn check(
+    g: &ConvGeom,
+    x: &[u8],
+    zp_x: i32,
+    w: &[i8],
+    bias: &[i32],
+    rq: &Requant,
+    out: &[u8],
+) -> Result<()> {
+    let op = "int8 depthwise";
+    rq.check(op)?;
+    let c = g.cin;
+    let (xs, os) = (
+        g.n * g.rows.input * g.cols.input * c,
+        g.n * g.rows.out * g.cols.out * c,
+    );
+    if x.len() != xs
+        || out.len() != os
+        || w.len() != g.kh * g.kw * c
+        || bias.len() != c
+        || rq.channels() != c
+        || g.cout != c
+    {
+        return Err(Error::Shape {
+            op,
+            expected: vec![xs, os, g.kh * g.kw * c, c, c],
+            got: vec![x.len(), out.len(), w.len(), bias.len(), rq.channels()],
+        });
+    }
+    if !(0..=255).contains(&zp_x) {
+        return Err(Error::Invalid {
+            op,
+            msg: format!("input zero point {zp_x} is not a u8 code"),
+        });
+    }
+    Ok(())
 }
 
 /// `out = requant(bias + dwconv(x - zp_x, w))` for `x` `[N, H, W, C]` codes (`g` from
@@ -83,51 +142,39 @@ pub fn forward(
     rq: &Requant,
     out: &mut [u8],
 ) -> Result<()> {
-    let op = "int8 depthwise";
-    rq.check(op)?;
+    check(g, x, zp_x, w, bias, rq, out)?;
     let c = g.cin;
     let (rows, cols) = (g.n * g.rows.out, g.cols.out);
-    if x.len() != g.n * g.rows.input * g.cols.input * c
-        || out.len() != rows * cols * c
-        || w.len() != g.kh * g.kw * c
-        || bias.len() != c
-        || rq.channels() != c
-        || g.cout != c
-    {
-        return Err(Error::Shape {
-            op,
-            expected: vec![
-                g.n * g.rows.input * g.cols.input * c,
-                rows * cols * c,
-                g.kh * g.kw * c,
-                c,
-                c,
-            ],
-            got: vec![x.len(), out.len(), w.len(), bias.len(), rq.channels()],
-        });
-    }
-    if g.kh > MAX_TAPS || g.kw > MAX_TAPS || !(0..=255).contains(&zp_x) {
-        return Err(Error::Invalid {
-            op,
-            msg: format!(
-                "kernel {}x{} (at most {MAX_TAPS}) or zero point {zp_x} out of range",
-                g.kh, g.kw
-            ),
-        });
-    }
     if rows * cols * c == 0 {
         return Ok(());
     }
+    let w: Vec<i32> = w.iter().map(|&v| v as i32).collect();
+    let bias = (0..c)
+        .map(|ch| bias[ch] - zp_x * w.iter().skip(ch).step_by(c).sum::<i32>())
+        .collect();
     let d = Rows {
-        g,
-        x,
-        zp_x,
-        w: w.iter().map(|&v| v as i32).collect(),
+        x: padded(g, x, zp_x as u8),
+        n: g.n,
+        in_h: g.rows.input + g.rows.before + g.rows.after,
+        in_w: g.cols.input + g.cols.before + g.cols.after,
+        c,
+        kh: g.kh,
+        kw: g.kw,
+        stride: g.stride,
+        out_h: g.rows.out,
+        out_w: cols,
+        w,
         bias,
         rq,
     };
-    out.par_chunks_mut(cols * c)
+    // About four tasks a thread, each a run of whole output rows.
+    let per_task = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
+    out.par_chunks_mut(per_task * cols * c)
         .enumerate()
-        .for_each(|(row, o)| d.row(isa, row, o));
+        .for_each(|(t, o)| {
+            for (i, row) in o.chunks_exact_mut(cols * c).enumerate() {
+                d.row(isa, t * per_task + i, row);
+            }
+        });
     Ok(())
 }

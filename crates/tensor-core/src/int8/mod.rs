@@ -44,8 +44,18 @@ impl Isa {
         })
     }
 
-    /// Every set this CPU can run, slowest first (tests run each of them).
-    pub fn available() -> Vec<Isa> {
+    /// Every set this CPU can run, slowest first (tests run each of them); detected once.
+    pub fn available() -> &'static [Isa] {
+        static A: OnceLock<Vec<Isa>> = OnceLock::new();
+        A.get_or_init(Isa::probe)
+    }
+
+    /// Whether this CPU can run `self`.
+    pub fn supported(self) -> bool {
+        Isa::available().contains(&self)
+    }
+
+    fn probe() -> Vec<Isa> {
         #[allow(unused_mut)]
         let mut v = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
@@ -55,6 +65,7 @@ impl Isa {
             }
             if is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("avx512vnni")
             {
                 v.push(Isa::Avx512Vnni);

@@ -6,8 +6,8 @@ use super::{Isa, Requant};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
-/// Rows one task takes: a few microkernel tiles, enough to amortise the task.
-const ROWS_PER_TASK: usize = 48;
+/// Fewest rows one task takes: a few microkernel tiles.
+const MIN_ROWS_PER_TASK: usize = 48;
 
 /// `out[r, c] = requant(bias[c] + sum_k (a[r, k] - zp_a) * w[k, c])`: `a` is `[rows, w.k]` codes,
 /// `out` is `[rows, w.n]`. Every extent is checked here; rows are split over the thread pool.
@@ -41,8 +41,12 @@ pub fn forward(
     if rows == 0 {
         return Ok(());
     }
-    out.par_chunks_mut(ROWS_PER_TASK * w.n)
-        .zip(a.par_chunks(ROWS_PER_TASK * w.k))
+    // About four tasks a thread: enough to balance, few enough that scheduling costs nothing.
+    let per_task = rows
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(MIN_ROWS_PER_TASK);
+    out.par_chunks_mut(per_task * w.n)
+        .zip(a.par_chunks(per_task * w.k))
         .for_each(|(o, a)| tile.rows(isa, a, o));
     Ok(())
 }
@@ -109,14 +113,14 @@ impl Tile<'_> {
     fn rows(&self, isa: Isa, a: &[u8], out: &mut [u8]) {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Isa::available` detected AVX-512 F, BW and VNNI; `forward` checked every
+            // SAFETY: `supported` detected AVX-512 F, BW, VL and VNNI; `forward` checked every
             // extent the kernel reads or writes (`a`, `out` whole rows; `bias`, `mult` whole blocks).
-            Isa::Avx512Vnni if Isa::available().contains(&Isa::Avx512Vnni) => unsafe {
+            Isa::Avx512Vnni if Isa::Avx512Vnni.supported() => unsafe {
                 super::x86::pointwise_vnni(self, a, out)
             },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, with AVX2 detected.
-            Isa::Avx2 if Isa::available().contains(&Isa::Avx2) => unsafe {
+            Isa::Avx2 if Isa::Avx2.supported() => unsafe {
                 super::x86::pointwise_avx2(self, a, out)
             },
             _ => self.portable(a, out),

@@ -16,12 +16,14 @@ impl QParams {
         QParams { scale, zero_point }
     }
 
+    #[inline(always)]
     pub fn quantize(&self, x: f32) -> u8 {
         (x / self.scale + self.zero_point as f32)
             .round_ties_even()
             .clamp(0.0, 255.0) as u8
     }
 
+    #[inline(always)]
     pub fn dequantize(&self, q: u8) -> f32 {
         self.scale * (q as i32 - self.zero_point) as f32
     }
@@ -93,3 +95,55 @@ pub fn requantize(acc: i32, multiplier: f32, lo: f32, hi: f32, zero_point: i32) 
     let y = (acc as f32 * multiplier).max(lo).min(hi);
     (y.round_ties_even() as i32 + zero_point) as u8
 }
+
+/// Encodes `x` into `out` (`QParams::quantize` per element), in parallel chunks.
+pub fn quantize_slice(isa: super::Isa, x: &[f32], q: QParams, out: &mut [u8]) -> crate::Result<()> {
+    use rayon::prelude::*;
+    if x.len() != out.len() {
+        return Err(crate::Error::Shape {
+            op: "quantize",
+            expected: vec![x.len()],
+            got: vec![out.len()],
+        });
+    }
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(o, x)| match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `supported` detected the tier's features; the chunks have equal lengths.
+            super::Isa::Avx512Vnni if super::Isa::Avx512Vnni.supported() => unsafe {
+                super::x86::quantize_avx512(x, q, o)
+            },
+            _ => {
+                for (o, &v) in o.iter_mut().zip(x) {
+                    *o = q.quantize(v);
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Decodes codes into `out` (`QParams::dequantize` per element).
+pub fn dequantize_slice(codes: &[u8], q: QParams, out: &mut [f32]) -> crate::Result<()> {
+    use rayon::prelude::*;
+    if codes.len() != out.len() {
+        return Err(crate::Error::Shape {
+            op: "dequantize",
+            expected: vec![codes.len()],
+            got: vec![out.len()],
+        });
+    }
+    out.par_chunks_mut(CHUNK)
+        .zip(codes.par_chunks(CHUNK))
+        .for_each(|(o, c)| {
+            crate::simd::vectorised(|| {
+                for (o, &v) in o.iter_mut().zip(c) {
+                    *o = q.dequantize(v);
+                }
+            })
+        });
+    Ok(())
+}
+
+/// Elements per parallel task of the element-wise conversions.
+const CHUNK: usize = 1 << 15;

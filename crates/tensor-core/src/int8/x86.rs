@@ -2,9 +2,11 @@
 //! its order (`i32 -> f32`, multiply, clamp, round to nearest even, add the zero point), so every
 //! output equals [`super::reference`] bit for bit.
 
+use super::add::AddParams;
 use super::depthwise::Rows;
 use super::pack::{BLOCK, GROUP};
 use super::pointwise::Tile;
+use super::QParams;
 use std::arch::x86_64::*;
 
 /// Rows of a VNNI tile and blocks of 16 columns (6 x 4 = 24 of the 32 registers hold sums).
@@ -187,48 +189,114 @@ unsafe fn avx2_tile<const M: usize>(t: &Tile, a: *const u8, out: *mut u8, b: usi
     }
 }
 
-/// One output row of the depthwise convolution, 16 channels a vector: codes widened to `i32`,
-/// the zero point subtracted, multiplied by the widened weights and summed in the reference's order.
+/// One output row of the depthwise convolution over a zero-point-padded input (every tap lands
+/// inside it), 16 channels a vector: codes widened to `i32`, multiplied by the widened weights,
+/// summed from a bias that already holds `-zp * sum(w)`. `KH x KW` is the kernel, known at compile
+/// time so that its weights stay in registers.
 ///
 /// # Safety
-/// AVX-512 F, BW, VL and VNNI must be present (the tier's features); `rows` checked its extents.
+/// AVX-512 F, BW, VL and VNNI must be present (the tier's features); `row` and the extents of `d`
+/// must be as [`Rows::check`] verified (asserted again here).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn depthwise_row_avx512(d: &Rows, row: usize, out: &mut [u8]) {
-    let g = d.g;
-    let (c, iw) = (g.cin, g.cols.input);
-    let (n, oy) = (row / g.rows.out, row % g.rows.out);
-    assert!(out.len() == g.cols.out * c && d.w.len() == g.kh * g.kw * c);
-    assert!(d.x.len() == g.n * g.rows.input * iw * c && n < g.n);
-    let img = d.x.as_ptr().add(n * g.rows.input * iw * c);
+pub(super) unsafe fn depthwise_row_avx512<const KH: usize, const KW: usize>(
+    d: &Rows,
+    row: usize,
+    out: &mut [u8],
+) {
+    let (c, s, ow) = (d.c, d.stride, d.out_w);
+    let (n, oy) = (row / d.out_h, row % d.out_h);
+    assert!(KH == d.kh && KW == d.kw && n < d.n && out.len() == ow * c);
+    assert!(d.w.len() == KH * KW * c && d.bias.len() == c && d.rq.multiplier.len() == c);
+    // The last input row and column this output row reads are inside the padded image.
+    assert!(oy * s + KH <= d.in_h && (ow - 1) * s + KW <= d.in_w);
+    assert!(d.x.len() >= (n + 1) * d.in_h * d.in_w * c);
+    let img = d.x.as_ptr().add(((n * d.in_h) + oy * s) * d.in_w * c);
     let (lo, hi) = d.rq.bounds();
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-    let (zp_x, zp) = (
-        _mm512_set1_epi32(d.zp_x),
-        _mm512_set1_epi32(d.rq.zero_point),
-    );
-    let taps_y = d.taps(&g.rows, oy);
-    for ox in 0..g.cols.out {
-        let taps_x = d.taps(&g.cols, ox);
-        for cb in (0..c).step_by(16) {
-            let valid = (c - cb).min(16);
-            let mask = (((1u32 << valid) - 1) & 0xFFFF) as __mmask16;
-            let mut acc = _mm512_maskz_loadu_epi32(mask, d.bias.as_ptr().add(cb).cast());
-            for &(ky, iy) in taps_y.as_slice() {
-                for &(kx, ix) in taps_x.as_slice() {
-                    let xp = img.add((iy * iw + ix) * c + cb);
-                    let xv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, xp.cast()));
-                    let wv = _mm512_maskz_loadu_epi32(
-                        mask,
-                        d.w.as_ptr().add((ky * g.kw + kx) * c + cb).cast(),
-                    );
-                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_sub_epi32(xv, zp_x), wv));
+    let zp = _mm512_set1_epi32(d.rq.zero_point);
+    for cb in (0..c).step_by(16) {
+        let valid = (c - cb).min(16);
+        let mask = (((1u32 << valid) - 1) & 0xFFFF) as __mmask16;
+        let bias = _mm512_maskz_loadu_epi32(mask, d.bias.as_ptr().add(cb).cast());
+        let m = _mm512_maskz_loadu_ps(mask, d.rq.multiplier.as_ptr().add(cb));
+        let mut wv = [[_mm512_setzero_si512(); KW]; KH];
+        for (ky, r) in wv.iter_mut().enumerate() {
+            for (kx, v) in r.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_epi32(
+                    mask,
+                    d.w.as_ptr().add((ky * KW + kx) * c + cb).cast(),
+                );
+            }
+        }
+        for ox in 0..ow {
+            let mut acc = bias;
+            for (ky, r) in wv.iter().enumerate() {
+                let xr = img.add((ky * d.in_w + ox * s) * c + cb);
+                for (kx, &w) in r.iter().enumerate() {
+                    let xv =
+                        _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, xr.add(kx * c).cast()));
+                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, w));
                 }
             }
-            let m = _mm512_maskz_loadu_ps(mask, d.rq.multiplier.as_ptr().add(cb));
             let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
             let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
             let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
             _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().add(ox * c + cb).cast(), mask, q);
         }
+    }
+}
+
+/// [`AddParams::apply`] 16 codes at a time, the same operations in the same order.
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VNNI must be present (the tier's features).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn add_avx512(a: &[u8], b: &[u8], p: &AddParams, out: &mut [u8]) {
+    assert!(a.len() == out.len() && b.len() == out.len());
+    let (am, bm) = (_mm512_set1_ps(p.a_mult), _mm512_set1_ps(p.b_mult));
+    let (az, bz, oz) = (
+        _mm512_set1_epi32(p.a_zp),
+        _mm512_set1_epi32(p.b_zp),
+        _mm512_set1_epi32(p.out_zp),
+    );
+    let lo = _mm512_set1_ps(-p.out_zp as f32);
+    let hi = _mm512_set1_ps((255 - p.out_zp) as f32);
+    for i in (0..out.len()).step_by(16) {
+        let mask = (((1u32 << (out.len() - i).min(16)) - 1) & 0xFFFF) as __mmask16;
+        let load = |s: &[u8], z| {
+            let v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, s.as_ptr().add(i).cast()));
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(v, z))
+        };
+        let y = _mm512_add_ps(
+            _mm512_mul_ps(load(a, az), am),
+            _mm512_mul_ps(load(b, bz), bm),
+        );
+        let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+        let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), oz);
+        _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().add(i).cast(), mask, q);
+    }
+}
+
+/// [`QParams::quantize`] 16 values at a time, the same operations in the same order.
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VNNI must be present (the tier's features).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn quantize_avx512(x: &[f32], q: QParams, out: &mut [u8]) {
+    assert!(x.len() == out.len());
+    let (scale, zp) = (_mm512_set1_ps(q.scale), _mm512_set1_ps(q.zero_point as f32));
+    let (zero, top) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
+    for i in (0..out.len()).step_by(16) {
+        let mask = (((1u32 << (out.len() - i).min(16)) - 1) & 0xFFFF) as __mmask16;
+        let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
+        let y = _mm512_add_ps(_mm512_div_ps(v, scale), zp);
+        let y = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+        // max(y, 0) gives 0 for NaN, as `clamp` + `as u8` do.
+        let y = _mm512_min_ps(_mm512_max_ps(y, zero), top);
+        _mm512_mask_cvtusepi32_storeu_epi8(
+            out.as_mut_ptr().add(i).cast(),
+            mask,
+            _mm512_cvtps_epi32(y),
+        );
     }
 }
