@@ -86,6 +86,26 @@ fn kernels(c: &mut Criterion) {
             })
         });
     }
+    {
+        let geom =
+            ConvGeom::new("bench", &[N, 224, 224, 3], &[3, 3, 3, 32], 2, Padding::Same).unwrap();
+        let x = bytes(N * 224 * 224 * 3, 5);
+        let w = PackedWeights::pack(&weights(27 * 32), 27, 32).unwrap();
+        let (bias, r) = (vec![100; 32], rq(32));
+        let mut out = vec![0u8; N * 112 * 112 * 32];
+        g.throughput(Throughput::Elements((out.len() * 27) as u64));
+        g.bench_function("conv_224x224x3_s2_to32", |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    tensor_core::int8::conv::forward(isa, &geom, &x, 7, &w, &bias, &r, &mut out)
+                        .unwrap()
+                })
+            })
+        });
+        g.bench_function("im2col_224x224x3_s2", |b| {
+            b.iter(|| pool.install(|| tensor_core::int8::conv::im2col(&geom, &x, 7)))
+        });
+    }
     let len = N * 56 * 56 * 24;
     let (a, b2) = (bytes(len, 3), bytes(len, 4));
     let q = |scale, zero_point| QParams { scale, zero_point };

@@ -83,6 +83,34 @@ proptest! {
     }
 
     #[test]
+    fn conv_equals_reference(
+        n in 1usize..3, h in 1usize..9, w in 1usize..9, cin in 1usize..6, cout in 1usize..40,
+        kh in 1usize..4, kw in 1usize..4, stride in 1usize..3, same in any::<bool>(),
+        zp_x in 0i32..256, zp_o in 0i32..256, lo in any::<u8>(), hi in any::<u8>(),
+        mult in prop::collection::vec(1e-4f32..0.05, 1..8), seed in any::<u64>(),
+    ) {
+        use rand::{Rng, SeedableRng};
+        let padding = if same { Padding::Same } else { Padding::Valid };
+        let geom = ConvGeom::new("test", &[n, h, w, cin], &[kh, kw, cin, cout], stride, padding);
+        prop_assume!(geom.is_ok());
+        let g = geom.unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let x: Vec<u8> = (0..n * h * w * cin).map(|_| rng.gen()).collect();
+        let wt: Vec<i8> = (0..kh * kw * cin * cout).map(|_| rng.gen()).collect();
+        let bias: Vec<i32> = (0..cout).map(|_| rng.gen_range(-5_000..5_000)).collect();
+        let rq = requant(cout, &mult, zp_o, lo, hi);
+        let size = n * g.rows.out * g.cols.out * cout;
+        let mut want = vec![0u8; size];
+        reference::conv(&g, &x, zp_x, &wt, &bias, &rq, &mut want);
+        let packed = PackedWeights::pack(&wt, kh * kw * cin, cout).unwrap();
+        for isa in isas() {
+            let mut got = vec![7u8; size];
+            tensor_core::int8::conv::forward(isa, &g, &x, zp_x, &packed, &bias, &rq, &mut got).unwrap();
+            prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
+    }
+
+    #[test]
     fn add_equals_reference(
         len in 0usize..70_000, sa in 1e-3f32..1.0, sb in 1e-3f32..1.0, so in 1e-3f32..1.0,
         za in 0i32..256, zb in 0i32..256, zo in 0i32..256, seed in any::<u64>(),

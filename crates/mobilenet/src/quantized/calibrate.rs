@@ -88,6 +88,7 @@ impl Calibrator {
             }
         }
         let mut live: HashMap<NodeId, Tensor> = HashMap::new();
+        widen(&mut self.ranges, INPUT, x, "the input")?;
         live.insert(INPUT, x.clone());
         for (s, step) in self.steps.iter().enumerate() {
             let ins: Vec<&Tensor> = step
@@ -142,4 +143,26 @@ impl Calibrator {
             calibration,
         })
     }
+}
+
+/// Widens the recorded range of `node` to hold `t`.
+fn widen(
+    ranges: &mut HashMap<NodeId, (f32, f32)>,
+    node: NodeId,
+    t: &Tensor,
+    name: &str,
+) -> Result<()> {
+    let (lo, hi) = t
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() || !hi.is_finite() {
+        return Err(Error::Config(format!(
+            "calibration: {name} holds non-finite values"
+        )));
+    }
+    let r = ranges.entry(node).or_insert((lo, hi));
+    *r = (r.0.min(lo), r.1.max(hi));
+    Ok(())
 }

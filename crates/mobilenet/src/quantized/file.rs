@@ -97,6 +97,19 @@ enum StoredOp {
         b: Blob,
         act: String,
     },
+    Quantize,
+    ConvCodes {
+        kh: usize,
+        kw: usize,
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        padding: [usize; 4],
+        same: bool,
+        w: Blob,
+        bias: Blob,
+        rq: StoredRequant,
+    },
     Pointwise {
         k: usize,
         n: usize,
@@ -318,6 +331,30 @@ fn store_op(op: &QOp, w: &mut Writer) -> Result<StoredOp> {
             },
             Op::Block(_) => return Err(Error::Config("a fused block cannot be stored".into())),
         },
+        QOp::Quantize => StoredOp::Quantize,
+        QOp::Conv {
+            w: p,
+            kh,
+            kw,
+            stride,
+            padding,
+            bias,
+            rq,
+        } => {
+            let (pads, same) = pads_of(*padding);
+            StoredOp::ConvCodes {
+                kh: *kh,
+                kw: *kw,
+                cin: p.k / (kh * kw).max(1),
+                cout: p.n,
+                stride: *stride,
+                padding: pads,
+                same,
+                w: w.i8s(&p.unpack()),
+                bias: w.i32s(bias),
+                rq: w.requant(rq),
+            }
+        }
         QOp::Pointwise { w: p, bias, rq } => StoredOp::Pointwise {
             k: p.k,
             n: p.n,
@@ -424,6 +461,32 @@ fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
                 b: ndarray::Array1::from(r.f32s(*b, what, shape[1])?),
                 act: act_of(act)?,
             })
+        }
+        StoredOp::Quantize => QOp::Quantize,
+        StoredOp::ConvCodes {
+            kh,
+            kw,
+            cin,
+            cout,
+            stride,
+            padding,
+            same,
+            w,
+            bias,
+            rq,
+        } => {
+            positive(what, &[*kh, *kw, *cin, *cout, *stride])?;
+            let k = kh * kw * cin;
+            let codes = r.i8s(*w, what, k * cout)?;
+            QOp::Conv {
+                w: PackedWeights::pack(&codes, k, *cout)?,
+                kh: *kh,
+                kw: *kw,
+                stride: *stride,
+                padding: padding_of(*padding, *same),
+                bias: r.i32s(*bias, what, *cout)?,
+                rq: r.requant(rq, what, *cout)?,
+            }
         }
         StoredOp::Pointwise { k, n, w, bias, rq } => {
             positive(what, &[*k, *n])?;

@@ -1,7 +1,8 @@
 //! The quantization pass: folded f32 steps + calibrated ranges -> integer steps where the kernels
-//! exist (1x1 and depthwise convolutions, residual adds), f32 steps elsewhere.
+//! exist (convolutions of every kind, residual adds), f32 steps elsewhere (pooling, the dense
+//! head, anything else).
 
-use super::{QOp, QStep};
+use super::{QOp, QStep, INPUT_CODES};
 use crate::folded::{as_pointwise, Op, Step};
 use crate::{Error, Result};
 use nn::graph::INPUT;
@@ -11,18 +12,25 @@ use tensor_core::int8::add::AddParams;
 use tensor_core::int8::{PackedWeights, QParams, Requant};
 use tensor_core::Activation;
 
-/// Whether a folded step runs on an integer kernel (its inputs are then codes).
+/// Whether a folded step runs on an integer kernel (its inputs are then codes; the image is
+/// encoded first by a `Quantize` step).
 fn is_integer(s: &Step) -> bool {
-    let from_layers = !s.inputs.contains(&INPUT);
-    let int_op = match &s.op {
-        Op::Conv {
-            depthwise: true, ..
-        } => true,
-        op @ Op::Conv { .. } => as_pointwise(op).is_some(),
-        Op::Add => s.inputs.len() == 2,
+    match &s.op {
+        Op::Conv { .. } => s.inputs.len() == 1,
+        Op::Add => s.inputs.len() == 2 && !s.inputs.contains(&INPUT),
         _ => false,
-    };
-    from_layers && int_op
+    }
+}
+
+/// The step that encodes the image for the integer ops that read it.
+fn quantize_input(q: QParams) -> QStep {
+    QStep {
+        name: "input (quantize)".into(),
+        op: QOp::Quantize,
+        inputs: vec![INPUT],
+        out: INPUT_CODES,
+        out_q: Some(q),
+    }
 }
 
 pub(crate) fn lower(steps: Vec<Step>, ranges: &HashMap<NodeId, (f32, f32)>) -> Result<Vec<QStep>> {
@@ -39,10 +47,12 @@ pub(crate) fn lower(steps: Vec<Step>, ranges: &HashMap<NodeId, (f32, f32)>) -> R
         })?;
         Ok(QParams::from_range(lo, hi))
     };
-    steps
-        .into_iter()
-        .zip(integer)
-        .map(|(s, int)| {
+    let mut out = Vec::with_capacity(steps.len() + 1);
+    if read_as_codes.contains(&INPUT) {
+        out.push(quantize_input(encoding(INPUT)?));
+    }
+    for (s, int) in steps.into_iter().zip(integer) {
+        out.push({
             let out_q = match int || read_as_codes.contains(&s.out) {
                 true => Some(encoding(s.out)?),
                 false => None,
@@ -58,15 +68,22 @@ pub(crate) fn lower(steps: Vec<Step>, ranges: &HashMap<NodeId, (f32, f32)>) -> R
                 }
                 _ => QOp::Float(s.op),
             };
-            Ok(QStep {
+            // Integer ops read the image's codes.
+            let inputs = s
+                .inputs
+                .iter()
+                .map(|&j| if int && j == INPUT { INPUT_CODES } else { j })
+                .collect();
+            QStep {
                 name: s.name,
                 op,
-                inputs: s.inputs,
+                inputs,
                 out: s.out,
                 out_q,
-            })
-        })
-        .collect()
+            }
+        });
+    }
+    Ok(out)
 }
 
 fn integer_op(op: &Op, q_in: &[QParams], q_out: QParams) -> Result<QOp> {
@@ -82,6 +99,27 @@ fn integer_op(op: &Op, q_in: &[QParams], q_out: QParams) -> Result<QOp> {
         });
     }
     Ok(match op {
+        Op::Conv {
+            w,
+            bias,
+            stride,
+            padding,
+            act,
+            depthwise: false,
+        } => {
+            let (kh, kw, cin, cout) = w.dim();
+            let flat: Vec<f32> = w.iter().copied().collect();
+            let (wq, scales) = per_channel(&flat, cout);
+            QOp::Conv {
+                w: PackedWeights::pack(&wq, kh * kw * cin, cout)?,
+                kh,
+                kw,
+                stride: *stride,
+                padding: *padding,
+                bias: bias_codes(bias, q_x, &scales),
+                rq: requant(q_x, &scales, q_out, *act),
+            }
+        }
         Op::Conv {
             w,
             bias,

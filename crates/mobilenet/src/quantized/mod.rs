@@ -25,6 +25,18 @@ use tensor_core::Padding;
 pub(crate) enum QOp {
     /// A folded f32 op; quantized inputs are dequantized first.
     Float(Op),
+    /// The image (f32) encoded as codes, for an integer op that reads it.
+    Quantize,
+    /// Any other convolution, through patches: `[kh * kw * cin, cout]` weights.
+    Conv {
+        w: PackedWeights,
+        kh: usize,
+        kw: usize,
+        stride: usize,
+        padding: Padding,
+        bias: Vec<i32>,
+        rq: Requant,
+    },
     /// 1x1 convolution, stride 1: `[k, n]` weights.
     Pointwise {
         w: PackedWeights,
@@ -54,6 +66,9 @@ pub(crate) struct QStep {
     /// when an integer op reads it).
     pub out_q: Option<QParams>,
 }
+
+/// The node id of the image's codes (the image itself is `nn::graph::INPUT`).
+pub(crate) const INPUT_CODES: NodeId = nn::graph::INPUT - 1;
 
 /// How activation ranges were calibrated, for the file and the user.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

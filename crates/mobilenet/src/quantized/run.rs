@@ -157,6 +157,32 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
                 None => Value::F(y),
             }
         }
+        QOp::Quantize => Value::Q(quantize(&first.real()?, out_q()?)?),
+        QOp::Conv {
+            w,
+            kh,
+            kw,
+            stride,
+            padding,
+            bias,
+            rq,
+        } => {
+            let x = first.codes(name)?;
+            let g = ConvGeom::new(
+                "int8 conv",
+                &x.shape,
+                &[*kh, *kw, x.shape[3], w.n],
+                *stride,
+                *padding,
+            )?;
+            let mut out = vec![0u8; g.n * g.rows.out * g.cols.out * w.n];
+            int8::conv::forward(isa, &g, &x.data, x.q.zero_point, w, bias, rq, &mut out)?;
+            Value::Q(Codes {
+                data: out,
+                shape: [g.n, g.rows.out, g.cols.out, w.n],
+                q: out_q()?,
+            })
+        }
         QOp::Pointwise { w, bias, rq } => {
             let x = first.codes(name)?;
             let [n, h, wd, _] = x.shape;

@@ -7,6 +7,7 @@
 //! (tests/int8_proptest.rs). Which one runs is detected once ([`Isa::detect`]).
 
 pub mod add;
+pub mod conv;
 pub mod depthwise;
 pub mod pack;
 pub mod pointwise;

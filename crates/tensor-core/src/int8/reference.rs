@@ -74,3 +74,43 @@ pub fn add(a: &[u8], b: &[u8], p: &AddParams, out: &mut [u8]) {
         out[i] = p.apply(a[i], b[i]);
     }
 }
+
+/// Regular convolution of `x` (`[N, H, W, Cin]` codes) by `w` (HWIO `[kh, kw, Cin, Cout]`);
+/// padding reads as the zero point.
+pub fn conv(
+    g: &ConvGeom,
+    x: &[u8],
+    zp_x: i32,
+    w: &[i8],
+    bias: &[i32],
+    rq: &Requant,
+    out: &mut [u8],
+) {
+    let (ci, co, ih, iw) = (g.cin, g.cout, g.rows.input, g.cols.input);
+    let (oh, ow) = (g.rows.out, g.cols.out);
+    assert!(x.len() == g.n * ih * iw * ci && out.len() == g.n * oh * ow * co);
+    for n in 0..g.n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for o in 0..co {
+                    let mut acc = bias[o];
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = (oy * g.stride + ky) as isize - g.rows.before as isize;
+                            let ix = (ox * g.stride + kx) as isize - g.cols.before as isize;
+                            if iy < 0 || ix < 0 || iy >= ih as isize || ix >= iw as isize {
+                                continue;
+                            }
+                            for c in 0..ci {
+                                let v = x[((n * ih + iy as usize) * iw + ix as usize) * ci + c];
+                                let wt = w[((ky * g.kw + kx) * ci + c) * co + o];
+                                acc += (v as i32 - zp_x) * wt as i32;
+                            }
+                        }
+                    }
+                    out[((n * oh + oy) * ow + ox) * co + o] = rq.apply(acc, o);
+                }
+            }
+        }
+    }
+}
