@@ -172,6 +172,15 @@ pub fn run(args: QuantizeArgs) -> Result<i32> {
     }
     crate::export::refuse_existing(&args.out, args.force)?;
     let source = args.model.source("quantize")?;
+    let origin = match &source {
+        Source::Run { dir, best } => format!(
+            "run {} ({})",
+            dir.display(),
+            crate::evaluate::checkpoint_name(*best)
+        ),
+        Source::Weights { dir, .. } => format!("ImageNet weights {}", dir.display()),
+        Source::Quantized { file } => bail!("{}: already quantized", file.display()),
+    };
     let (calibration, checks) = photos(&args, &source)?;
     let mut loaded = scoring::load(source, args.interpolation.as_deref())?;
     eprintln!("{}", loaded.description);
@@ -194,7 +203,7 @@ pub fn run(args: QuantizeArgs) -> Result<i32> {
         labels: loaded.classes.clone(),
         preprocess: loaded.preprocess.name().into(),
         interpolation: scoring::interpolation_name(loaded.interpolation).into(),
-        source: loaded.description.trim_start_matches("Model: ").into(),
+        source: origin,
     };
     let bytes = plan.to_bytes(&info)?;
     crate::export::write_model(&args.out, &bytes, args.force)?;
