@@ -105,25 +105,30 @@ fn imagenet_int8_keeps_the_labels_and_survives_the_file() {
     );
 }
 
-/// Truncations and flipped bytes of a real file are refused with an error naming the file.
-#[test]
-fn damaged_files_are_errors_not_panics() {
+/// A small trained-head model's file, and a photo to run it on.
+fn small_model_file() -> (Vec<u8>, Tensor) {
     let net = MobileNetV2::from_path(&shared("weights/mobilenet_v2_0.35_224_no_top"), Some(false))
         .unwrap();
-    let mut clf = mobilenet::Classifier::new(
-        net,
-        mobilenet::HeadConfig {
-            dense: 8,
-            dropout: 0.0,
-            classes: 3,
-            seed: 1,
-        },
-    )
-    .unwrap();
+    let head = mobilenet::HeadConfig {
+        dense: 8,
+        dropout: 0.0,
+        classes: 3,
+        seed: 1,
+    };
+    let mut clf = mobilenet::Classifier::new(net, head).unwrap();
     let mut cal = Calibrator::for_classifier(&mut clf).unwrap();
     let x = batch(&files(&shared("weights/test_images"))[..2]);
     cal.observe(&x).unwrap();
-    let bytes = cal.finish().unwrap().to_bytes(&info(3)).unwrap();
+    (
+        cal.finish().unwrap().to_bytes(&info(3)).unwrap(),
+        x.slice_axis(ndarray::Axis(0), (0..1).into()).to_shared(),
+    )
+}
+
+/// Truncations are refused with an error naming the file.
+#[test]
+fn truncated_files_are_named_errors() {
+    let (bytes, _) = small_model_file();
     let path = Path::new("damaged.int8");
     assert!(QuantizedPlan::from_bytes(&bytes, path).is_ok());
     for cut in [0, 7, 19, 20, 100, bytes.len() / 2, bytes.len() - 1] {
@@ -132,17 +137,28 @@ fn damaged_files_are_errors_not_panics() {
             .expect("truncated file accepted");
         assert!(e.to_string().contains("damaged.int8"), "{e}");
     }
-    let mut state = 7u64;
-    for _ in 0..300 {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Bytes overwritten anywhere (header digits, encodings, weights): the file is refused, or it
+    /// loads and runs to an answer or an error, never a panic.
+    #[test]
+    fn damaged_files_never_panic(flips in proptest::collection::vec((0.0f64..1.0, proptest::prelude::any::<u8>()), 1..6), in_header in proptest::prelude::any::<bool>()) {
+        let (bytes, x) = &*SMALL;
         let mut b = bytes.clone();
-        let at = (state >> 33) as usize % b.len();
-        b[at] ^= 1 << ((state >> 29) % 8);
-        // Either refused, or a file that still runs (a flipped weight bit) without a panic.
-        if let Ok((plan, _)) = QuantizedPlan::from_bytes(&b, path) {
-            let _ = Predictor::from_quantized(plan).predict(&x);
+        // Half the cases aim at the JSON header, where one changed digit reshapes a layer.
+        let header = 20 + u64::from_le_bytes(b[12..20].try_into().unwrap()) as usize;
+        let span = if in_header { header } else { b.len() };
+        for (pos, v) in flips {
+            let i = ((span - 1) as f64 * pos) as usize;
+            b[i] = v;
+        }
+        if let Ok((plan, _)) = QuantizedPlan::from_bytes(&b, Path::new("fuzzed.int8")) {
+            let _ = Predictor::from_quantized(plan).predict(x);
         }
     }
 }
+
+static SMALL: std::sync::LazyLock<(Vec<u8>, Tensor)> = std::sync::LazyLock::new(small_model_file);
