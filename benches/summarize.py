@@ -33,6 +33,43 @@ def cpu_name():
     return platform.processor()
 
 
+RUNTIMES = [  # (peer, heading)
+    ("this", "this fp32"), ("this-int8", "this int8"), ("onnxruntime", "ONNX Runtime"),
+    ("onnxruntime-int8", "ONNX Runtime int8"), ("openvino", "OpenVINO"),
+    ("openvino-int8", "OpenVINO int8"), ("litert", "LiteRT (XNNPACK)"),
+]
+RUNTIME_TARGETS = [  # (label, ours, peer, batch, field, higher_is_better, target ratio)
+    ("int8 batch 32 vs OpenVINO int8", "this-int8", "openvino-int8", 32, "images_per_s", True, 1.1),
+    ("int8 batch 32 vs ONNX Runtime int8", "this-int8", "onnxruntime-int8", 32, "images_per_s", True, None),
+    ("fp32 batch 1 vs LiteRT", "this", "litert", 1, "ms_per_batch", False, 1.0),
+    ("int8 batch 1 vs LiteRT fp32", "this-int8", "litert", 1, "ms_per_batch", False, None),
+    ("int8 batch 1 vs OpenVINO int8", "this-int8", "openvino-int8", 1, "ms_per_batch", False, None),
+]
+
+
+def runtimes_table(med):
+    """Inference against every runtime (fp32 and int8), and the int8/latency targets."""
+    if med("this-int8", "infer", 32, "images_per_s") is None:
+        return []
+    out = ["\n## Inference runtimes (2 threads; int8 calibrated on 100 photos)\n"]
+    out.append("| measurement | " + " | ".join(h for _, h in RUNTIMES) + " |")
+    out.append("|---|" + "---:|" * len(RUNTIMES))
+    for batch, field, label in [(32, "images_per_s", "batch 32 (images/s)"), (1, "ms_per_batch", "batch 1 (ms)")]:
+        cells = [med(p, "infer", batch, field) for p, _ in RUNTIMES]
+        out.append(f"| {label} | " + " | ".join("-" if c is None else f"{c:.1f}" for c in cells) + " |")
+    out.append("\n| target | ours | peer | ratio | target | met |")
+    out.append("|---|---:|---:|---:|---:|:-:|")
+    for label, ours, peer, batch, field, higher, target in RUNTIME_TARGETS:
+        a, b = med(ours, "infer", batch, field), med(peer, "infer", batch, field)
+        if a is None or b is None:
+            continue
+        r = a / b
+        met = "-" if target is None else ("yes" if (r >= target if higher else r <= target) else "no")
+        tgt = "-" if target is None else (">= " if higher else "<= ") + f"{target}x"
+        out.append(f"| {label} | {a:.1f} | {b:.1f} | {r:.2f}x | {tgt} | {met} |")
+    return out
+
+
 def main():
     runs = defaultdict(list)
     with open(sys.argv[1]) as f:
@@ -43,6 +80,8 @@ def main():
             r = json.loads(line)
             if "wall_ms" in r:
                 r["wall_s"] = r["wall_ms"] / 1000
+            if r["peer"] == "this" and r["task"] == "infer-int8":
+                r["peer"], r["task"] = "this-int8", "infer"
             runs[(r["peer"], r["task"], r["batch"])].append(r)
 
     def med(peer, task, batch, field):
@@ -83,6 +122,7 @@ def main():
         met = "-" if r is None else ("yes" if r <= 1 else "no")
         out.append(f"| {task} batch {batch} | {fmt(v['this'])} | {fmt(v['tensorflow'])} "
                    f"| {fmt(v['pytorch'])} | {'-' if r is None else f'{r:.2f}x'} | {met} |")
+    out.extend(runtimes_table(med))
     if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
         out.append("\n## Time per layer (this project, inference batch 32, `e2e infer --profile`)\n")
         with open(sys.argv[2]) as f:

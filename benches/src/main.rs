@@ -40,11 +40,64 @@ struct Args {
     #[arg(long, default_value = "weights/mobilenet_v2_1.0_224")]
     weights: PathBuf,
     /// With `infer`: run this quantized model (`app quantize`) instead of the f32 plan.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "int8")]
     model: Option<PathBuf>,
+    /// With `infer`: quantize the benchmark's model to int8 first, calibrated on --calib photos.
+    #[arg(long, requires = "calib")]
+    int8: bool,
+    /// A folder of photos (its files sorted; 100 spread evenly) to calibrate --int8 on, decoded
+    /// and scaled as the peers do (bilinear resize, x/127.5 - 1).
+    #[arg(long)]
+    calib: Option<PathBuf>,
     /// Also write the time per layer (Markdown) to this file.
     #[arg(long)]
     profile: Option<PathBuf>,
+}
+
+/// Every file under `dir`, sorted.
+fn files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        match p.is_dir() {
+            true => out.extend(files(&p)?),
+            false => out.push(p),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The classifier quantized to int8, calibrated on 100 photos of `dir` (as the int8 peers are).
+fn quantized(
+    clf: &mut Classifier,
+    dir: &std::path::Path,
+    size: usize,
+) -> Result<mobilenet::Predictor> {
+    let all = files(dir)?;
+    let picks: Vec<&PathBuf> = (0..100.min(all.len()))
+        .map(|i| &all[i * all.len() / 100.min(all.len())])
+        .collect();
+    let mut cal = mobilenet::Calibrator::for_classifier(clf)?;
+    for chunk in picks.chunks(25) {
+        let mut x = Vec::with_capacity(chunk.len() * size * size * 3);
+        for p in chunk {
+            let img = data::decode_rgb(p, data::DecodeLimits::default())?;
+            let img = data::resize(
+                &img,
+                size as u32,
+                size as u32,
+                data::Interpolation::Bilinear,
+            );
+            x.extend(
+                img.as_raw()
+                    .iter()
+                    .map(|&v| data::Preprocess::Mobilenet.apply(v as f32)),
+            );
+        }
+        cal.observe(&Tensor::from_shape_vec(vec![chunk.len(), size, size, 3], x)?.into_shared())?;
+    }
+    Ok(mobilenet::Predictor::from_quantized(cal.finish()?))
 }
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`).
@@ -118,12 +171,13 @@ fn main() -> Result<()> {
     };
     clf.unfreeze_last(unfrozen);
     nn::profile::enable(args.profile.is_some());
-    let int8 = match (&args.model, args.task) {
-        (Some(m), Task::Infer) => Some(mobilenet::Predictor::from_quantized(
+    let int8 = match (&args.model, &args.calib, args.task) {
+        (Some(m), _, Task::Infer) => Some(mobilenet::Predictor::from_quantized(
             mobilenet::QuantizedPlan::load(m)?.0,
         )),
-        (Some(_), _) => bail!("--model goes with the infer task"),
-        (None, _) => None,
+        (None, Some(dir), Task::Infer) if args.int8 => Some(quantized(&mut clf, dir, s)?),
+        (None, None, _) if !args.int8 => None,
+        _ => bail!("--model and --int8 go with the infer task"),
     };
     let (t, iters) = match args.task {
         Task::Infer if int8.is_some() => measure(&args, || {
@@ -143,7 +197,7 @@ fn main() -> Result<()> {
         let table = nn::profile::markdown(&nn::profile::take(), iters);
         std::fs::write(p, table).with_context(|| format!("writing {}", p.display()))?;
     }
-    let task = match &args.model {
+    let task = match int8 {
         Some(_) => "infer-int8".to_string(),
         None => format!("{:?}", args.task).to_lowercase(),
     };

@@ -11,7 +11,7 @@ use tensor_core::conv::ConvGeom;
 use tensor_core::int8::{self, Isa, QParams};
 
 /// Images per pass; passes run side by side, as in the f32 plan.
-const MICRO_BATCH: usize = 4;
+const MICRO_BATCH: usize = 2;
 
 /// `[N, H, W, C]` codes.
 pub(crate) struct Codes {
@@ -50,6 +50,42 @@ impl Value {
     }
 }
 
+thread_local! {
+    /// Code buffers of values no longer needed, kept for the next steps and calls on this thread.
+    static FREE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread (a step's inputs and output, and a few in flight).
+const KEPT: usize = 6;
+
+/// A buffer of `len` codes for a kernel to overwrite entirely. A recycled one is truncated
+/// (its bytes stay as they were: initialised, and about to be overwritten), so the output of
+/// every step is not zeroed first; only growth is zero-filled.
+fn buffer(len: usize) -> Vec<u8> {
+    let mut v = FREE
+        .with(|f| {
+            let mut f = f.borrow_mut();
+            let best = (0..f.len()).max_by_key(|&i| f[i].len().min(len))?;
+            Some(f.swap_remove(best))
+        })
+        .unwrap_or_default();
+    if v.len() >= len {
+        v.truncate(len);
+    } else {
+        v.resize(len, 0);
+    }
+    v
+}
+
+fn recycle(v: Vec<u8>) {
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < KEPT {
+            f.push(v);
+        }
+    });
+}
+
 fn quantize(t: &Tensor, q: QParams) -> Result<Codes> {
     let shape: [usize; 4] = t.shape().try_into().map_err(|_| {
         Error::Config(format!(
@@ -57,7 +93,7 @@ fn quantize(t: &Tensor, q: QParams) -> Result<Codes> {
             t.shape()
         ))
     })?;
-    let mut data = vec![0u8; t.len()];
+    let mut data = buffer(t.len());
     match t.as_slice() {
         Some(x) => int8::quant::quantize_slice(Isa::detect(), x, q, &mut data)?,
         None => int8::quant::quantize_slice(
@@ -124,7 +160,9 @@ impl QuantizedPlan {
             nn::profile::record(t, &step.name, nn::profile::Phase::Forward);
             for &j in &step.inputs {
                 if last_use.get(&j) == Some(&s) {
-                    live.remove(&j);
+                    if let Some(Value::Q(c)) = live.remove(&j) {
+                        recycle(c.data);
+                    }
                 }
             }
             live.insert(step.out, y);
@@ -175,7 +213,7 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
                 *stride,
                 *padding,
             )?;
-            let mut out = vec![0u8; g.n * g.rows.out * g.cols.out * w.n];
+            let mut out = buffer(g.n * g.rows.out * g.cols.out * w.n);
             int8::conv::forward(isa, &g, &x.data, x.q.zero_point, w, bias, rq, &mut out)?;
             Value::Q(Codes {
                 data: out,
@@ -186,7 +224,7 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
         QOp::Pointwise { w, bias, rq } => {
             let x = first.codes(name)?;
             let [n, h, wd, _] = x.shape;
-            let mut out = vec![0u8; n * h * wd * w.n];
+            let mut out = buffer(n * h * wd * w.n);
             int8::pointwise::forward(
                 isa,
                 &x.data,
@@ -221,7 +259,7 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
                 *stride,
                 *padding,
             )?;
-            let mut out = vec![0u8; g.n * g.rows.out * g.cols.out * c];
+            let mut out = buffer(g.n * g.rows.out * g.cols.out * c);
             int8::depthwise::forward(isa, &g, &x.data, x.q.zero_point, w, bias, rq, &mut out)?;
             Value::Q(Codes {
                 data: out,
@@ -240,7 +278,7 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
                     a.shape, b.shape
                 )));
             }
-            let mut out = vec![0u8; a.data.len()];
+            let mut out = buffer(a.data.len());
             int8::add::forward(isa, &a.data, &b.data, p, &mut out)?;
             Value::Q(Codes {
                 data: out,
