@@ -1,60 +1,46 @@
 //! The depthwise convolution in integers: `u8` codes, per-channel `i8` weights widened once to
-//! `i32`, exact sums, requantized with bias and activation. The input is first padded with its
-//! zero point, so every tap of every output lands inside it and the zero point's share of each
-//! sum, `-zp * sum(w)`, moves into the bias. Runs of output rows are the parallel tasks.
+//! `i32`, exact sums, requantized with bias and activation. A tap that falls in the padding reads
+//! the zero point, so the zero point's share of every sum, `-zp * sum(w)`, is one constant folded
+//! into the bias, and the kernels sum raw codes. Runs of output rows are the parallel tasks.
 
 use super::{Isa, Requant};
 use crate::conv::ConvGeom;
 use crate::{Error, Result};
 use rayon::prelude::*;
-use std::borrow::Cow;
 
-/// What every output row of one call reads: the padded input and its extents.
+/// What every output row of one call reads.
 pub(super) struct Rows<'a> {
-    pub x: Cow<'a, [u8]>,
-    pub n: usize,
-    /// Padded input rows and columns.
-    pub in_h: usize,
-    pub in_w: usize,
-    pub c: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub out_h: usize,
-    pub out_w: usize,
+    pub x: &'a [u8],
+    pub g: &'a ConvGeom,
     /// `[kh, kw, C]`, widened.
     pub w: Vec<i32>,
     /// `bias - zp_x * sum_taps(w)`.
     pub bias: Vec<i32>,
+    /// `C` codes of the zero point (plus a vector of slack): what a padding tap reads.
+    pub zp_row: Vec<u8>,
     pub rq: &'a Requant,
 }
 
-/// `x` with `g`'s padding around each image, filled with the zero point (borrowed when unpadded).
-fn padded<'a>(g: &ConvGeom, x: &'a [u8], zp: u8) -> Cow<'a, [u8]> {
-    let (r, cl, c) = (&g.rows, &g.cols, g.cin);
-    if r.before + r.after + cl.before + cl.after == 0 {
-        return Cow::Borrowed(x);
-    }
-    let (ph, pw) = (
-        r.input + r.before + r.after,
-        cl.input + cl.before + cl.after,
-    );
-    let mut out = vec![zp; g.n * ph * pw * c];
-    for (img, dst) in x
-        .chunks_exact(r.input * cl.input * c)
-        .zip(out.chunks_exact_mut(ph * pw * c))
-    {
-        for (y, src) in img.chunks_exact(cl.input * c).enumerate() {
-            let at = ((y + r.before) * pw + cl.before) * c;
-            dst[at..at + src.len()].copy_from_slice(src);
-        }
-    }
-    Cow::Owned(out)
-}
-
 impl Rows<'_> {
+    /// Input row of tap `ky` for output row `oy`, if inside the image.
+    #[inline(always)]
+    pub fn in_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        ConvGeom::tap(&self.g.rows, self.g.stride, oy, ky)
+    }
+
+    /// The output columns whose every tap lands inside the image: `lo..hi`.
+    pub fn interior_cols(&self) -> (usize, usize) {
+        let (d, s, kw) = (&self.g.cols, self.g.stride, self.g.kw);
+        let lo = d.before.div_ceil(s);
+        let hi = match (d.input + d.before).checked_sub(kw) {
+            Some(last) => (last / s + 1).min(d.out),
+            None => 0,
+        };
+        (lo.min(hi), hi)
+    }
+
     fn row(&self, isa: Isa, row: usize, out: &mut [u8]) {
-        match (isa, self.kh, self.kw) {
+        match (isa, self.g.kh, self.g.kw) {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `supported` detected every feature of the tier (AVX-512 F, BW, VL, VNNI);
             // `forward` checked the extents, `out` is one output row.
@@ -67,17 +53,22 @@ impl Rows<'_> {
 
     /// Plain Rust, channels innermost.
     fn portable_row(&self, row: usize, out: &mut [u8]) {
-        let (c, s) = (self.c, self.stride);
-        let (n, oy) = (row / self.out_h, row % self.out_h);
+        let g = self.g;
+        let (c, iw) = (g.cin, g.cols.input);
+        let (n, oy) = (row / g.rows.out, row % g.rows.out);
+        let img = &self.x[n * g.rows.input * iw * c..(n + 1) * g.rows.input * iw * c];
         let (lo, hi) = self.rq.bounds();
         let mut acc = vec![0i32; c];
-        for ox in 0..self.out_w {
+        for ox in 0..g.cols.out {
             acc.copy_from_slice(&self.bias);
-            for ky in 0..self.kh {
-                let iy = n * self.in_h + oy * s + ky;
-                for kx in 0..self.kw {
-                    let xs = &self.x[(iy * self.in_w + ox * s + kx) * c..][..c];
-                    let ws = &self.w[(ky * self.kw + kx) * c..][..c];
+            for ky in 0..g.kh {
+                let iy = self.in_row(oy, ky);
+                for kx in 0..g.kw {
+                    let xs = match (iy, ConvGeom::tap(&g.cols, g.stride, ox, kx)) {
+                        (Some(iy), Some(ix)) => &img[(iy * iw + ix) * c..][..c],
+                        _ => &self.zp_row[..c],
+                    };
+                    let ws = &self.w[(ky * g.kw + kx) * c..][..c];
                     for ((a, &v), &w) in acc.iter_mut().zip(xs).zip(ws) {
                         *a += v as i32 * w;
                     }
@@ -153,18 +144,11 @@ pub fn forward(
         .map(|ch| bias[ch] - zp_x * w.iter().skip(ch).step_by(c).sum::<i32>())
         .collect();
     let d = Rows {
-        x: padded(g, x, zp_x as u8),
-        n: g.n,
-        in_h: g.rows.input + g.rows.before + g.rows.after,
-        in_w: g.cols.input + g.cols.before + g.cols.after,
-        c,
-        kh: g.kh,
-        kw: g.kw,
-        stride: g.stride,
-        out_h: g.rows.out,
-        out_w: cols,
+        x,
+        g,
         w,
         bias,
+        zp_row: vec![zp_x as u8; c + 64],
         rq,
     };
     // About four tasks a thread, each a run of whole output rows.

@@ -7,6 +7,7 @@ use super::depthwise::Rows;
 use super::pack::{BLOCK, GROUP};
 use super::pointwise::Tile;
 use super::QParams;
+use crate::conv::ConvGeom;
 use std::arch::x86_64::*;
 
 /// Rows of a VNNI tile and blocks of 16 columns (6 x 4 = 24 of the 32 registers hold sums).
@@ -189,28 +190,38 @@ unsafe fn avx2_tile<const M: usize>(t: &Tile, a: *const u8, out: *mut u8, b: usi
     }
 }
 
-/// One output row of the depthwise convolution over a zero-point-padded input (every tap lands
-/// inside it), 16 channels a vector: codes widened to `i32`, multiplied by the widened weights,
-/// summed from a bias that already holds `-zp * sum(w)`. `KH x KW` is the kernel, known at compile
-/// time so that its weights stay in registers.
+/// One output row of the depthwise convolution, 16 channels a vector: codes widened to `i32`,
+/// multiplied by the widened weights, summed from a bias that already holds `-zp * sum(w)`; taps in
+/// the padding read the zero point's row. `KH x KW` is the kernel, known at compile time so that
+/// its weights stay in registers.
 ///
 /// # Safety
-/// AVX-512 F, BW, VL and VNNI must be present (the tier's features); `row` and the extents of `d`
-/// must be as [`Rows::check`] verified (asserted again here).
+/// AVX-512 F, BW, VL and VNNI must be present (the tier's features); the extents of `d` must be as
+/// `depthwise::forward` checked them (asserted again here).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn depthwise_row_avx512<const KH: usize, const KW: usize>(
     d: &Rows,
     row: usize,
     out: &mut [u8],
 ) {
-    let (c, s, ow) = (d.c, d.stride, d.out_w);
-    let (n, oy) = (row / d.out_h, row % d.out_h);
-    assert!(KH == d.kh && KW == d.kw && n < d.n && out.len() == ow * c);
+    let g = d.g;
+    let (c, s, iw, ow) = (g.cin, g.stride, g.cols.input, g.cols.out);
+    let (n, oy) = (row / g.rows.out, row % g.rows.out);
+    assert!(KH == g.kh && KW == g.kw && n < g.n && out.len() == ow * c);
     assert!(d.w.len() == KH * KW * c && d.bias.len() == c && d.rq.multiplier.len() == c);
-    // The last input row and column this output row reads are inside the padded image.
-    assert!(oy * s + KH <= d.in_h && (ow - 1) * s + KW <= d.in_w);
-    assert!(d.x.len() >= (n + 1) * d.in_h * d.in_w * c);
-    let img = d.x.as_ptr().add(((n * d.in_h) + oy * s) * d.in_w * c);
+    assert!(d.x.len() == g.n * g.rows.input * iw * c && d.zp_row.len() >= c + 16);
+    let img = d.x.as_ptr().add(n * g.rows.input * iw * c);
+    // Per kernel row: where its input row starts and how far one input column moves; a row in
+    // the padding reads the zero point's row at every column (step 0).
+    let mut base = [d.zp_row.as_ptr(); KH];
+    let mut step = [0usize; KH];
+    for ky in 0..KH {
+        if let Some(iy) = d.in_row(oy, ky) {
+            base[ky] = img.add(iy * iw * c);
+            step[ky] = c;
+        }
+    }
+    let (first, last) = d.interior_cols();
     let (lo, hi) = d.rq.bounds();
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     let zp = _mm512_set1_epi32(d.rq.zero_point);
@@ -228,20 +239,40 @@ pub(super) unsafe fn depthwise_row_avx512<const KH: usize, const KW: usize>(
                 );
             }
         }
-        for ox in 0..ow {
-            let mut acc = bias;
-            for (ky, r) in wv.iter().enumerate() {
-                let xr = img.add((ky * d.in_w + ox * s) * c + cb);
-                for (kx, &w) in r.iter().enumerate() {
-                    let xv =
-                        _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, xr.add(kx * c).cast()));
-                    acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, w));
-                }
-            }
+        let tap = |p: *const u8, w: __m512i, acc: __m512i| {
+            let xv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, p.add(cb).cast()));
+            _mm512_add_epi32(acc, _mm512_mullo_epi32(xv, w))
+        };
+        let store = |ox: usize, acc: __m512i, out: &mut [u8]| {
             let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
             let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
             let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
             _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().add(ox * c + cb).cast(), mask, q);
+        };
+        // Columns whose taps all land inside the image: no checks.
+        for ox in first..last {
+            let ix0 = ox * s - g.cols.before;
+            let mut acc = bias;
+            for ky in 0..KH {
+                for kx in 0..KW {
+                    acc = tap(base[ky].add(step[ky] * (ix0 + kx)), wv[ky][kx], acc);
+                }
+            }
+            store(ox, acc, out);
+        }
+        // The few columns at the edges: padding taps read the zero point.
+        for ox in (0..first).chain(last..ow) {
+            let mut acc = bias;
+            for ky in 0..KH {
+                for kx in 0..KW {
+                    let p = match ConvGeom::tap(&g.cols, s, ox, kx) {
+                        Some(ix) => base[ky].add(step[ky] * ix),
+                        None => d.zp_row.as_ptr(),
+                    };
+                    acc = tap(p, wv[ky][kx], acc);
+                }
+            }
+            store(ox, acc, out);
         }
     }
 }
