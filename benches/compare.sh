@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=3 SECONDS_EACH=10 E2E=0 SPECS=("infer 32" "infer 1" "train-a 32" "train-b 32" "train-c 32")
+ROUNDS=${ROUNDS:-3} SECONDS_EACH=${SECONDS_EACH:-10} E2E=0 SPECS=("infer 32" "infer 1" "train-a 32" "train-b 32" "train-c 32")
 for a in "$@"; do
   case "$a" in
     --quick) ROUNDS=1 SECONDS_EACH=4 ;;
