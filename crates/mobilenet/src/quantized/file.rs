@@ -234,7 +234,7 @@ impl Reader<'_> {
             .offset
             .checked_add(b.len)
             .filter(|&e| e <= self.bytes.len());
-        let Some(end) = end.filter(|_| b.len % B == 0) else {
+        let Some(end) = end.filter(|_| b.len.is_multiple_of(B)) else {
             return Err(Error::Config(format!(
                 "{what}: bytes {}+{} are outside the data section ({} bytes) or not whole values",
                 b.offset,
