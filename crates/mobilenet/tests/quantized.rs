@@ -161,4 +161,35 @@ proptest::proptest! {
     }
 }
 
+/// The fuzzing above reaches both outcomes: bytes flipped in the weights still load and run to
+/// probabilities, bytes flipped in the header are mostly refused.
+#[test]
+fn damaged_files_reach_both_the_runner_and_the_checks() {
+    let (bytes, x) = &*SMALL;
+    let header = 20 + u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize;
+    let (mut ran, mut refused) = (0, 0);
+    let mut state = 11u64;
+    for case in 0..60 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut b = bytes.clone();
+        let span = if case % 2 == 0 {
+            header
+        } else {
+            b.len() - header
+        };
+        let at = (state >> 33) as usize % span + if case % 2 == 0 { 0 } else { header };
+        b[at] = b[at].wrapping_add(1 + (state >> 20) as u8 % 200);
+        match QuantizedPlan::from_bytes(&b, Path::new("fuzzed.int8")) {
+            Ok((plan, _)) => ran += usize::from(Predictor::from_quantized(plan).predict(x).is_ok()),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        ran >= 20 && refused >= 5,
+        "ran {ran}, refused {refused} of 60"
+    );
+}
+
 static SMALL: std::sync::LazyLock<(Vec<u8>, Tensor)> = std::sync::LazyLock::new(small_model_file);

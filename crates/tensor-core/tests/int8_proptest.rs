@@ -175,6 +175,45 @@ fn pointwise_extreme_codes_are_exact() {
     }
 }
 
+/// The 3x3 kernels (the vector path) on MobileNetV2-like shapes: whole and partial channel
+/// blocks, stride 1 and 2, Keras's asymmetric stride-2 padding, extreme codes.
+#[test]
+fn depthwise_3x3_equals_reference_on_network_shapes() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let keras_s2 = Padding::Explicit {
+        top: 0,
+        bottom: 1,
+        left: 0,
+        right: 1,
+    };
+    for (h, c, stride, padding) in [
+        (14, 32, 1, Padding::Same),
+        (15, 40, 2, keras_s2),
+        (7, 96, 1, Padding::Same),
+        (9, 24, 2, Padding::Same),
+    ] {
+        let g =
+            ConvGeom::depthwise("test", &[2, h, h + 1, c], &[3, 3, c, 1], stride, padding).unwrap();
+        for (lo_x, hi_x) in [(0u8, 255u8), (250, 255), (0, 3)] {
+            let x: Vec<u8> = (0..2 * h * (h + 1) * c)
+                .map(|_| rng.gen_range(lo_x..=hi_x))
+                .collect();
+            let w: Vec<i8> = (0..9 * c).map(|_| rng.gen()).collect();
+            let bias: Vec<i32> = (0..c).map(|_| rng.gen_range(-9_000..9_000)).collect();
+            let rq = requant(c, &[0.003, 0.0007, 0.01], 121, 5, 250);
+            let size = 2 * g.rows.out * g.cols.out * c;
+            let mut want = vec![0u8; size];
+            reference::depthwise(&g, &x, 128, &w, &bias, &rq, &mut want);
+            for isa in isas() {
+                let mut got = vec![0u8; size];
+                depthwise::forward(isa, &g, &x, 128, &w, &bias, &rq, &mut got).unwrap();
+                assert_eq!(got, want, "{isa:?} h {h} c {c} stride {stride}");
+            }
+        }
+    }
+}
+
 /// Mismatched extents are errors, not reads past a slice.
 #[test]
 fn pointwise_checks_extents() {

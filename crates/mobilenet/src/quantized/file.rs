@@ -401,6 +401,16 @@ fn positive(what: &str, v: &[usize]) -> Result<()> {
     }
 }
 
+/// The number of values of a tensor with these extents, refused past 2^31 (no tensor of a model
+/// is near that; a damaged header could ask for an overflow).
+fn volume(what: &str, v: &[usize]) -> Result<usize> {
+    v.iter()
+        .try_fold(1usize, |acc, &d| {
+            acc.checked_mul(d).filter(|&p| p <= 1 << 31)
+        })
+        .ok_or_else(|| Error::Config(format!("{what}: a tensor of {v:?} is too large")))
+}
+
 fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
     Ok(match s {
         StoredOp::Conv {
@@ -414,7 +424,7 @@ fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
             depthwise,
         } => {
             positive(what, &[shape[0], shape[1], shape[2], shape[3], *stride])?;
-            let len = shape.iter().product();
+            let len = volume(what, shape)?;
             let k = r.f32s(*w, what, len)?;
             let channels = if *depthwise {
                 shape[2] * shape[3]
@@ -454,7 +464,7 @@ fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
         StoredOp::Identity => QOp::Float(Op::Identity),
         StoredOp::Dense { shape, w, b, act } => {
             positive(what, shape)?;
-            let k = r.f32s(*w, what, shape[0] * shape[1])?;
+            let k = r.f32s(*w, what, volume(what, shape)?)?;
             QOp::Float(Op::Dense {
                 w: ndarray::Array2::from_shape_vec((shape[0], shape[1]), k)
                     .map_err(|e| Error::Config(format!("{what}: {e}")))?,
@@ -476,8 +486,8 @@ fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
             rq,
         } => {
             positive(what, &[*kh, *kw, *cin, *cout, *stride])?;
-            let k = kh * kw * cin;
-            let codes = r.i8s(*w, what, k * cout)?;
+            let k = volume(what, &[*kh, *kw, *cin])?;
+            let codes = r.i8s(*w, what, volume(what, &[k, *cout])?)?;
             QOp::Conv {
                 w: PackedWeights::pack(&codes, k, *cout)?,
                 kh: *kh,
@@ -490,7 +500,7 @@ fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
         }
         StoredOp::Pointwise { k, n, w, bias, rq } => {
             positive(what, &[*k, *n])?;
-            let codes = r.i8s(*w, what, k * n)?;
+            let codes = r.i8s(*w, what, volume(what, &[*k, *n])?)?;
             QOp::Pointwise {
                 w: PackedWeights::pack(&codes, *k, *n)?,
                 bias: r.i32s(*bias, what, *n)?,
@@ -510,7 +520,7 @@ fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
         } => {
             positive(what, &[*kh, *kw, *channels, *stride])?;
             QOp::Depthwise {
-                w: r.i8s(*w, what, kh * kw * channels)?,
+                w: r.i8s(*w, what, volume(what, &[*kh, *kw, *channels])?)?,
                 kh: *kh,
                 kw: *kw,
                 stride: *stride,

@@ -9,6 +9,7 @@ use nn::graph::INPUT;
 use nn::NodeId;
 use std::collections::{HashMap, HashSet};
 use tensor_core::int8::add::AddParams;
+use tensor_core::int8::quant::MAX_BIAS;
 use tensor_core::int8::{PackedWeights, QParams, Requant};
 use tensor_core::Activation;
 
@@ -52,38 +53,46 @@ pub(crate) fn lower(steps: Vec<Step>, ranges: &HashMap<NodeId, (f32, f32)>) -> R
         out.push(quantize_input(encoding(INPUT)?));
     }
     for (s, int) in steps.into_iter().zip(integer) {
-        out.push({
-            let out_q = match int || read_as_codes.contains(&s.out) {
-                true => Some(encoding(s.out)?),
-                false => None,
-            };
-            let op = match (int, out_q) {
-                (true, Some(q_out)) => {
-                    let q_in: Vec<QParams> = s
-                        .inputs
-                        .iter()
-                        .map(|&j| encoding(j))
-                        .collect::<Result<_>>()?;
-                    integer_op(&s.op, &q_in, q_out)?
-                }
-                _ => QOp::Float(s.op),
-            };
-            // Integer ops read the image's codes.
-            let inputs = s
-                .inputs
-                .iter()
-                .map(|&j| if int && j == INPUT { INPUT_CODES } else { j })
-                .collect();
-            QStep {
-                name: s.name,
-                op,
-                inputs,
-                out: s.out,
-                out_q,
-            }
-        });
+        let out_q = (int || read_as_codes.contains(&s.out))
+            .then(|| encoding(s.out))
+            .transpose()?;
+        out.push(lower_step(s, int, out_q, &encoding)?);
     }
     Ok(out)
+}
+
+/// One folded step as an integer op (`int`) reading codes, or as itself in f32; `out_q` is its
+/// output's encoding when something reads it as codes.
+fn lower_step(
+    s: Step,
+    int: bool,
+    out_q: Option<QParams>,
+    encoding: &impl Fn(NodeId) -> Result<QParams>,
+) -> Result<QStep> {
+    let op = match (int, out_q) {
+        (true, Some(q_out)) => {
+            let q_in: Vec<QParams> = s
+                .inputs
+                .iter()
+                .map(|&j| encoding(j))
+                .collect::<Result<_>>()?;
+            integer_op(&s.op, &q_in, q_out)?
+        }
+        _ => QOp::Float(s.op),
+    };
+    // Integer ops read the image's codes.
+    let inputs = s
+        .inputs
+        .iter()
+        .map(|&j| if int && j == INPUT { INPUT_CODES } else { j })
+        .collect();
+    Ok(QStep {
+        name: s.name,
+        op,
+        inputs,
+        out: s.out,
+        out_q,
+    })
 }
 
 fn integer_op(op: &Op, q_in: &[QParams], q_out: QParams) -> Result<QOp> {
@@ -91,7 +100,7 @@ fn integer_op(op: &Op, q_in: &[QParams], q_out: QParams) -> Result<QOp> {
     if let Some(pw) = as_pointwise(op) {
         let n = pw.bias.len();
         let k = pw.w.len() / n.max(1);
-        let (w, scales) = per_channel(&pw.w, n);
+        let (w, scales) = per_channel(&pw.w, n, &pw.bias, q_x);
         return Ok(QOp::Pointwise {
             w: PackedWeights::pack(&w, k, n)?,
             bias: bias_codes(&pw.bias, q_x, &scales),
@@ -109,7 +118,7 @@ fn integer_op(op: &Op, q_in: &[QParams], q_out: QParams) -> Result<QOp> {
         } => {
             let (kh, kw, cin, cout) = w.dim();
             let flat: Vec<f32> = w.iter().copied().collect();
-            let (wq, scales) = per_channel(&flat, cout);
+            let (wq, scales) = per_channel(&flat, cout, bias, q_x);
             QOp::Conv {
                 w: PackedWeights::pack(&wq, kh * kw * cin, cout)?,
                 kh,
@@ -130,7 +139,7 @@ fn integer_op(op: &Op, q_in: &[QParams], q_out: QParams) -> Result<QOp> {
         } => {
             let (kh, kw, c, _) = w.dim();
             let flat: Vec<f32> = w.iter().copied().collect();
-            let (wq, scales) = per_channel(&flat, c);
+            let (wq, scales) = per_channel(&flat, c, bias, q_x);
             QOp::Depthwise {
                 w: wq,
                 kh,
@@ -151,15 +160,28 @@ fn integer_op(op: &Op, q_in: &[QParams], q_out: QParams) -> Result<QOp> {
 }
 
 /// Symmetric `i8` weights with one scale per output channel (`channel = index % channels`):
-/// `scale = max |w| / 127`, codes in `-127..=127`.
-pub(crate) fn per_channel(w: &[f32], channels: usize) -> (Vec<i8>, Vec<f32>) {
+/// `scale = max |w| / 127`, codes in `-127..=127`; raised where needed so that the channel's bias,
+/// in the sum's units (`input scale * weight scale`), stays within the kernels' `MAX_BIAS` (a channel
+/// whose folded weights are almost zero but whose bias is not would otherwise overflow an `i32`).
+pub(crate) fn per_channel(
+    w: &[f32],
+    channels: usize,
+    bias: &[f32],
+    q_x: QParams,
+) -> (Vec<i8>, Vec<f32>) {
     let mut max = vec![0f32; channels];
     for (i, v) in w.iter().enumerate() {
         max[i % channels] = max[i % channels].max(v.abs());
     }
+    let bias_floor = |c: usize| {
+        bias.get(c)
+            .map_or(0.0, |b| b.abs() / (q_x.scale * MAX_BIAS as f32 / 2.0))
+    };
     let scales: Vec<f32> = max
         .iter()
-        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .enumerate()
+        .map(|(c, &m)| (m / 127.0).max(bias_floor(c)))
+        .map(|s| if s > 0.0 { s } else { 1.0 })
         .collect();
     let codes = w
         .iter()
@@ -189,5 +211,28 @@ fn requant(q_x: QParams, scales: &[f32], q_out: QParams, act: Activation) -> Req
         zero_point: q_out.zero_point,
         lo,
         hi,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel whose weights are almost zero but whose bias is not (a batch-norm with a tiny
+    /// gamma folds into that) gets a weight scale that keeps its bias codes inside `MAX_BIAS`,
+    /// and the bias is still represented to within a millionth; the other channel is untouched.
+    #[test]
+    fn a_large_bias_over_tiny_weights_stays_in_range() {
+        let q = QParams {
+            scale: 0.02,
+            zero_point: 3,
+        };
+        let bias = [3.0, 0.1];
+        let (codes, scales) = per_channel(&[1e-9, 0.5, -2e-9, 0.25], 2, &bias, q);
+        let b = bias_codes(&bias, q, &scales);
+        assert!(b[0].abs() <= MAX_BIAS, "{b:?}");
+        assert!((b[0] as f32 * q.scale * scales[0] - 3.0).abs() < 3e-6);
+        assert_eq!(scales[1], 0.5 / 127.0);
+        assert_eq!((codes[1], codes[3]), (127, 64));
     }
 }

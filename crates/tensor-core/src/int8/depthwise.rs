@@ -93,6 +93,7 @@ fn check(
 ) -> Result<()> {
     let op = "int8 depthwise";
     rq.check(op)?;
+    super::quant::check_sums(op, bias, g.kh * g.kw)?;
     let c = g.cin;
     let (xs, os) = (
         g.n * g.rows.input * g.cols.input * c,

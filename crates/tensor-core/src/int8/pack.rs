@@ -27,7 +27,7 @@ pub struct PackedWeights {
 impl PackedWeights {
     /// Packs row-major `[k, n]` weights.
     pub fn pack(w: &[i8], k: usize, n: usize) -> Result<PackedWeights> {
-        if w.len() != k * n || k == 0 || n == 0 {
+        if w.len() != k * n || k == 0 || n == 0 || k > super::quant::MAX_K {
             return Err(Error::Shape {
                 op: "int8 pack",
                 expected: vec![k, n],

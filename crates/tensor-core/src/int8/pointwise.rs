@@ -62,6 +62,7 @@ fn check(
 ) -> Result<()> {
     let op = "int8 pointwise";
     rq.check(op)?;
+    super::quant::check_sums(op, bias, w.k)?;
     if a.len() != rows * w.k || out.len() != rows * w.n {
         return Err(Error::Shape {
             op,
@@ -79,6 +80,9 @@ fn check(
     if w.data.len() != w.blocks * w.groups * BLOCK * GROUP
         || w.groups != w.k.div_ceil(GROUP)
         || w.blocks != w.n.div_ceil(BLOCK)
+        || w.col_sums
+            .iter()
+            .any(|s| s.unsigned_abs() as usize > 128 * w.k)
     {
         return Err(Error::Invalid {
             op,

@@ -88,6 +88,29 @@ impl Requant {
     }
 }
 
+/// Largest `|bias|` the kernels accept, and the most products one sum may hold: with the zero
+/// point's share of a sum as large again as the products, every sum stays inside an `i32`
+/// (`2^24 + 2 * 255 * 128 * 2^14 < 2^31`), so no kernel can overflow, whatever it is given.
+pub const MAX_BIAS: i32 = 1 << 24;
+pub const MAX_K: usize = 1 << 14;
+
+/// Refuses biases and sum lengths that could overflow an `i32` sum.
+pub fn check_sums(op: &'static str, bias: &[i32], k: usize) -> crate::Result<()> {
+    if k > MAX_K {
+        return Err(crate::Error::Invalid {
+            op,
+            msg: format!("{k} products per sum (at most {MAX_K})"),
+        });
+    }
+    match bias.iter().find(|b| b.unsigned_abs() > MAX_BIAS as u32) {
+        Some(b) => Err(crate::Error::Invalid {
+            op,
+            msg: format!("bias {b} out of range (|bias| <= {MAX_BIAS})"),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The rule itself, shared by the reference and the portable kernels (the vector ones do the same
 /// operations in the same order).
 #[inline(always)]
