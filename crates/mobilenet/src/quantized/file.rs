@@ -287,50 +287,55 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     }
 }
 
+/// An f32 op and its weights.
+fn store_float(f: &Op, w: &mut Writer) -> Result<StoredOp> {
+    Ok(match f {
+        Op::Conv {
+            w: k,
+            bias,
+            stride,
+            padding,
+            act,
+            depthwise,
+        } => {
+            let (pads, same) = pads_of(*padding);
+            let d = k.dim();
+            StoredOp::Conv {
+                shape: [d.0, d.1, d.2, d.3],
+                w: w.f32s(&k.iter().copied().collect::<Vec<_>>()),
+                bias: w.f32s(bias),
+                stride: *stride,
+                padding: pads,
+                same,
+                act: act_name(*act),
+                depthwise: *depthwise,
+            }
+        }
+        Op::Scale { scale, shift, act } => StoredOp::Scale {
+            scale: w.f32s(scale),
+            shift: w.f32s(shift),
+            act: act_name(*act),
+        },
+        Op::Act(a) => StoredOp::Act { act: act_name(*a) },
+        Op::Pad(((t, b), (l, r))) => StoredOp::Pad {
+            pads: [*t, *b, *l, *r],
+        },
+        Op::Add => StoredOp::Add,
+        Op::Gap => StoredOp::Gap,
+        Op::Identity => StoredOp::Identity,
+        Op::Dense { w: k, b, act } => StoredOp::Dense {
+            shape: [k.nrows(), k.ncols()],
+            w: w.f32s(&k.iter().copied().collect::<Vec<_>>()),
+            b: w.f32s(&b.to_vec()),
+            act: act_name(*act),
+        },
+        Op::Block(_) => return Err(Error::Config("a fused block cannot be stored".into())),
+    })
+}
+
 fn store_op(op: &QOp, w: &mut Writer) -> Result<StoredOp> {
     Ok(match op {
-        QOp::Float(f) => match f {
-            Op::Conv {
-                w: k,
-                bias,
-                stride,
-                padding,
-                act,
-                depthwise,
-            } => {
-                let (pads, same) = pads_of(*padding);
-                let d = k.dim();
-                StoredOp::Conv {
-                    shape: [d.0, d.1, d.2, d.3],
-                    w: w.f32s(&k.iter().copied().collect::<Vec<_>>()),
-                    bias: w.f32s(bias),
-                    stride: *stride,
-                    padding: pads,
-                    same,
-                    act: act_name(*act),
-                    depthwise: *depthwise,
-                }
-            }
-            Op::Scale { scale, shift, act } => StoredOp::Scale {
-                scale: w.f32s(scale),
-                shift: w.f32s(shift),
-                act: act_name(*act),
-            },
-            Op::Act(a) => StoredOp::Act { act: act_name(*a) },
-            Op::Pad(((t, b), (l, r))) => StoredOp::Pad {
-                pads: [*t, *b, *l, *r],
-            },
-            Op::Add => StoredOp::Add,
-            Op::Gap => StoredOp::Gap,
-            Op::Identity => StoredOp::Identity,
-            Op::Dense { w: k, b, act } => StoredOp::Dense {
-                shape: [k.nrows(), k.ncols()],
-                w: w.f32s(&k.iter().copied().collect::<Vec<_>>()),
-                b: w.f32s(&b.to_vec()),
-                act: act_name(*act),
-            },
-            Op::Block(_) => return Err(Error::Config("a fused block cannot be stored".into())),
-        },
+        QOp::Float(f) => store_float(f, w)?,
         QOp::Quantize => StoredOp::Quantize,
         QOp::Conv {
             w: p,
@@ -412,6 +417,18 @@ fn volume(what: &str, v: &[usize]) -> Result<usize> {
 }
 
 fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
+    match s {
+        StoredOp::Quantize
+        | StoredOp::ConvCodes { .. }
+        | StoredOp::Pointwise { .. }
+        | StoredOp::Depthwise { .. }
+        | StoredOp::AddCodes { .. } => load_integer(s, r, what),
+        _ => load_float(s, r, what),
+    }
+}
+
+/// An op that runs in f32 (its weights as they were folded).
+fn load_float(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
     Ok(match s {
         StoredOp::Conv {
             shape,
@@ -472,6 +489,13 @@ fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
                 act: act_of(act)?,
             })
         }
+        _ => return Err(Error::Config(format!("{what}: not an f32 op"))),
+    })
+}
+
+/// An op on codes (its weights and encodings as the quantizer wrote them).
+fn load_integer(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
+    Ok(match s {
         StoredOp::Quantize => QOp::Quantize,
         StoredOp::ConvCodes {
             kh,
@@ -551,6 +575,7 @@ fn load_op(s: &StoredOp, r: &Reader, what: &str) -> Result<QOp> {
                 out_zp: *out_zp,
             })
         }
+        _ => return Err(Error::Config(format!("{what}: not an integer op"))),
     })
 }
 

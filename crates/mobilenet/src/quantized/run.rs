@@ -181,21 +181,12 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
     let first = ins
         .first()
         .ok_or_else(|| Error::Config(format!("int8 plan: {name} has no input")))?;
-    let out_q = || {
-        step.out_q
-            .ok_or_else(|| Error::Config(format!("int8 plan: {name} has no output encoding")))
-    };
-    Ok(match &step.op {
-        QOp::Float(op) => {
-            let reals: Vec<Tensor> = ins.iter().map(|v| v.real()).collect::<Result<_>>()?;
-            let refs: Vec<&Tensor> = reals.iter().collect();
-            let y = exec(op, &refs)?;
-            match step.out_q {
-                Some(q) => Value::Q(quantize(&y, q)?),
-                None => Value::F(y),
-            }
-        }
-        QOp::Quantize => Value::Q(quantize(&first.real()?, out_q()?)?),
+    let out_q = step
+        .out_q
+        .ok_or_else(|| Error::Config(format!("int8 plan: {name} has no output encoding")));
+    let (data, shape) = match &step.op {
+        QOp::Float(op) => return float_step(op, step.out_q, ins),
+        QOp::Quantize => return Ok(Value::Q(quantize(&first.real()?, out_q?)?)),
         QOp::Conv {
             w,
             kh,
@@ -215,11 +206,7 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
             )?;
             let mut out = buffer(g.n * g.rows.out * g.cols.out * w.n);
             int8::conv::forward(isa, &g, &x.data, x.q.zero_point, w, bias, rq, &mut out)?;
-            Value::Q(Codes {
-                data: out,
-                shape: [g.n, g.rows.out, g.cols.out, w.n],
-                q: out_q()?,
-            })
+            (out, [g.n, g.rows.out, g.cols.out, w.n])
         }
         QOp::Pointwise { w, bias, rq } => {
             let x = first.codes(name)?;
@@ -235,11 +222,7 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
                 rq,
                 &mut out,
             )?;
-            Value::Q(Codes {
-                data: out,
-                shape: [n, h, wd, w.n],
-                q: out_q()?,
-            })
+            (out, [n, h, wd, w.n])
         }
         QOp::Depthwise {
             w,
@@ -261,30 +244,46 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
             )?;
             let mut out = buffer(g.n * g.rows.out * g.cols.out * c);
             int8::depthwise::forward(isa, &g, &x.data, x.q.zero_point, w, bias, rq, &mut out)?;
-            Value::Q(Codes {
-                data: out,
-                shape: [g.n, g.rows.out, g.cols.out, c],
-                q: out_q()?,
-            })
+            (out, [g.n, g.rows.out, g.cols.out, c])
         }
-        QOp::Add(p) => {
-            let (a, b) = match ins {
-                [a, b] => (a.codes(name)?, b.codes(name)?),
-                _ => return Err(Error::Config(format!("int8 plan: {name} adds two inputs"))),
-            };
-            if a.shape != b.shape {
-                return Err(Error::Config(format!(
-                    "int8 plan: {name} adds {:?} and {:?}",
-                    a.shape, b.shape
-                )));
-            }
-            let mut out = buffer(a.data.len());
-            int8::add::forward(isa, &a.data, &b.data, p, &mut out)?;
-            Value::Q(Codes {
-                data: out,
-                shape: a.shape,
-                q: out_q()?,
-            })
-        }
+        QOp::Add(p) => add_step(isa, name, ins, p)?,
+    };
+    Ok(Value::Q(Codes {
+        data,
+        shape,
+        q: out_q?,
+    }))
+}
+
+/// A folded f32 op on its inputs as reals; its output encoded when something reads it as codes.
+fn float_step(op: &crate::folded::Op, out_q: Option<QParams>, ins: &[&Value]) -> Result<Value> {
+    let reals: Vec<Tensor> = ins.iter().map(|v| v.real()).collect::<Result<_>>()?;
+    let refs: Vec<&Tensor> = reals.iter().collect();
+    let y = exec(op, &refs)?;
+    Ok(match out_q {
+        Some(q) => Value::Q(quantize(&y, q)?),
+        None => Value::F(y),
     })
+}
+
+/// The residual sum of two code tensors of one shape.
+fn add_step(
+    isa: Isa,
+    name: &str,
+    ins: &[&Value],
+    p: &int8::add::AddParams,
+) -> Result<(Vec<u8>, [usize; 4])> {
+    let (a, b) = match ins {
+        [a, b] => (a.codes(name)?, b.codes(name)?),
+        _ => return Err(Error::Config(format!("int8 plan: {name} adds two inputs"))),
+    };
+    if a.shape != b.shape {
+        return Err(Error::Config(format!(
+            "int8 plan: {name} adds {:?} and {:?}",
+            a.shape, b.shape
+        )));
+    }
+    let mut out = buffer(a.data.len());
+    int8::add::forward(isa, &a.data, &b.data, p, &mut out)?;
+    Ok((out, a.shape))
 }
