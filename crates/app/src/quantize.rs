@@ -116,10 +116,9 @@ fn for_each_batch(
     Ok(skipped)
 }
 
-fn argmax(r: ndarray::ArrayView1<f32>) -> usize {
-    r.iter()
-        .enumerate()
-        .fold(0, |b, (i, &v)| if v > r[b] { i } else { b })
+/// The top-1 class of a row of probabilities.
+fn top1(r: ndarray::ArrayView1<f32>) -> Option<usize> {
+    nn::loss::argmax(&r.to_vec())
 }
 
 /// Top-1 agreement of the two models on a check set, and each one's accuracy when labels are known.
@@ -133,12 +132,12 @@ fn compare(
     for_each_batch(&set.paths, decoding, |x, idx| {
         let (pf, pq) = (f32_model.predict(x)?, int8.predict(x)?);
         for ((i, a), b) in idx.iter().zip(pf.rows()).zip(pq.rows()) {
-            let (tf, tq) = (argmax(a), argmax(b));
+            let (tf, tq) = (top1(a), top1(b));
             n += 1;
             agree += usize::from(tf == tq);
             if let Some(l) = &set.labels {
-                right_f += usize::from(tf == l[*i]);
-                right_q += usize::from(tq == l[*i]);
+                right_f += usize::from(tf == Some(l[*i]));
+                right_q += usize::from(tq == Some(l[*i]));
             }
         }
         Ok(())

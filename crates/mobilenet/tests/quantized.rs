@@ -50,10 +50,8 @@ fn info(classes: usize) -> QuantizedInfo {
     }
 }
 
-fn argmax(r: ndarray::ArrayView1<f32>) -> usize {
-    r.iter()
-        .enumerate()
-        .fold(0, |b, (i, &v)| if v > r[b] { i } else { b })
+fn argmax(r: ndarray::ArrayView1<f32>) -> Option<usize> {
+    nn::loss::argmax(&r.to_vec())
 }
 
 /// The ImageNet model calibrated on sports photos keeps the labels of the five test photos, and
@@ -88,7 +86,7 @@ fn imagenet_int8_keeps_the_labels_and_survives_the_file() {
     let q_probs = q.predict(&x).unwrap();
     for (i, (a, b)) in f32_probs.rows().into_iter().zip(q_probs.rows()).enumerate() {
         assert_eq!(argmax(a), argmax(b), "{}", photos[i].display());
-        let top = argmax(a);
+        let top = argmax(a).unwrap();
         assert!(
             (a[top] - b[top]).abs() < 0.15,
             "{}: {} vs {}",
