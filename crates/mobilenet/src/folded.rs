@@ -293,21 +293,7 @@ impl FoldedPlan {
         }
         // Micro-batches run side by side (each op is parallel inside too): both cores stay busy
         // through the serial stretches of a layer.
-        use rayon::prelude::*;
-        let outs: Vec<HashMap<NodeId, Tensor>> = (0..n)
-            .step_by(MICRO_BATCH)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|start| {
-                let chunk = x
-                    .slice_axis(
-                        ndarray::Axis(0),
-                        (start..(start + MICRO_BATCH).min(n)).into(),
-                    )
-                    .to_shared();
-                self.run_batch(&chunk)
-            })
-            .collect::<Result<_>>()?;
+        let outs = in_micro_batches(x, MICRO_BATCH, |chunk| self.run_batch(chunk))?;
         let mut parts: HashMap<NodeId, Vec<Tensor>> = HashMap::new();
         for out in outs {
             for (k, v) in out {
@@ -326,12 +312,7 @@ impl FoldedPlan {
     }
 
     fn run_batch(&self, x: &Tensor) -> Result<HashMap<NodeId, Tensor>> {
-        let mut last_use: HashMap<NodeId, usize> = HashMap::new();
-        for (s, step) in self.steps.iter().enumerate() {
-            for &j in &step.inputs {
-                last_use.insert(j, s);
-            }
-        }
+        let last_use = last_uses(self.steps.iter().map(|s| s.inputs.as_slice()));
         let mut live: HashMap<NodeId, Tensor> = HashMap::new();
         let mut kept = HashMap::new();
         for (s, step) in self.steps.iter().enumerate() {
@@ -367,6 +348,39 @@ impl FoldedPlan {
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }
+}
+
+/// For each node, the index of the last step (of those whose inputs are given in order) that reads
+/// it: after that step its value can be dropped.
+pub(crate) fn last_uses<'a>(inputs: impl Iterator<Item = &'a [NodeId]>) -> HashMap<NodeId, usize> {
+    let mut last = HashMap::new();
+    for (s, ins) in inputs.enumerate() {
+        for &j in ins {
+            last.insert(j, s);
+        }
+    }
+    last
+}
+
+/// `f` on consecutive slices of `size` images of `x`, side by side on the thread pool, results in
+/// order.
+pub(crate) fn in_micro_batches<T: Send>(
+    x: &Tensor,
+    size: usize,
+    f: impl Fn(&Tensor) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    use rayon::prelude::*;
+    let n = x.shape().first().copied().unwrap_or(0);
+    (0..n)
+        .step_by(size.max(1))
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            let end = (start + size).min(n);
+            f(&x.slice_axis(ndarray::Axis(0), (start..end).into())
+                .to_shared())
+        })
+        .collect()
 }
 
 /// The parts of a folded convolution step, when it is a 1x1 stride-1 unpadded one.

@@ -2,7 +2,7 @@
 //! is recorded.
 
 use super::{lower, Calibration, QuantizedPlan};
-use crate::folded::{exec, fold_steps, Step};
+use crate::folded::{exec, fold_steps, last_uses, Step};
 use crate::model::Kind;
 use crate::{Classifier, Error, MobileNetV2, Result};
 use nn::graph::INPUT;
@@ -81,12 +81,7 @@ impl Calibrator {
     }
 
     fn pass(&mut self, x: &Tensor) -> Result<()> {
-        let mut last_use: HashMap<NodeId, usize> = HashMap::new();
-        for (s, step) in self.steps.iter().enumerate() {
-            for &j in &step.inputs {
-                last_use.insert(j, s);
-            }
-        }
+        let last_use = last_uses(self.steps.iter().map(|s| s.inputs.as_slice()));
         let mut live: HashMap<NodeId, Tensor> = HashMap::new();
         widen(&mut self.ranges, INPUT, x, "the input")?;
         live.insert(INPUT, x.clone());

@@ -2,7 +2,7 @@
 //! only where an op of the other kind reads them.
 
 use super::{QOp, QStep, QuantizedPlan};
-use crate::folded::exec;
+use crate::folded::{exec, in_micro_batches, last_uses};
 use crate::{Error, Result};
 use nn::graph::INPUT;
 use nn::{NodeId, Tensor};
@@ -113,19 +113,7 @@ impl QuantizedPlan {
         if n <= MICRO_BATCH {
             return self.run_batch(x);
         }
-        use rayon::prelude::*;
-        let parts: Vec<Tensor> = (0..n)
-            .step_by(MICRO_BATCH)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|start| {
-                let end = (start + MICRO_BATCH).min(n);
-                self.run_batch(
-                    &x.slice_axis(ndarray::Axis(0), (start..end).into())
-                        .to_shared(),
-                )
-            })
-            .collect::<Result<_>>()?;
+        let parts = in_micro_batches(x, MICRO_BATCH, |chunk| self.run_batch(chunk))?;
         let views: Vec<_> = parts.iter().map(|t| t.view()).collect();
         Ok(ndarray::concatenate(ndarray::Axis(0), &views)
             .map_err(|e| Error::Config(e.to_string()))?
@@ -134,12 +122,7 @@ impl QuantizedPlan {
 
     fn run_batch(&self, x: &Tensor) -> Result<Tensor> {
         let isa = Isa::detect();
-        let mut last_use: HashMap<NodeId, usize> = HashMap::new();
-        for (s, step) in self.steps.iter().enumerate() {
-            for &j in &step.inputs {
-                last_use.insert(j, s);
-            }
-        }
+        let last_use = last_uses(self.steps.iter().map(|s| s.inputs.as_slice()));
         let mut live: HashMap<NodeId, Value> = HashMap::new();
         live.insert(INPUT, Value::F(x.clone()));
         for (s, step) in self.steps.iter().enumerate() {
