@@ -89,26 +89,13 @@ fn for_each_batch(
     let mut skipped = 0;
     std::thread::scope(|scope| -> Result<()> {
         for batch in decode_in_batches(scope, paths, BATCH, decoding) {
-            let mut good = Vec::new();
-            let mut pixels = Vec::new();
-            for (i, img) in batch.range.clone().zip(batch.images) {
-                match img {
-                    Ok(v) => {
-                        pixels.extend_from_slice(&v);
-                        good.push(i);
-                    }
-                    Err(why) => {
-                        eprintln!("warning: {why} (skipped)");
-                        skipped += 1;
-                    }
-                }
+            let split = batch.split(decoding.height, decoding.width)?;
+            for why in &split.failures {
+                eprintln!("warning: {why} (skipped)");
             }
-            if !good.is_empty() {
-                let x = Tensor::from_shape_vec(
-                    vec![good.len(), decoding.height, decoding.width, 3],
-                    pixels,
-                )?;
-                f(&x.into_shared(), &good)?;
+            skipped += split.failures.len();
+            if let Some((x, good)) = split.batch {
+                f(&x, &good)?;
             }
         }
         Ok(())

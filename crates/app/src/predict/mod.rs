@@ -13,7 +13,6 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use inputs::Shard;
 use mobilenet::imagenet::top_k;
-use nn::Tensor;
 use output::{Output, Ranked};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,24 +61,16 @@ fn score_batch(
     bar: &ProgressBar,
     tally: &mut Tally,
 ) -> Result<()> {
-    let (h, w) = (scorer.predictor.height, scorer.predictor.width);
-    let mut good = Vec::with_capacity(batch.images.len());
-    let mut pixels = Vec::with_capacity(batch.images.len() * h * w * 3);
-    for (i, img) in batch.range.clone().zip(batch.images) {
-        match img {
-            Ok(v) => {
-                pixels.extend_from_slice(&v);
-                good.push(i);
-            }
-            Err(why) if args.strict => bail!("{why} (--strict)"),
-            Err(why) => {
-                bar.suspend(|| eprintln!("warning: {why} (skipped)"));
-                tally.skipped += 1;
-            }
+    let count = batch.range.len();
+    let split = batch.split(scorer.predictor.height, scorer.predictor.width)?;
+    for why in split.failures {
+        if args.strict {
+            bail!("{why} (--strict)");
         }
+        bar.suspend(|| eprintln!("warning: {why} (skipped)"));
+        tally.skipped += 1;
     }
-    if !good.is_empty() {
-        let x = Tensor::from_shape_vec(vec![good.len(), h, w, 3], pixels)?;
+    if let Some((x, good)) = split.batch {
         let probs = scorer.predictor.predict(&x)?;
         for (&i, row) in good.iter().zip(probs.rows()) {
             let row = row.to_vec();
@@ -95,7 +86,7 @@ fn score_batch(
         }
         tally.classified += good.len();
     }
-    bar.inc(batch.range.len() as u64);
+    bar.inc(count as u64);
     Ok(())
 }
 

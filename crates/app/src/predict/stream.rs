@@ -58,6 +58,41 @@ pub struct Decoded {
     pub images: Vec<Result<Vec<f32>, String>>,
 }
 
+/// A batch split into what can be scored and what cannot.
+pub struct Split {
+    /// The decoded images as one `[n, height, width, 3]` batch (`None` when none decoded) and the
+    /// path index of each.
+    pub batch: Option<(nn::Tensor, Vec<usize>)>,
+    /// Why each of the others could not be decoded, in input order.
+    pub failures: Vec<String>,
+}
+
+impl Decoded {
+    /// The decoded images stacked for the model (each `height x width x 3`), and the failures.
+    pub fn split(self, height: usize, width: usize) -> anyhow::Result<Split> {
+        let mut good = Vec::with_capacity(self.images.len());
+        let mut pixels = Vec::with_capacity(self.images.len() * height * width * 3);
+        let mut failures = Vec::new();
+        for (i, img) in self.range.zip(self.images) {
+            match img {
+                Ok(v) => {
+                    pixels.extend_from_slice(&v);
+                    good.push(i);
+                }
+                Err(why) => failures.push(why),
+            }
+        }
+        let batch = match good.is_empty() {
+            true => None,
+            false => {
+                let x = nn::Tensor::from_shape_vec(vec![good.len(), height, width, 3], pixels)?;
+                Some((x.into_shared(), good))
+            }
+        };
+        Ok(Split { batch, failures })
+    }
+}
+
 /// Spawns (inside `scope`) the producer of `paths` in batches of `batch`; the receiver yields them
 /// in order. Dropping the receiver stops the producer after its current batch.
 pub fn decode_in_batches<'scope>(
