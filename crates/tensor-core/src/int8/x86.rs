@@ -10,6 +10,12 @@ use super::QParams;
 use crate::conv::ConvGeom;
 use std::arch::x86_64::*;
 
+/// The mask of the first `n` of 16 lanes (all of them for `n >= 16`).
+#[inline(always)]
+fn first_lanes(n: usize) -> __mmask16 {
+    ((1u32 << n.min(16)) - 1) as __mmask16
+}
+
 /// Rows of a VNNI tile and blocks of 16 columns (6 x 4 = 24 of the 32 registers hold sums).
 const MR: usize = 6;
 const NR: usize = 4;
@@ -108,7 +114,7 @@ unsafe fn vnni_tile<const M: usize, const N: usize>(
         let col = (b0 + j) * BLOCK;
         let m = _mm512_loadu_ps(t.mult.as_ptr().add(col));
         let valid = (n - col).min(BLOCK);
-        let mask = (((1u32 << valid) - 1) & 0xFFFF) as __mmask16;
+        let mask = first_lanes(valid);
         for (r, row) in acc.iter().enumerate() {
             let y = _mm512_mul_ps(_mm512_cvtepi32_ps(row[j]), m);
             let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
@@ -227,7 +233,7 @@ pub(super) unsafe fn depthwise_row_avx512<const KH: usize, const KW: usize>(
     let zp = _mm512_set1_epi32(d.rq.zero_point);
     for cb in (0..c).step_by(16) {
         let valid = (c - cb).min(16);
-        let mask = (((1u32 << valid) - 1) & 0xFFFF) as __mmask16;
+        let mask = first_lanes(valid);
         let bias = _mm512_maskz_loadu_epi32(mask, d.bias.as_ptr().add(cb).cast());
         let m = _mm512_maskz_loadu_ps(mask, d.rq.multiplier.as_ptr().add(cb));
         let mut wv = [[_mm512_setzero_si512(); KW]; KH];
@@ -300,7 +306,7 @@ pub(super) unsafe fn add_avx512(a: &[u8], b: &[u8], p: &AddParams, out: &mut [u8
     let lo = _mm512_set1_ps(-p.out_zp as f32);
     let hi = _mm512_set1_ps((255 - p.out_zp) as f32);
     for i in (0..out.len()).step_by(16) {
-        let mask = (((1u32 << (out.len() - i).min(16)) - 1) & 0xFFFF) as __mmask16;
+        let mask = first_lanes(out.len() - i);
         let load = |s: &[u8], z| {
             let v = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, s.as_ptr().add(i).cast()));
             _mm512_cvtepi32_ps(_mm512_sub_epi32(v, z))
@@ -325,7 +331,7 @@ pub(super) unsafe fn quantize_avx512(x: &[f32], q: QParams, out: &mut [u8]) {
     let (scale, zp) = (_mm512_set1_ps(q.scale), _mm512_set1_ps(q.zero_point as f32));
     let (zero, top) = (_mm512_setzero_ps(), _mm512_set1_ps(255.0));
     for i in (0..out.len()).step_by(16) {
-        let mask = (((1u32 << (out.len() - i).min(16)) - 1) & 0xFFFF) as __mmask16;
+        let mask = first_lanes(out.len() - i);
         let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
         let y = _mm512_add_ps(_mm512_div_ps(v, scale), zp);
         let y = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
