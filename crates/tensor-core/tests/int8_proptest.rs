@@ -53,7 +53,7 @@ proptest! {
 
     #[test]
     fn depthwise_equals_reference(
-        n in 1usize..3, h in 1usize..10, w in 1usize..10, c in 1usize..40,
+        n in 1usize..3, h in 1usize..10, w in 1usize..10, c in 1usize..140,
         kh in 1usize..4, kw in 1usize..4, stride in 1usize..3, pad in 0usize..3,
         zp_x in 0i32..256, zp_o in 0i32..256, lo in any::<u8>(), hi in any::<u8>(),
         mult in prop::collection::vec(1e-3f32..0.2, 1..8), seed in any::<u64>(),
@@ -176,7 +176,7 @@ fn pointwise_extreme_codes_are_exact() {
 }
 
 /// The 3x3 kernels (the vector path) on MobileNetV2-like shapes: whole and partial channel
-/// blocks, stride 1 and 2, Keras's asymmetric stride-2 padding, extreme codes.
+/// blocks (of 16 and of 64 channels), stride 1 and 2, Keras's asymmetric stride-2 padding, extreme codes.
 #[test]
 fn depthwise_3x3_equals_reference_on_network_shapes() {
     use rand::{Rng, SeedableRng};
@@ -192,6 +192,9 @@ fn depthwise_3x3_equals_reference_on_network_shapes() {
         (15, 40, 2, keras_s2),
         (7, 96, 1, Padding::Same),
         (9, 24, 2, Padding::Same),
+        (6, 64, 1, Padding::Valid),
+        (7, 144, 1, Padding::Same),
+        (5, 200, 2, keras_s2),
     ] {
         let g =
             ConvGeom::depthwise("test", &[2, h, h + 1, c], &[3, 3, c, 1], stride, padding).unwrap();

@@ -8,6 +8,29 @@ use crate::conv::ConvGeom;
 use crate::{Error, Result};
 use rayon::prelude::*;
 
+/// The kernel one call runs, with what it prepared.
+enum Kernel {
+    Portable,
+    /// AVX-512 VNNI, four taps a `vpdpbusd`, for 3 kernel columns and at most 3 rows.
+    #[cfg(target_arch = "x86_64")]
+    Vnni3(super::depthwise_vnni::Interleaved),
+}
+
+impl Kernel {
+    fn choose(isa: Isa, d: &Rows) -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512Vnni
+            && Isa::Avx512Vnni.supported()
+            && d.g.kw == 3
+            && d.g.kh <= super::depthwise_vnni::MAX_KH
+        {
+            return Kernel::Vnni3(super::depthwise_vnni::Interleaved::new(d));
+        }
+        let _ = (isa, d);
+        Kernel::Portable
+    }
+}
+
 /// What every output row of one call reads.
 pub(super) struct Rows<'a> {
     pub x: &'a [u8],
@@ -16,7 +39,7 @@ pub(super) struct Rows<'a> {
     pub w: Vec<i32>,
     /// `bias - zp_x * sum_taps(w)`.
     pub bias: Vec<i32>,
-    /// `C` codes of the zero point (plus a vector of slack): what a padding tap reads.
+    /// `C` codes of the zero point: what a padding tap reads.
     pub zp_row: Vec<u8>,
     pub rq: &'a Requant,
 }
@@ -28,26 +51,20 @@ impl Rows<'_> {
         ConvGeom::tap(&self.g.rows, self.g.stride, oy, ky)
     }
 
-    /// The output columns whose every tap lands inside the image: `lo..hi`.
-    pub fn interior_cols(&self) -> (usize, usize) {
-        let (d, s, kw) = (&self.g.cols, self.g.stride, self.g.kw);
-        let lo = d.before.div_ceil(s);
-        let hi = match (d.input + d.before).checked_sub(kw) {
-            Some(last) => (last / s + 1).min(d.out),
-            None => 0,
-        };
-        (lo.min(hi), hi)
-    }
-
-    fn row(&self, isa: Isa, row: usize, out: &mut [u8]) {
-        match (isa, self.g.kh, self.g.kw) {
+    fn row(&self, kernel: &Kernel, row: usize, out: &mut [u8], scratch: &mut Vec<u8>) {
+        match kernel {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `supported` detected every feature of the tier (AVX-512 F, BW, VL, VNNI);
-            // `forward` checked the extents, `out` is one output row.
-            (Isa::Avx512Vnni, 3, 3) if Isa::Avx512Vnni.supported() => unsafe {
-                super::x86::depthwise_row_avx512::<3, 3>(self, row, out)
+            // SAFETY: `Kernel::choose` picked this one only after `supported` detected every
+            // feature of the tier (AVX-512 F, BW, VL, VNNI) and for a 3-column kernel of at most
+            // three rows; `forward` checked the extents, `p` was made from `self`, `out` is one
+            // output row.
+            Kernel::Vnni3(p) => unsafe {
+                super::depthwise_vnni::row::<3>(self, p, row, out, scratch)
             },
-            _ => self.portable_row(row, out),
+            Kernel::Portable => {
+                let _ = scratch;
+                self.portable_row(row, out)
+            }
         }
     }
 
@@ -149,16 +166,18 @@ pub fn forward(
         g,
         w,
         bias,
-        zp_row: vec![zp_x as u8; c + 64],
+        zp_row: vec![zp_x as u8; c],
         rq,
     };
+    let kernel = Kernel::choose(isa, &d);
     // About four tasks a thread, each a run of whole output rows.
     let per_task = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
     out.par_chunks_mut(per_task * cols * c)
         .enumerate()
         .for_each(|(t, o)| {
+            let mut scratch = Vec::new();
             for (i, row) in o.chunks_exact_mut(cols * c).enumerate() {
-                d.row(isa, t * per_task + i, row);
+                d.row(&kernel, t * per_task + i, row, &mut scratch);
             }
         });
     Ok(())

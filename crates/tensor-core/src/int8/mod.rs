@@ -9,6 +9,8 @@
 pub mod add;
 pub mod conv;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_vnni;
 pub mod pack;
 pub mod pointwise;
 pub mod quant;

@@ -3,11 +3,9 @@
 //! output equals [`super::reference`] bit for bit.
 
 use super::add::AddParams;
-use super::depthwise::Rows;
 use super::pack::{BLOCK, GROUP};
 use super::pointwise::Tile;
 use super::QParams;
-use crate::conv::ConvGeom;
 use std::arch::x86_64::*;
 
 /// The mask of the first `n` of 16 lanes (all of them for `n >= 16`).
@@ -82,23 +80,38 @@ unsafe fn vnni_tile<const M: usize, const N: usize>(
             row[j] = bias;
         }
     }
+    // Where each row's codes and each block's weights start (a block's groups follow each other).
+    let mut rows = [a; M];
+    for (r, p) in rows.iter_mut().enumerate() {
+        *p = a.add(r * k);
+    }
+    let mut blocks = [w; N];
+    for (j, p) in blocks.iter_mut().enumerate() {
+        *p = w.add((b0 + j) * groups * BLOCK * GROUP);
+    }
     let full = k / GROUP;
-    for g in 0..groups {
+    for g in 0..full {
         let mut bv = [_mm512_setzero_si512(); N];
-        for (j, v) in bv.iter_mut().enumerate() {
-            *v = _mm512_loadu_si512(w.add(((b0 + j) * groups + g) * BLOCK * GROUP).cast());
+        for (v, p) in bv.iter_mut().zip(&blocks) {
+            *v = _mm512_loadu_si512(p.add(g * BLOCK * GROUP).cast());
         }
-        for (r, row) in acc.iter_mut().enumerate() {
-            let at = a.add(r * k + g * GROUP);
-            let four = if g < full {
-                at.cast::<i32>().read_unaligned()
-            } else {
-                // The last, partial group: missing channels are zero (their weights are too).
-                let mut bytes = [0u8; GROUP];
-                std::ptr::copy_nonoverlapping(at, bytes.as_mut_ptr(), k - g * GROUP);
-                i32::from_le_bytes(bytes)
-            };
-            let av = _mm512_set1_epi32(four);
+        for (row, p) in acc.iter_mut().zip(&rows) {
+            let av = _mm512_set1_epi32(p.add(g * GROUP).cast::<i32>().read_unaligned());
+            for (s, &b) in row.iter_mut().zip(&bv) {
+                *s = _mm512_dpbusd_epi32(*s, av, b);
+            }
+        }
+    }
+    if full < groups {
+        // The last, partial group: missing channels are zero (their weights are too).
+        let mut bv = [_mm512_setzero_si512(); N];
+        for (v, p) in bv.iter_mut().zip(&blocks) {
+            *v = _mm512_loadu_si512(p.add(full * BLOCK * GROUP).cast());
+        }
+        for (row, p) in acc.iter_mut().zip(&rows) {
+            let mut bytes = [0u8; GROUP];
+            std::ptr::copy_nonoverlapping(p.add(full * GROUP), bytes.as_mut_ptr(), k % GROUP);
+            let av = _mm512_set1_epi32(i32::from_le_bytes(bytes));
             for (s, &b) in row.iter_mut().zip(&bv) {
                 *s = _mm512_dpbusd_epi32(*s, av, b);
             }
@@ -192,100 +205,6 @@ unsafe fn avx2_tile<const M: usize>(t: &Tile, a: *const u8, out: *mut u8, b: usi
             let c = col + lane;
             *out.add(r * n + c) =
                 super::quant::requantize(s + t.bias[c], t.mult[c], lo, hi, t.rq.zero_point);
-        }
-    }
-}
-
-/// One output row of the depthwise convolution, 16 channels a vector: codes widened to `i32`,
-/// multiplied by the widened weights (`vpdpwssd`), summed from a bias that already holds `-zp * sum(w)`; taps in
-/// the padding read the zero point's row. `KH x KW` is the kernel, known at compile time so that
-/// its weights stay in registers.
-///
-/// # Safety
-/// AVX-512 F, BW, VL and VNNI must be present (the tier's features); the extents of `d` must be as
-/// `depthwise::forward` checked them (asserted again here).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn depthwise_row_avx512<const KH: usize, const KW: usize>(
-    d: &Rows,
-    row: usize,
-    out: &mut [u8],
-) {
-    let g = d.g;
-    let (c, s, iw, ow) = (g.cin, g.stride, g.cols.input, g.cols.out);
-    let (n, oy) = (row / g.rows.out, row % g.rows.out);
-    assert!(KH == g.kh && KW == g.kw && n < g.n && out.len() == ow * c);
-    assert!(d.w.len() == KH * KW * c && d.bias.len() == c && d.rq.multiplier.len() == c);
-    assert!(d.x.len() == g.n * g.rows.input * iw * c && d.zp_row.len() >= c + 16);
-    let img = d.x.as_ptr().add(n * g.rows.input * iw * c);
-    // Per kernel row: where its input row starts and how far one input column moves; a row in
-    // the padding reads the zero point's row at every column (step 0).
-    let mut base = [d.zp_row.as_ptr(); KH];
-    let mut step = [0usize; KH];
-    for ky in 0..KH {
-        if let Some(iy) = d.in_row(oy, ky) {
-            base[ky] = img.add(iy * iw * c);
-            step[ky] = c;
-        }
-    }
-    let (first, last) = d.interior_cols();
-    let (lo, hi) = d.rq.bounds();
-    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-    let zp = _mm512_set1_epi32(d.rq.zero_point);
-    for cb in (0..c).step_by(16) {
-        let valid = (c - cb).min(16);
-        let mask = first_lanes(valid);
-        let bias = _mm512_maskz_loadu_epi32(mask, d.bias.as_ptr().add(cb).cast());
-        let m = _mm512_maskz_loadu_ps(mask, d.rq.multiplier.as_ptr().add(cb));
-        let mut wv = [[_mm512_setzero_si512(); KW]; KH];
-        for (ky, r) in wv.iter_mut().enumerate() {
-            for (kx, v) in r.iter_mut().enumerate() {
-                *v = _mm512_maskz_loadu_epi32(
-                    mask,
-                    d.w.as_ptr().add((ky * KW + kx) * c + cb).cast(),
-                );
-            }
-        }
-        let full = valid == 16;
-        // A code (0..=255) in the low half of an i32 lane times a weight sign-extended to i32:
-        // `vpdpwssd` adds lo*lo + hi*hi = x*w + 0*(0 or -1), the exact product, to the sum in one
-        // instruction (cheaper than `vpmulld` + `vpaddd`).
-        let tap = |p: *const u8, w: __m512i, acc: __m512i| {
-            let bytes = match full {
-                true => _mm_loadu_si128(p.add(cb).cast()),
-                false => _mm_maskz_loadu_epi8(mask, p.add(cb).cast()),
-            };
-            _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi32(bytes), w)
-        };
-        let store = |ox: usize, acc: __m512i, out: &mut [u8]| {
-            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
-            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-            let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
-            _mm512_mask_cvtusepi32_storeu_epi8(out.as_mut_ptr().add(ox * c + cb).cast(), mask, q);
-        };
-        // Columns whose taps all land inside the image: no checks.
-        for ox in first..last {
-            let ix0 = ox * s - g.cols.before;
-            let mut acc = bias;
-            for ky in 0..KH {
-                for kx in 0..KW {
-                    acc = tap(base[ky].add(step[ky] * (ix0 + kx)), wv[ky][kx], acc);
-                }
-            }
-            store(ox, acc, out);
-        }
-        // The few columns at the edges: padding taps read the zero point.
-        for ox in (0..first).chain(last..ow) {
-            let mut acc = bias;
-            for ky in 0..KH {
-                for kx in 0..KW {
-                    let p = match ConvGeom::tap(&g.cols, s, ox, kx) {
-                        Some(ix) => base[ky].add(step[ky] * ix),
-                        None => d.zp_row.as_ptr(),
-                    };
-                    acc = tap(p, wv[ky][kx], acc);
-                }
-            }
-            store(ox, acc, out);
         }
     }
 }
