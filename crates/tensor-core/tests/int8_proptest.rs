@@ -33,7 +33,9 @@ proptest! {
     fn pointwise_equals_reference(
         rows in 0usize..20, k in 1usize..41, n in 1usize..70,
         zp_a in 0i32..256, zp_o in 0i32..256, lo in any::<u8>(), hi in any::<u8>(),
-        mult in prop::collection::vec(1e-4f32..0.05, 1..8), seed in any::<u64>(),
+        // Multipliers above 1 too: most outputs then saturate at the clamp.
+        mult in prop::collection::vec(prop_oneof![3 => 1e-4f32..0.05, 1 => 0.5f32..3.0], 1..8),
+        seed in any::<u64>(),
     ) {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -146,6 +148,30 @@ proptest! {
             let mut got = vec![0u8; x.len()];
             tensor_core::int8::quant::quantize_slice(isa, &x, q, &mut got).unwrap();
             prop_assert_eq!(&got, &want, "{:?}", isa);
+        }
+    }
+}
+
+/// Layers wider than one tile (several column blocks, a partial last one), with multipliers all
+/// below 1 and with some above.
+#[test]
+fn pointwise_wide_layers_equal_reference() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for (rows, k, n) in [(13, 16, 96), (8, 144, 200), (7, 962, 70)] {
+        for mult in [&[0.004f32, 0.0009][..], &[0.004, 1.7]] {
+            let a: Vec<u8> = (0..rows * k).map(|_| rng.gen()).collect();
+            let w: Vec<i8> = (0..k * n).map(|_| rng.gen()).collect();
+            let bias: Vec<i32> = (0..n).map(|_| rng.gen_range(-50_000..50_000)).collect();
+            let rq = requant(n, mult, 9, 2, 240);
+            let mut want = vec![0u8; rows * n];
+            reference::pointwise(&a, rows, k, 117, &w, n, &bias, &rq, &mut want);
+            let packed = PackedWeights::pack(&w, k, n).unwrap();
+            for isa in isas() {
+                let mut got = vec![7u8; rows * n];
+                pointwise::forward(isa, &a, rows, 117, &packed, &bias, &rq, &mut got).unwrap();
+                assert_eq!(got, want, "{isa:?} rows {rows} k {k} n {n} mult {mult:?}");
+            }
         }
     }
 }

@@ -1,0 +1,232 @@
+//! The 3-row depthwise convolution on AVX-512 VNNI, four taps a `vpdpbusd`.
+//!
+//! `vpdpbusd` multiplies four `u8 x i8` pairs in each `i32` lane and adds them to the lane: for a
+//! depthwise sum, the four pairs must be one channel's taps. So one output row is computed in two
+//! passes over each block of 64 channels:
+//! 1. each (padded) input column of the kernel's three rows is interleaved once, byte by byte,
+//!    with a zero fourth row: `[row0, row1, row2, 0]` per channel (eight in-lane unpacks for 64
+//!    channels), into a scratch row;
+//! 2. each output sums its `KW` interleaved columns against weights interleaved the same way:
+//!    `KW` instructions per 16 channels instead of `3 * KW` widen-and-multiply pairs, and each
+//!    interleaved column serves every output whose window covers it.
+//!
+//! The unpacks leave the channels of a block in a fixed order (`lane_channel`); bias, multiplier
+//! and weights are stored in that order, and two in-lane saturating packs (exact: requantized
+//! codes are in `0..=255`) put the output codes back in channel order.
+
+use super::depthwise::Rows;
+use std::arch::x86_64::*;
+
+/// Channels a block (one 64-byte vector of codes).
+const BLOCK: usize = 64;
+/// Kernel rows a sum holds (the fourth tap of each lane is a zero).
+pub(super) const MAX_KH: usize = 3;
+
+/// The channel (within its block) of position `p` of the block's four `i32` vectors after the
+/// unpacks: vector `j = p / 16`, lane `4L + t` holds channel `16L + 4j + t`.
+fn lane_channel(p: usize) -> usize {
+    let (j, lane) = (p / 16, p % 16);
+    16 * (lane / 4) + 4 * j + lane % 4
+}
+
+/// Weights, bias and multipliers in the kernel's order, made once a call.
+pub(super) struct Interleaved {
+    blocks: usize,
+    /// `[KW][blocks][64][4]`: the taps `(0..3, kx)` of a channel and a zero, in lane order.
+    w: Vec<i8>,
+    /// `[blocks][64]` in lane order (zero past the last channel).
+    bias: Vec<i32>,
+    mult: Vec<f32>,
+}
+
+impl Interleaved {
+    /// From the widened weights `[kh, kw, C]` and the bias (zero point's share included) of `d`.
+    pub(super) fn new(d: &Rows) -> Interleaved {
+        let (c, kh, kw) = (d.g.cin, d.g.kh, d.g.kw);
+        assert!(
+            kh <= MAX_KH,
+            "the interleaved kernel sums at most {MAX_KH} rows"
+        );
+        let blocks = c.div_ceil(BLOCK);
+        let mut w = vec![0i8; kw * blocks * BLOCK * 4];
+        let mut bias = vec![0i32; blocks * BLOCK];
+        let mut mult = vec![0f32; blocks * BLOCK];
+        for b in 0..blocks {
+            for p in 0..BLOCK {
+                let ch = b * BLOCK + lane_channel(p);
+                if ch >= c {
+                    continue;
+                }
+                bias[b * BLOCK + p] = d.bias[ch];
+                mult[b * BLOCK + p] = d.rq.multiplier[ch];
+                for kx in 0..kw {
+                    for ky in 0..kh {
+                        // The widened weights came from `i8`, so this narrowing is exact.
+                        w[((kx * blocks + b) * BLOCK + p) * 4 + ky] =
+                            d.w[(ky * kw + kx) * c + ch] as i8;
+                    }
+                }
+            }
+        }
+        Interleaved {
+            blocks,
+            w,
+            bias,
+            mult,
+        }
+    }
+}
+
+/// The mask of the first `n` of 64 bytes (all of them for `n >= 64`).
+#[inline(always)]
+fn first_bytes(n: usize) -> __mmask64 {
+    match n {
+        64.. => !0,
+        _ => (1u64 << n) - 1,
+    }
+}
+
+/// One output row of a depthwise convolution with `KW` kernel columns and at most three rows.
+/// `scratch` is the caller's, reused between rows.
+///
+/// # Safety
+/// AVX-512 F, BW, VL and VNNI must be present (the tier's features); the extents of `d` must be as
+/// `depthwise::forward` checked them, and `p` made from `d` (both asserted again here).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn row<const KW: usize>(
+    d: &Rows,
+    p: &Interleaved,
+    row: usize,
+    out: &mut [u8],
+    scratch: &mut Vec<u8>,
+) {
+    let g = d.g;
+    let (c, s, iw, ow) = (g.cin, g.stride, g.cols.input, g.cols.out);
+    let (n, oy) = (row / g.rows.out, row % g.rows.out);
+    assert!(KW == g.kw && g.kh <= MAX_KH && n < g.n && out.len() == ow * c);
+    assert!(p.blocks == c.div_ceil(BLOCK) && p.w.len() == KW * p.blocks * BLOCK * 4);
+    assert!(p.bias.len() == p.blocks * BLOCK && p.mult.len() == p.blocks * BLOCK);
+    assert!(d.x.len() == g.n * g.rows.input * iw * c && d.zp_row.len() >= c);
+    // Padded input columns the outputs read: `(ow - 1) * s + KW`.
+    let pw = (ow - 1) * s + KW;
+    scratch.resize(pw * BLOCK * 4, 0);
+    let img = d.x.as_ptr().add(n * g.rows.input * iw * c);
+    // Per kernel row, where its input row starts; a row in the padding (or past the kernel's
+    // rows) has none.
+    let mut rows = [None; MAX_KH];
+    for (ky, r) in rows.iter_mut().enumerate().take(g.kh) {
+        *r = d.in_row(oy, ky).map(|iy| img.add(iy * iw * c));
+    }
+    for b in 0..p.blocks {
+        let cb = b * BLOCK;
+        let mask = first_bytes(c - cb);
+        interleave_columns(d, &rows, cb, mask, pw, scratch);
+        sum_outputs::<KW>(d, p, b, mask, scratch, out);
+    }
+}
+
+/// The padded input columns `0..pw` of channels `cb..cb + 64`, interleaved into `scratch`
+/// (`[pw][4 vectors][16 lanes][4 taps]`); padding reads the zero point, the fourth tap zero.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn interleave_columns(
+    d: &Rows,
+    rows: &[Option<*const u8>; MAX_KH],
+    cb: usize,
+    mask: __mmask64,
+    pw: usize,
+    scratch: &mut [u8],
+) {
+    let (c, before, iw) = (d.g.cin, d.g.cols.before, d.g.cols.input);
+    assert!(scratch.len() >= pw * BLOCK * 4);
+    let zp = _mm512_maskz_loadu_epi8(mask, d.zp_row.as_ptr().add(cb).cast());
+    let zero = _mm512_setzero_si512();
+    let dst = scratch.as_mut_ptr();
+    for xp in 0..pw {
+        let ix = xp.checked_sub(before).filter(|&ix| ix < iw);
+        let load = |r: Option<*const u8>| match (r, ix) {
+            (Some(r), Some(ix)) => _mm512_maskz_loadu_epi8(mask, r.add(ix * c + cb).cast()),
+            // Padding reads the zero point; a row past the kernel's is multiplied by 0.
+            _ => zp,
+        };
+        let (r0, r1, r2) = (load(rows[0]), load(rows[1]), load(rows[2]));
+        let lo01 = _mm512_unpacklo_epi8(r0, r1);
+        let hi01 = _mm512_unpackhi_epi8(r0, r1);
+        let lo2z = _mm512_unpacklo_epi8(r2, zero);
+        let hi2z = _mm512_unpackhi_epi8(r2, zero);
+        let at = dst.add(xp * BLOCK * 4);
+        _mm512_storeu_si512(at.cast(), _mm512_unpacklo_epi16(lo01, lo2z));
+        _mm512_storeu_si512(at.add(64).cast(), _mm512_unpackhi_epi16(lo01, lo2z));
+        _mm512_storeu_si512(at.add(128).cast(), _mm512_unpacklo_epi16(hi01, hi2z));
+        _mm512_storeu_si512(at.add(192).cast(), _mm512_unpackhi_epi16(hi01, hi2z));
+    }
+}
+
+/// Every output of the row for channel block `b`, from the interleaved columns.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn sum_outputs<const KW: usize>(
+    d: &Rows,
+    p: &Interleaved,
+    b: usize,
+    mask: __mmask64,
+    scratch: &[u8],
+    out: &mut [u8],
+) {
+    let (c, s, ow) = (d.g.cin, d.g.stride, d.g.cols.out);
+    assert!(scratch.len() >= ((ow - 1) * s + KW) * BLOCK * 4 && out.len() == ow * c);
+    let mut w = [[_mm512_setzero_si512(); 4]; KW];
+    for (kx, wk) in w.iter_mut().enumerate() {
+        for (j, v) in wk.iter_mut().enumerate() {
+            let at = ((kx * p.blocks + b) * BLOCK + 16 * j) * 4;
+            *v = _mm512_loadu_si512(p.w.as_ptr().add(at).cast());
+        }
+    }
+    let mut bias = [_mm512_setzero_si512(); 4];
+    let mut mult = [_mm512_setzero_ps(); 4];
+    for j in 0..4 {
+        bias[j] = _mm512_loadu_si512(p.bias.as_ptr().add(b * BLOCK + 16 * j).cast());
+        mult[j] = _mm512_loadu_ps(p.mult.as_ptr().add(b * BLOCK + 16 * j));
+    }
+    let (lo, hi) = d.rq.bounds();
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let zp = _mm512_set1_epi32(d.rq.zero_point);
+    let cols = scratch.as_ptr();
+    for ox in 0..ow {
+        let mut acc = bias;
+        for (kx, wk) in w.iter().enumerate() {
+            let at = cols.add((ox * s + kx) * BLOCK * 4);
+            for j in 0..4 {
+                let x = _mm512_loadu_si512(at.add(64 * j).cast());
+                acc[j] = _mm512_dpbusd_epi32(acc[j], x, wk[j]);
+            }
+        }
+        let mut q = [_mm512_setzero_si512(); 4];
+        for j in 0..4 {
+            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[j]), mult[j]);
+            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+            q[j] = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
+        }
+        // Codes are in 0..=255, so both saturating packs are exact; being in-lane, they undo the
+        // unpacks' order.
+        let codes = _mm512_packus_epi16(
+            _mm512_packs_epi32(q[0], q[1]),
+            _mm512_packs_epi32(q[2], q[3]),
+        );
+        _mm512_mask_storeu_epi8(out.as_mut_ptr().add(ox * c + b * BLOCK).cast(), mask, codes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lane_channel;
+
+    #[test]
+    fn lane_order_is_a_permutation_of_the_block() {
+        let mut seen = [false; 64];
+        for p in 0..64 {
+            seen[lane_channel(p)] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+        assert_eq!(lane_channel(4), 16); // vector 0, lane 4: second 128-bit lane, channel 16
+        assert_eq!(lane_channel(16), 4); // vector 1, lane 0
+    }
+}
