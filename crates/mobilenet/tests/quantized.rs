@@ -84,6 +84,14 @@ fn imagenet_int8_keeps_the_labels_and_survives_the_file() {
     let q = Predictor::from_quantized(plan);
     assert!(q.is_quantized());
     let q_probs = q.predict(&x).unwrap();
+    // Batched (micro-batches, then the head once on the whole batch) = one photo at a time.
+    for (i, row) in q_probs.rows().into_iter().enumerate() {
+        let one = q
+            .predict(&x.slice_axis(ndarray::Axis(0), (i..i + 1).into()).to_shared())
+            .unwrap();
+        let diff = (&one.row(0) - &row).fold(0f32, |m, d| m.max(d.abs()));
+        assert!(diff < 1e-5, "{}: {diff}", photos[i].display());
+    }
     for (i, (a, b)) in f32_probs.rows().into_iter().zip(q_probs.rows()).enumerate() {
         assert_eq!(argmax(a), argmax(b), "{}", photos[i].display());
         let top = argmax(a).unwrap();

@@ -107,56 +107,122 @@ fn quantize(t: &Tensor, q: QParams) -> Result<Codes> {
 }
 
 impl QuantizedPlan {
-    /// Logits `[N, classes]` for a preprocessed NHWC batch.
+    /// Logits `[N, classes]` for a preprocessed NHWC batch. The per-image part of the plan runs in
+    /// micro-batches side by side; the head ([`head_start`]) then runs once on the whole batch, so
+    /// its weights are read once rather than once per micro-batch.
     pub fn run(&self, x: &Tensor) -> Result<Tensor> {
+        let (body, head) = self.steps.split_at(head_start(&self.steps));
+        let boundary = match (head.is_empty(), body.last()) {
+            (false, Some(last)) => last.out,
+            _ => self.out,
+        };
         let n = x.shape().first().copied().unwrap_or(0);
-        if n <= MICRO_BATCH {
-            return self.run_batch(x);
+        let mid = match n <= MICRO_BATCH {
+            true => run_steps(body, INPUT, Value::F(x.clone()), boundary)?,
+            false => joined(in_micro_batches(x, MICRO_BATCH, |chunk| {
+                run_steps(body, INPUT, Value::F(chunk.clone()), boundary)
+            })?)?,
+        };
+        match head.is_empty() {
+            true => mid.real(),
+            false => run_steps(head, boundary, mid, self.out)?.real(),
         }
-        let parts = in_micro_batches(x, MICRO_BATCH, |chunk| self.run_batch(chunk))?;
-        let views: Vec<_> = parts.iter().map(|t| t.view()).collect();
-        Ok(ndarray::concatenate(ndarray::Axis(0), &views)
-            .map_err(|e| Error::Config(e.to_string()))?
-            .into_shared())
     }
+}
 
-    fn run_batch(&self, x: &Tensor) -> Result<Tensor> {
-        let isa = Isa::detect();
-        let last_use = last_uses(self.steps.iter().map(|s| s.inputs.as_slice()));
-        let mut live: HashMap<NodeId, Value> = HashMap::new();
-        live.insert(INPUT, Value::F(x.clone()));
-        for (s, step) in self.steps.iter().enumerate() {
-            let ins: Vec<&Value> = step
-                .inputs
-                .iter()
-                .map(|j| {
-                    live.get(j).ok_or_else(|| {
-                        Error::Config(format!(
-                            "int8 plan: {} reads node {j}, not computed",
-                            step.name
-                        ))
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let t = nn::profile::start();
-            let y = exec_step(isa, step, &ins)?;
-            nn::profile::record(t, &step.name, nn::profile::Phase::Forward);
-            for &j in &step.inputs {
-                if last_use.get(&j) == Some(&s) {
-                    if let Some(Value::Q(c)) = live.remove(&j) {
-                        recycle(c.data);
+/// Where the plan's head begins: the longest run of f32 steps at its end that read nothing but
+/// each other and the output of the f32 step just before them (the dense layers after the
+/// pooling). Everything before works on images; the head on one vector an image.
+fn head_start(steps: &[QStep]) -> usize {
+    let float = |s: &QStep| matches!(s.op, QOp::Float(_));
+    let mut start = steps.len();
+    while start > 1 && float(&steps[start - 1]) && float(&steps[start - 2]) {
+        let made: Vec<NodeId> = steps[start - 2..].iter().map(|s| s.out).collect();
+        let closed = steps[start - 1..]
+            .iter()
+            .all(|s| s.inputs.iter().all(|j| made.contains(j)));
+        if !closed {
+            break;
+        }
+        start -= 1;
+    }
+    start
+}
+
+/// Micro-batches' values of one node, joined along the batch.
+fn joined(parts: Vec<Value>) -> Result<Value> {
+    let mismatch = || Error::Config("int8 plan: micro-batches disagree on a value's kind".into());
+    match parts.first() {
+        Some(Value::Q(first)) => {
+            let (q, [_, h, w, c]) = (first.q, first.shape);
+            let mut data = Vec::new();
+            for p in &parts {
+                match p {
+                    Value::Q(p) if p.q == q && p.shape[1..] == [h, w, c] => {
+                        data.extend_from_slice(&p.data)
                     }
+                    _ => return Err(mismatch()),
                 }
             }
-            live.insert(step.out, y);
+            let n = data.len() / (h * w * c).max(1);
+            Ok(Value::Q(Codes {
+                data,
+                shape: [n, h, w, c],
+                q,
+            }))
         }
-        match live.remove(&self.out) {
-            Some(v) => v.real(),
-            None => Err(Error::Config(
-                "int8 plan: the logits were not computed".into(),
-            )),
+        _ => {
+            let tensors: Vec<&Tensor> = parts
+                .iter()
+                .map(|p| match p {
+                    Value::F(t) => Ok(t),
+                    Value::Q(_) => Err(mismatch()),
+                })
+                .collect::<Result<_>>()?;
+            let views: Vec<_> = tensors.iter().map(|t| t.view()).collect();
+            Ok(Value::F(
+                ndarray::concatenate(ndarray::Axis(0), &views)
+                    .map_err(|e| Error::Config(e.to_string()))?
+                    .into_shared(),
+            ))
         }
     }
+}
+
+/// Runs `steps` from the value `start` of node `from`; returns the value of node `want`.
+fn run_steps(steps: &[QStep], from: NodeId, start: Value, want: NodeId) -> Result<Value> {
+    let isa = Isa::detect();
+    let last_use = last_uses(steps.iter().map(|s| s.inputs.as_slice()));
+    let mut live: HashMap<NodeId, Value> = HashMap::new();
+    live.insert(from, start);
+    for (s, step) in steps.iter().enumerate() {
+        let ins: Vec<&Value> = step
+            .inputs
+            .iter()
+            .map(|j| {
+                live.get(j).ok_or_else(|| {
+                    Error::Config(format!(
+                        "int8 plan: {} reads node {j}, not computed",
+                        step.name
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let t = nn::profile::start();
+        let y = exec_step(isa, step, &ins)?;
+        nn::profile::record(t, &step.name, nn::profile::Phase::Forward);
+        for &j in &step.inputs {
+            if last_use.get(&j) == Some(&s) && j != want {
+                if let Some(Value::Q(c)) = live.remove(&j) {
+                    recycle(c.data);
+                }
+            }
+        }
+        live.insert(step.out, y);
+    }
+    live.remove(&want).ok_or_else(|| {
+        Error::Config(format!("int8 plan: node {want} was not computed"))
+    })
 }
 
 fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
