@@ -10,7 +10,7 @@ use rayon::prelude::*;
 /// `[N * OH * OW, kh * kw * Cin]` patches of `x` (`[N, H, W, Cin]`), in the kernel's HWIO order.
 pub fn im2col(g: &ConvGeom, x: &[u8], zp: u8) -> Vec<u8> {
     let (c, iw, ow) = (g.cin, g.cols.input, g.cols.out);
-    let k = g.kh * g.kw * c;
+    let (k, run) = (g.kh * g.kw * c, g.kw * c);
     let mut a = vec![zp; g.n * g.rows.out * ow * k];
     if a.is_empty() {
         return a;
@@ -27,10 +27,15 @@ pub fn im2col(g: &ConvGeom, x: &[u8], zp: u8) -> Vec<u8> {
                 let at = ox * k + ky * g.kw * c;
                 let first = (ox * g.stride) as isize - g.cols.before as isize;
                 if first >= 0 && first as usize + g.kw <= iw {
-                    // The whole kernel row is inside: one run of kw * c bytes (a short loop, not
+                    // The whole kernel row is inside: one run of kw * c bytes (a short copy, not
                     // a memcpy call per tap: with 3 channels each would copy 3 bytes).
                     let from = first as usize * c;
-                    small_copy(&mut dst[at..at + g.kw * c], &src[from..from + g.kw * c]);
+                    let (to, from) = (&mut dst[at..at + run], &src[from..from + run]);
+                    match run {
+                        // The first convolution's 3x3 over RGB: a copy of known length.
+                        9 => to.copy_from_slice(from),
+                        _ => small_copy(to, from),
+                    }
                     continue;
                 }
                 for kx in 0..g.kw {
