@@ -87,7 +87,10 @@ fn imagenet_int8_keeps_the_labels_and_survives_the_file() {
     // Batched (micro-batches, then the head once on the whole batch) = one photo at a time.
     for (i, row) in q_probs.rows().into_iter().enumerate() {
         let one = q
-            .predict(&x.slice_axis(ndarray::Axis(0), (i..i + 1).into()).to_shared())
+            .predict(
+                &x.slice_axis(ndarray::Axis(0), (i..i + 1).into())
+                    .to_shared(),
+            )
             .unwrap();
         let diff = (&one.row(0) - &row).fold(0f32, |m, d| m.max(d.abs()));
         assert!(diff < 1e-5, "{}: {diff}", photos[i].display());

@@ -202,7 +202,7 @@ fn pointwise_extreme_codes_are_exact() {
 }
 
 /// The 3x3 kernels (the vector path) on MobileNetV2-like shapes: whole and partial channel
-/// blocks (of 16 and of 64 channels), stride 1 and 2, Keras's asymmetric stride-2 padding, extreme codes.
+/// blocks (of 16 and of 64 channels), narrow layers (several pixels a vector), stride 1 and 2, Keras's asymmetric stride-2 padding, extreme codes.
 #[test]
 fn depthwise_3x3_equals_reference_on_network_shapes() {
     use rand::{Rng, SeedableRng};
@@ -219,6 +219,19 @@ fn depthwise_3x3_equals_reference_on_network_shapes() {
         (7, 96, 1, Padding::Same),
         (9, 24, 2, Padding::Same),
         (6, 64, 1, Padding::Valid),
+        (10, 16, 1, Padding::Same),
+        (
+            6,
+            8,
+            1,
+            Padding::Explicit {
+                top: 1,
+                bottom: 0,
+                left: 2,
+                right: 0,
+            },
+        ),
+        (5, 1, 1, Padding::Same),
         (7, 144, 1, Padding::Same),
         (5, 200, 2, keras_s2),
     ] {

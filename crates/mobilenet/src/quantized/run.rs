@@ -220,9 +220,8 @@ fn run_steps(steps: &[QStep], from: NodeId, start: Value, want: NodeId) -> Resul
         }
         live.insert(step.out, y);
     }
-    live.remove(&want).ok_or_else(|| {
-        Error::Config(format!("int8 plan: node {want} was not computed"))
-    })
+    live.remove(&want)
+        .ok_or_else(|| Error::Config(format!("int8 plan: node {want} was not computed")))
 }
 
 fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {

@@ -32,6 +32,9 @@ fn lane_channel(p: usize) -> usize {
 /// Weights, bias and multipliers in the kernel's order, made once a call.
 pub(super) struct Interleaved {
     blocks: usize,
+    /// Neighbouring pixels a block holds: 1, or `64 / C` for a narrow layer at stride 1 (`C`
+    /// dividing 64), whose pixels then fill the vector instead of leaving lanes empty.
+    pixels: usize,
     /// `[KW][blocks][64][4]`: the taps `(0..3, kx)` of a channel and a zero, in lane order.
     w: Vec<i8>,
     /// `[blocks][64]` in lane order (zero past the last channel).
@@ -47,13 +50,21 @@ impl Interleaved {
             kh <= MAX_KH,
             "the interleaved kernel sums at most {MAX_KH} rows"
         );
+        let pixels = match d.g.stride == 1 && c < BLOCK && BLOCK.is_multiple_of(c) {
+            true => BLOCK / c,
+            false => 1,
+        };
         let blocks = c.div_ceil(BLOCK);
         let mut w = vec![0i8; kw * blocks * BLOCK * 4];
         let mut bias = vec![0i32; blocks * BLOCK];
         let mut mult = vec![0f32; blocks * BLOCK];
         for b in 0..blocks {
             for p in 0..BLOCK {
-                let ch = b * BLOCK + lane_channel(p);
+                // With several pixels a block, each pixel's lanes repeat the channels.
+                let ch = match pixels {
+                    1 => b * BLOCK + lane_channel(p),
+                    _ => lane_channel(p) % c,
+                };
                 if ch >= c {
                     continue;
                 }
@@ -70,6 +81,7 @@ impl Interleaved {
         }
         Interleaved {
             blocks,
+            pixels,
             w,
             bias,
             mult,
@@ -117,34 +129,51 @@ pub(super) unsafe fn row<const KW: usize>(
     for (ky, r) in rows.iter_mut().enumerate().take(g.kh) {
         *r = d.in_row(oy, ky).map(|iy| img.add(iy * iw * c));
     }
+    assert!(p.pixels == 1 || (s == 1 && p.blocks == 1 && p.pixels * c == BLOCK));
     for b in 0..p.blocks {
-        let cb = b * BLOCK;
-        let mask = first_bytes(c - cb);
-        interleave_columns(d, &rows, cb, mask, pw, scratch);
-        sum_outputs::<KW>(d, p, b, mask, scratch, out);
+        interleave_columns(d, p, &rows, b, pw, scratch);
+        sum_outputs::<KW>(d, p, b, scratch, out);
     }
 }
 
-/// The padded input columns `0..pw` of channels `cb..cb + 64`, interleaved into `scratch`
-/// (`[pw][4 vectors][16 lanes][4 taps]`); padding reads the zero point, the fourth tap zero.
+/// Which bytes of block `b` at padded input column `xp` hold image codes (the rest is padding):
+/// the block's channels of that pixel, or with several pixels a block, those of its pixels that
+/// lie inside the row.
+fn inside(d: &Rows, p: &Interleaved, b: usize, xp: usize) -> __mmask64 {
+    let (c, before, iw) = (d.g.cin, d.g.cols.before, d.g.cols.input);
+    let ix = xp as isize - before as isize;
+    let first = (-ix).clamp(0, p.pixels as isize) as usize;
+    let end = (iw as isize - ix).clamp(0, p.pixels as isize) as usize;
+    match (p.pixels, first < end) {
+        (_, false) => 0,
+        (1, true) => first_bytes(c - b * BLOCK),
+        (_, true) => first_bytes(end * c) & !first_bytes(first * c),
+    }
+}
+
+/// The padded input columns `0..pw` of block `b`, interleaved into `scratch` (`[pw][4 vectors]
+/// [16 lanes][4 taps]`); padding reads the zero point, the fourth tap is zero.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn interleave_columns(
     d: &Rows,
+    p: &Interleaved,
     rows: &[Option<*const u8>; MAX_KH],
-    cb: usize,
-    mask: __mmask64,
+    b: usize,
     pw: usize,
     scratch: &mut [u8],
 ) {
-    let (c, before, iw) = (d.g.cin, d.g.cols.before, d.g.cols.input);
+    let (c, before) = (d.g.cin, d.g.cols.before as isize);
     assert!(scratch.len() >= pw * BLOCK * 4);
-    let zp = _mm512_maskz_loadu_epi8(mask, d.zp_row.as_ptr().add(cb).cast());
+    let zp = _mm512_set1_epi8(d.zp_row[0] as i8);
     let zero = _mm512_setzero_si512();
     let dst = scratch.as_mut_ptr();
     for xp in 0..pw {
-        let ix = xp.checked_sub(before).filter(|&ix| ix < iw);
-        let load = |r: Option<*const u8>| match (r, ix) {
-            (Some(r), Some(ix)) => _mm512_maskz_loadu_epi8(mask, r.add(ix * c + cb).cast()),
+        let mask = inside(d, p, b, xp);
+        // The block's first byte: pixel `xp - before`, channel `64 b` (left of the row when the
+        // pixel is in the padding: only the bytes `mask` selects, inside the row, are read).
+        let offset = (xp as isize - before) * c as isize + (b * BLOCK) as isize;
+        let load = |r: Option<*const u8>| match (r, mask) {
+            (Some(r), 1..) => _mm512_mask_loadu_epi8(zp, mask, r.wrapping_offset(offset).cast()),
             // Padding reads the zero point; a row past the kernel's is multiplied by 0.
             _ => zp,
         };
@@ -167,7 +196,6 @@ unsafe fn sum_outputs<const KW: usize>(
     d: &Rows,
     p: &Interleaved,
     b: usize,
-    mask: __mmask64,
     scratch: &[u8],
     out: &mut [u8],
 ) {
@@ -190,7 +218,13 @@ unsafe fn sum_outputs<const KW: usize>(
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     let zp = _mm512_set1_epi32(d.rq.zero_point);
     let cols = scratch.as_ptr();
-    for ox in 0..ow {
+    // One output block: a pixel's channels `64 b..`, or `pixels` neighbouring pixels (stride 1:
+    // their taps are neighbouring columns too, so one interleaved column serves them all).
+    for ox in (0..ow).step_by(p.pixels) {
+        let mask = match p.pixels {
+            1 => first_bytes(c - b * BLOCK),
+            _ => first_bytes((ow - ox).min(p.pixels) * c),
+        };
         let mut acc = bias;
         for (kx, wk) in w.iter().enumerate() {
             let at = cols.add((ox * s + kx) * BLOCK * 4);
