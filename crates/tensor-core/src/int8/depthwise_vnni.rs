@@ -13,6 +13,10 @@
 //! The unpacks leave the channels of a block in a fixed order (`lane_channel`); bias, multiplier
 //! and weights are stored in that order, and two in-lane saturating packs (exact: requantized
 //! codes are in `0..=255`) put the output codes back in channel order.
+//!
+//! A layer narrower than a block at stride 1 (`C` dividing 64: MobileNetV2's first depthwise has
+//! 32 channels, 16 at alpha 0.35) fills a block with `64 / C` neighbouring pixels instead: their
+//! taps are neighbouring columns too, so the same two passes compute that many outputs at once.
 
 use super::depthwise::Rows;
 use std::arch::x86_64::*;
@@ -115,7 +119,7 @@ pub(super) unsafe fn row<const KW: usize>(
     let g = d.g;
     let (c, s, iw, ow) = (g.cin, g.stride, g.cols.input, g.cols.out);
     let (n, oy) = (row / g.rows.out, row % g.rows.out);
-    assert!(KW == g.kw && g.kh <= MAX_KH && n < g.n && out.len() == ow * c);
+    assert!(KW == g.kw && g.kh <= MAX_KH && n < g.n && ow > 0 && out.len() == ow * c);
     assert!(p.blocks == c.div_ceil(BLOCK) && p.w.len() == KW * p.blocks * BLOCK * 4);
     assert!(p.bias.len() == p.blocks * BLOCK && p.mult.len() == p.blocks * BLOCK);
     assert!(d.x.len() == g.n * g.rows.input * iw * c && d.zp_row.len() >= c);
