@@ -160,6 +160,10 @@ fn serve_checks(model: &Path, classes: &[String]) {
         .map_while(Result::ok)
         .find(|l| l.starts_with("Listening on "))
         .expect("the server announces its address");
+    assert!(
+        line.contains("POST /v1/predict") && !line.contains("/v1/explain"),
+        "a quantized model does not offer explain: {line}"
+    );
     let url = line["Listening on ".len()..]
         .split_whitespace()
         .next()

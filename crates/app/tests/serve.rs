@@ -42,17 +42,23 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("Listening on ") {
-                    let url = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = tx.send(url.trim_end_matches('/').to_owned());
+                    let _ = tx.send(rest.to_owned());
                 }
             }
         });
-        let Ok(url) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let Ok(listening) = rx.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();
             let mut err = String::new();
             let _ = child.stderr.take().unwrap().read_to_string(&mut err);
             panic!("app serve did not start listening within 60 s: {err}");
         };
+        // An f32 model offers every endpoint, explain included.
+        assert!(
+            listening.contains("POST /v1/explain") && listening.contains("GET /metrics"),
+            "{listening}"
+        );
+        let url = listening.split_whitespace().next().unwrap_or("");
+        let url = url.trim_end_matches('/').to_owned();
         Server { child, url }
     }
 

@@ -204,6 +204,11 @@ pub fn run(args: ServeArgs) -> Result<i32> {
     let addr = address(&args)?;
     let (state, worker) = build(&args)?;
     let description = state.model.description.clone();
+    let endpoints = match state.model.explain {
+        true => "POST /v1/predict, POST /v1/explain, GET /v1/model, GET /healthz, GET /metrics",
+        // A quantized model answers /v1/explain with 501: it is not offered.
+        false => "POST /v1/predict, GET /v1/model, GET /healthz, GET /metrics",
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -214,7 +219,7 @@ pub fn run(args: ServeArgs) -> Result<i32> {
             .with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr()?;
         println!("{description}");
-        println!("Listening on http://{local}/ (POST /v1/predict, POST /v1/explain, GET /v1/model, GET /healthz, GET /metrics)");
+        println!("Listening on http://{local}/ ({endpoints})");
         std::io::stdout().flush()?;
         axum::serve(listener, api::router(Arc::new(state)))
             .with_graceful_shutdown(shutdown_signal())
