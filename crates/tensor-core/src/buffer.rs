@@ -1,15 +1,16 @@
 //! Output buffers for kernels that overwrite every element.
 //!
-//! A training step at batch 32 writes gigabytes of activations and gradients. Each fresh buffer is
-//! initialised before a kernel writes it (handing out uninitialised `f32`s behind a `Vec` would be
-//! undefined behaviour, whatever the kernel does next), but in parallel over the worker pool and in
-//! large chunks, so that it costs a fraction of the single-threaded `memset` a plain `vec![0.0; n]`
-//! pays on memory the allocator reuses. Debug builds (and so `cargo test`) fill with NaN instead of
-//! zero: a kernel that reads an element before writing it, or leaves one unwritten, turns its output
-//! NaN and fails its tests rather than passing on lucky zeros. [`retain_freed_memory`] keeps the
-//! pages of freed buffers for the next ones.
+//! A training step at batch 32 writes gigabytes of activations and gradients. Filling each fresh
+//! buffer before its kernel overwrites it cost about 9% of a step with everything trainable, and
+//! handing out uninitialised `f32`s behind a `Vec` would be undefined behaviour, whatever the kernel
+//! does next. So kernels write into slots: [`uninit`] gives `MaybeUninit<f32>`s, the kernel stores
+//! each one (convolutions, depthwise, GEMMs, batch-norm, activations, padding), and [`assume_init`]
+//! turns them into floats without another pass. A kernel written against initialised output gets
+//! its slots [`filled`] first. Debug builds (and so `cargo test`) hand out slots holding NaN: a
+//! kernel that leaves one unwritten, or reads it first, turns its output NaN and fails its tests
+//! rather than passing on lucky zeros. [`retain_freed_memory`] keeps the pages of freed buffers for
+//! the next ones.
 
-use ndarray::{Array, Dimension};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -18,27 +19,12 @@ const PARALLEL_FILL: usize = 1 << 18;
 /// Floats a worker fills at a time.
 const FILL_CHUNK: usize = 1 << 16;
 
-/// What a fresh output buffer holds until its kernel writes it.
+/// What [`filled`] puts in each slot (and, in debug builds, what [`uninit`] hands out).
 pub const FILL: f32 = if cfg!(debug_assertions) {
     f32::NAN
 } else {
     0.0
 };
-
-/// `len` floats, each [`FILL`], for a kernel that writes every one of them before anything reads them.
-pub fn output(len: usize) -> Vec<f32> {
-    if len < PARALLEL_FILL {
-        return vec![FILL; len];
-    }
-    let mut v = Vec::<f32>::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(FILL_CHUNK)
-        .for_each(|chunk| chunk.fill(MaybeUninit::new(FILL)));
-    // SAFETY: the capacity is at least `len` and each of the first `len` elements was just written
-    // (the chunks above cover `spare_capacity_mut()[..len]` exactly).
-    unsafe { v.set_len(len) };
-    v
-}
 
 /// `len` floats not yet written, for an element-wise kernel that writes each one through
 /// [`MaybeUninit::write`]; [`assume_init`] then turns them into floats without another pass.
@@ -66,18 +52,34 @@ pub unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
     unsafe { Vec::from_raw_parts(ptr.cast::<f32>(), len, cap) }
 }
 
+/// The slots, each set to [`FILL`], as floats: for a kernel written against initialised output.
+pub fn filled(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    if v.len() < PARALLEL_FILL {
+        v.fill(MaybeUninit::new(FILL));
+    } else {
+        v.par_chunks_mut(FILL_CHUNK)
+            .for_each(|chunk| chunk.fill(MaybeUninit::new(FILL)));
+    }
+    // SAFETY: every slot was just written.
+    unsafe { assume_init_mut(v) }
+}
+
+/// The floats of slots from [`uninit`] (or [`as_uninit`]) once a kernel has written them all.
+///
+/// # Safety
+/// Every element of `v` has been written.
+pub unsafe fn assume_init_mut(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller guarantees every slot
+    // holds a float.
+    unsafe { &mut *(v as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// Initialised floats seen as write-only slots, for a kernel written against [`uninit`] buffers.
 pub fn as_uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; every slot is initialised now, and
     // through a `&mut [MaybeUninit<f32>]` only `MaybeUninit::write` of a float (never an
     // uninitialised value) can change it, so the floats stay initialised.
     unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) }
-}
-
-/// An array of `dim` from [`output`]: every element must be written before it is read.
-pub fn output_array<D: Dimension>(dim: D) -> Array<f32, D> {
-    let len = dim.size();
-    Array::from_shape_vec(dim, output(len)).expect("length is the shape's size")
 }
 
 /// Keeps freed memory in the process, so each training step reuses the last step's pages: large
@@ -110,10 +112,9 @@ pub fn retain_freed_memory() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::Ix2;
 
     #[test]
-    fn has_the_asked_length_shape_and_fill() {
+    fn filled_slots_have_the_length_and_the_fill() {
         for len in [
             0,
             7,
@@ -121,18 +122,33 @@ mod tests {
             PARALLEL_FILL,
             PARALLEL_FILL + FILL_CHUNK * 3 + 5,
         ] {
-            let v = output(len);
-            assert_eq!(v.len(), len);
-            assert!(v.iter().all(|x| x.to_bits() == FILL.to_bits()), "len {len}");
+            let mut v = uninit(len);
+            let f = filled(&mut v);
+            assert_eq!(f.len(), len);
+            assert!(f.iter().all(|x| x.to_bits() == FILL.to_bits()), "len {len}");
         }
-        let a = output_array(Ix2(3, 5));
-        assert_eq!(a.shape(), &[3, 5]);
+    }
+
+    #[test]
+    fn written_slots_are_the_floats() {
+        let mut v = uninit(5);
+        for (i, s) in v.iter_mut().enumerate() {
+            s.write(i as f32 * 1.5);
+        }
+        // SAFETY: every slot was written just above.
+        let v = unsafe { assume_init(v) };
+        assert_eq!(v, [0.0, 1.5, 3.0, 4.5, 6.0]);
     }
 
     #[test]
     #[cfg(debug_assertions)]
     fn debug_builds_poison_with_nan() {
-        assert!(output(16).iter().all(|v| v.is_nan()));
-        assert!(output(PARALLEL_FILL + 1).iter().all(|v| v.is_nan()));
+        let mut v = uninit(PARALLEL_FILL + 1);
+        // SAFETY: debug builds hand out NaN in every slot, so all are initialised.
+        assert!(unsafe { assume_init_mut(&mut v) }
+            .iter()
+            .all(|x| x.is_nan()));
+        let mut v = uninit(16);
+        assert!(filled(&mut v).iter().all(|x| x.is_nan()));
     }
 }

@@ -4,6 +4,7 @@
 //! expressed through its strides (no copies).
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A matrix operand: a slice with row and column strides (non-negative). Built only through its
 /// constructors; every product checks that the extents it reads lie inside the slice.
@@ -72,6 +73,9 @@ impl<'a> Mat<'a> {
 
 /// Serial GEMM into a row-major `m x n` slice `c`.
 pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
+    if beta == 0.0 {
+        return gemm_into(m, k, n, a, b, crate::buffer::as_uninit(c));
+    }
     if m == 0 || n == 0 {
         return;
     }
@@ -82,16 +86,45 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f3
         c[..m * n].iter_mut().for_each(|v| *v *= beta);
         return;
     }
+    // SAFETY: every element `matrixmultiply` reads or writes lies inside its slice: `A` (m x k) and
+    // `B` (k x n) at their non-negative strides were checked by `Mat::check`, `C` (m x n, row-major)
+    // by the length assertion above.
+    unsafe { sgemm(m, k, n, a, b, beta, c.as_mut_ptr()) }
+}
+
+/// `C = A * B` into slots not yet written ([`crate::buffer::uninit`]): on return the first `m * n`
+/// slots of `c` hold the product (neither kernel reads `C` when it is not accumulated into).
+pub fn gemm_into(m: usize, k: usize, n: usize, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>]) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= m * n, "gemm: output too small");
+    a.check(m, k, "A");
+    b.check(k, n, "B");
+    if k == 0 {
+        c[..m * n].fill(MaybeUninit::new(0.0));
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
-    if beta == 0.0 && unpacked_applies(m, k, n, &a, &b) {
+    if unpacked_applies(m, k, n, &a, &b) {
         // SAFETY: AVX-512 detected by `unpacked_applies`; extents checked inside.
         return unsafe {
             crate::gemm_x86::gemm_avx512(m, k, n, a.data, a.rs as usize, b.data, &mut c[..m * n])
         };
     }
-    // SAFETY: every element `matrixmultiply` reads or writes lies inside its slice: `A` (m x k) and
-    // `B` (k x n) at their non-negative strides were checked by `Mat::check`, `C` (m x n, row-major)
-    // by the length assertion above.
+    // SAFETY: the extents of `A` and `B` were checked by `Mat::check` and `C`'s by the assertion
+    // above; with beta = 0, matrixmultiply stores to `C` without reading it ("If beta is zero, then
+    // C does not need to be initialized", its documentation), so the slots may be uninitialised.
+    unsafe { sgemm(m, k, n, a, b, 0.0, c.as_mut_ptr().cast()) }
+}
+
+/// matrixmultiply's `C = A * B + beta * C` for a row-major `m x n` `C` at `c`.
+///
+/// # Safety
+/// `A` and `B` checked against `m x k` and `k x n` (`Mat::check`), `m * n` floats writable at `c`,
+/// and initialised when `beta != 0`.
+unsafe fn sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: *mut f32) {
+    // SAFETY: as the caller guarantees.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -105,7 +138,7 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f3
             b.rs,
             b.cs,
             beta,
-            c.as_mut_ptr(),
+            c,
             n as isize,
             1,
         );
@@ -139,6 +172,7 @@ pub fn par_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut
 
 /// [`par_gemm`], then `then` on each finished block of rows of `C` while it is still in cache
 /// (the fused bias + activation epilogue).
+#[allow(clippy::too_many_arguments)]
 pub fn par_gemm_then(
     m: usize,
     k: usize,
@@ -149,22 +183,70 @@ pub fn par_gemm_then(
     c: &mut [f32],
     then: &(dyn Fn(&mut [f32]) + Sync),
 ) {
+    if beta == 0.0 {
+        return par_gemm_into_then(m, k, n, a, b, crate::buffer::as_uninit(c), then);
+    }
+    par_rows(m, k, n, c, &|r0, chunk| {
+        gemm(
+            chunk.len() / n,
+            k,
+            n,
+            a.starting_at(r0 * a.rs as usize),
+            b,
+            beta,
+            chunk,
+        );
+        then(chunk);
+    });
+}
+
+/// `C = A * B` into slots not yet written, split over rows like [`par_gemm_then`], with `then` on
+/// each finished block of rows: on return the first `m * n` slots of `c` are written.
+pub fn par_gemm_into_then(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [MaybeUninit<f32>],
+    then: &(dyn Fn(&mut [f32]) + Sync),
+) {
+    par_rows(m, k, n, c, &|r0, chunk| {
+        gemm_into(
+            chunk.len() / n,
+            k,
+            n,
+            a.starting_at(r0 * a.rs as usize),
+            b,
+            chunk,
+        );
+        // SAFETY: `gemm_into` wrote every slot of the block.
+        then(unsafe { crate::buffer::assume_init_mut(chunk) });
+    });
+}
+
+/// `block(first row, rows of C)` over blocks of at most 256 rows on the thread pool (the finished
+/// block is still in cache for an epilogue), or once over all `m` rows for a small product.
+fn par_rows<T: Send>(
+    m: usize,
+    k: usize,
+    n: usize,
+    c: &mut [T],
+    block: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= m * n, "gemm: output too small");
     let threads = rayon::current_num_threads().max(1);
     if m < 64 || threads == 1 || m * n * k < 1 << 16 {
-        gemm(m, k, n, a, b, beta, c);
-        return then(&mut c[..m * n]);
+        return block(0, &mut c[..m * n]);
     }
-    // Blocks of at most 256 rows: the finished block is still in cache for the epilogue.
     let rows = m.div_ceil(threads * 4).clamp(16, 256);
     c[..m * n]
         .par_chunks_mut(rows * n)
         .enumerate()
-        .for_each(|(i, chunk)| {
-            let r0 = i * rows;
-            let mr = chunk.len() / n;
-            gemm(mr, k, n, a.starting_at(r0 * a.rs as usize), b, beta, chunk);
-            then(chunk);
-        });
+        .for_each(|(i, chunk)| block(i * rows, chunk));
 }
 
 /// Adds equally long partial sums in their given order (deterministic reductions).

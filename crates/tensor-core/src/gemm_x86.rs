@@ -7,6 +7,7 @@
 //! as matrixmultiply's kernel does.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
 /// Lanes per vector.
 const L: usize = 16;
@@ -23,7 +24,8 @@ const fn rows_per_tile(nb: usize) -> usize {
 const NB_MAX: usize = 4;
 
 /// `C = A * B`, all row-major: `A` is `m x k` with row stride `lda`, `B` is `k x n` (row stride
-/// `n`), `C` is `m x n` (row stride `n`).
+/// `n`), `C` is `m x n` (row stride `n`). `C` is only stored to, never read, so its slots need not
+/// be initialised: on return the first `m * n` are.
 ///
 /// # Safety
 /// The CPU must support AVX-512F. The slices are checked against the extents.
@@ -35,7 +37,7 @@ pub unsafe fn gemm_avx512(
     a: &[f32],
     lda: usize,
     b: &[f32],
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
 ) {
     if m == 0 || n == 0 {
         return;
@@ -85,7 +87,7 @@ unsafe fn rows<const NB: usize, const R: usize>(
     m: usize,
     a: &[f32],
     b: &[f32],
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
 ) {
     let mut r = 0;
     while r + R <= m {
@@ -106,7 +108,7 @@ unsafe fn tile<const NB: usize, const RR: usize>(
     r0: usize,
     a: &[f32],
     b: &[f32],
-    c: &mut [f32],
+    c: &mut [MaybeUninit<f32>],
 ) {
     let Block {
         k,
@@ -135,7 +137,8 @@ unsafe fn tile<const NB: usize, const RR: usize>(
             }
         }
     }
-    let cp = c.as_mut_ptr().add(r0 * n + cb);
+    // Stores only: a slot is written whether or not it held a float before.
+    let cp = c.as_mut_ptr().cast::<f32>().add(r0 * n + cb);
     for q in 0..RR {
         for j in 0..NB {
             let p = cp.add(q * n + j * L);
@@ -201,7 +204,7 @@ mod tests {
             let b: Vec<f32> = (0..k * n).map(|i| val(i, 5)).collect();
             let mut c = vec![f32::NAN; m * n];
             // SAFETY: AVX-512 checked above.
-            unsafe { gemm_avx512(m, k, n, &a, lda, &b, &mut c) };
+            unsafe { gemm_avx512(m, k, n, &a, lda, &b, crate::buffer::as_uninit(&mut c)) };
             assert_eq!(
                 c,
                 packed(m, k, n, &a, lda, &b),

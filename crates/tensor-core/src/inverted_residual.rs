@@ -9,10 +9,11 @@
 //! Parallel over (image, tile), so batch 1 keeps every core busy too.
 
 use crate::conv::{self, ConvGeom};
-use crate::gemm::{gemm, Mat};
+use crate::gemm::{gemm_into, Mat};
 use crate::{check_shape, Activation, Error, PadDim, Padding, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// A 1x1 convolution: `w` is `[cin, cout]` row-major, `bias` `[cout]`.
 #[derive(Clone, Copy, Debug)]
@@ -25,18 +26,28 @@ pub struct Pointwise<'a> {
 impl Pointwise<'_> {
     /// `out = act(x * w + bias)` over the `cin`-wide pixel rows of `x`: the 1x1 convolution of one
     /// tile, serial (the tiles are the parallel tasks).
-    fn apply(&self, x: &[f32], cin: usize, cout: usize, out: &mut [f32]) {
+    /// `act(x * w + bias)` into `out`'s slots (each written), returned as floats.
+    fn apply<'o>(
+        &self,
+        x: &[f32],
+        cin: usize,
+        cout: usize,
+        out: &'o mut [MaybeUninit<f32>],
+    ) -> &'o mut [f32] {
         let pixels = x.len() / cin;
-        gemm(
+        gemm_into(
             pixels,
             cin,
             cout,
             Mat::rows(x, cin),
             Mat::rows(self.w, cout),
-            0.0,
             out,
         );
+        // SAFETY: `gemm_into` wrote all `pixels * cout` slots, which is all of `out` (the callers
+        // size it so).
+        let out = unsafe { crate::buffer::assume_init_mut(out) };
         conv::epilogue(out, cout, Some(self.bias), self.act);
+        out
     }
 }
 
@@ -113,9 +124,8 @@ pub fn forward_tiled(
     let tile = tile
         .unwrap_or(TILE_BYTES / (s * w * cexp * 4).max(1))
         .clamp(1, oh.max(1));
-    let mut y = crate::buffer::output_array(ndarray::Ix4(n, oh, ow, cout));
-    let ys = y.as_slice_mut().expect("fresh array is contiguous");
-    let tasks: Vec<(usize, usize, &mut [f32])> = ys
+    let mut y = crate::buffer::uninit(n * oh * ow * cout);
+    let tasks: Vec<(usize, usize, &mut [MaybeUninit<f32>])> = y
         .chunks_mut((oh * ow * cout).max(1))
         .enumerate()
         .flat_map(|(img, out)| {
@@ -137,8 +147,7 @@ pub fn forward_tiled(
             let ein: &[f32] = match expand {
                 Some(e) => {
                     ebuf.resize(rows_in * w * cexp, 0.0);
-                    e.apply(xin, cin, cexp, ebuf);
-                    ebuf
+                    e.apply(xin, cin, cexp, crate::buffer::as_uninit(ebuf))
                 }
                 None => xin,
             };
@@ -159,14 +168,17 @@ pub fn forward_tiled(
             };
             dbuf.resize(rows_out * ow * cexp, 0.0);
             for (r, drow) in dbuf.chunks_exact_mut(ow * cexp).enumerate() {
+                let drow = crate::buffer::as_uninit(drow);
                 conv::depthwise::forward_row(&tg, ein, dw.w, dw.bias, dw.act, r, drow);
             }
-            project.apply(dbuf, cexp, cout, out);
+            let out = project.apply(dbuf, cexp, cout, out);
             if residual {
                 let xr = &xs[(img * h + oy0) * w * cin..][..out.len()];
                 out.iter_mut().zip(xr).for_each(|(o, x)| *o += x);
             }
         },
     );
-    Ok(y)
+    // SAFETY: the tasks cover `y` exactly (chunks of it), and each wrote all of its slots.
+    let y = unsafe { crate::buffer::assume_init(y) };
+    Ok(Array4::from_shape_vec((n, oh, ow, cout), y).expect("length is the shape's size"))
 }

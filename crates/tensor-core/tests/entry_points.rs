@@ -26,23 +26,44 @@ fn short_or_long_slices_are_refused_by_every_entry_point() {
     let w = vec![0.5f32; 9 * 16];
     let mut y = vec![0.0f32; 6 * 6 * 16];
     panics_naming("depthwise forward", move || {
-        conv::depthwise::forward(&dw, short, &w, None, Activation::Linear, &mut y)
+        conv::depthwise::forward(
+            &dw,
+            short,
+            &w,
+            None,
+            Activation::Linear,
+            tensor_core::buffer::as_uninit(&mut y),
+        )
     });
     let (x, w) = (vec![1.0f32; 6 * 6 * 16], vec![0.5f32; 9 * 15]);
     let mut y = vec![0.0f32; 6 * 6 * 16];
     panics_naming("depthwise forward", move || {
-        conv::depthwise::forward(&dw, &x, &w, None, Activation::Linear, &mut y)
+        conv::depthwise::forward(
+            &dw,
+            &x,
+            &w,
+            None,
+            Activation::Linear,
+            tensor_core::buffer::as_uninit(&mut y),
+        )
     });
     let (dy, w) = (vec![1.0f32; 6 * 6 * 16], vec![0.5f32; 9 * 16]);
     let mut dx = vec![0.0f32; 5];
     panics_naming("depthwise backward_input", move || {
-        conv::depthwise::backward_input(&dw, &dy, &w, &mut dx)
+        conv::depthwise::backward_input(&dw, &dy, &w, tensor_core::buffer::as_uninit(&mut dx))
     });
     let (x, w) = (vec![1.0f32; 6 * 6 * 16], vec![0.5f32; 16 * 8]);
     let bias = vec![0.0f32; 7];
     let mut y = vec![0.0f32; 6 * 6 * 8];
     panics_naming("pointwise forward", move || {
-        conv::pointwise::forward(&pw, &x, &w, Some(&bias), Activation::Relu, &mut y)
+        conv::pointwise::forward(
+            &pw,
+            &x,
+            &w,
+            Some(&bias),
+            Activation::Relu,
+            tensor_core::buffer::as_uninit(&mut y),
+        )
     });
     let (x, w) = (vec![1.0f32; 6 * 6 * 3], vec![0.5f32; 9 * 3 * 16]);
     let mut y = vec![0.0f32; 3 * 3 * 16 - 1];
@@ -60,6 +81,13 @@ fn short_or_long_slices_are_refused_by_every_entry_point() {
     let (x, w) = (vec![1.0f32; 6 * 6 * 16], vec![0.5f32; 9 * 16]);
     let mut y = vec![0.0f32; 40 * 6 * 16];
     panics_naming("depthwise forward", move || {
-        conv::depthwise::forward(&bad, &x, &w, None, Activation::Linear, &mut y)
+        conv::depthwise::forward(
+            &bad,
+            &x,
+            &w,
+            None,
+            Activation::Linear,
+            tensor_core::buffer::as_uninit(&mut y),
+        )
     });
 }

@@ -7,6 +7,7 @@
 use super::ConvGeom;
 use crate::Activation;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 #[inline(always)]
 fn fma_row(acc: &mut [f32], x: &[f32], w: &[f32]) {
@@ -21,14 +22,15 @@ fn fma_row(acc: &mut [f32], x: &[f32], w: &[f32]) {
 /// the accumulator stays in a register across all taps and is stored once, with the activation
 /// applied. x86 CPUs with AVX-512 or AVX2 run the explicit-vector rows of
 /// [`depthwise_x86`](super::depthwise_x86) when `C` is a multiple of their width; everything else
-/// runs the portable [`forward_row_blocked`].
+/// runs the portable [`forward_row_blocked`]. Every slot of `y` is written (none is read), so it
+/// may come fresh from [`crate::buffer::uninit`].
 pub fn forward(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     g.check_slices("depthwise forward", true, x.len(), w.len(), bias, y.len());
     let (c, ow) = (g.cin, g.cols.out);
@@ -53,7 +55,7 @@ pub(crate) fn forward_row(
     bias: &[f32],
     act: Activation,
     row: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -76,7 +78,7 @@ pub(crate) fn forward_row(
     forward_row_portable(g, x, w, bias, act, row, out)
 }
 
-crate::multiversion!(fn forward_row_portable(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], act: Activation, row: usize, out: &mut [f32]) => forward_row_body);
+crate::multiversion!(fn forward_row_portable(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32], act: Activation, row: usize, out: &mut [MaybeUninit<f32>]) => forward_row_body);
 
 #[inline(always)]
 fn forward_row_body(
@@ -86,7 +88,7 @@ fn forward_row_body(
     bias: &[f32],
     act: Activation,
     row: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     if g.cin.is_multiple_of(8) {
         forward_row_blocked::<8>(g, x, w, bias, act, row, out)
@@ -107,7 +109,7 @@ fn forward_row_blocked<const L: usize>(
     bias: &[f32],
     act: Activation,
     row: usize,
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
 ) {
     let (c, oh, iw, s) = (g.cin, g.rows.out, g.cols.input, g.stride);
     let img_in = g.rows.input * iw * c;
@@ -136,17 +138,20 @@ fn forward_row_blocked<const L: usize>(
                 }
             }
             let ov = &mut o[cb..cb + L];
-            match act {
-                Activation::Linear => ov.copy_from_slice(&acc),
-                Activation::Relu => (0..L).for_each(|i| ov[i] = acc[i].max(0.0)),
-                Activation::Relu6 => (0..L).for_each(|i| ov[i] = acc[i].clamp(0.0, 6.0)),
+            for (o, &a) in ov.iter_mut().zip(&acc) {
+                o.write(match act {
+                    Activation::Linear => a,
+                    Activation::Relu => a.max(0.0),
+                    Activation::Relu6 => a.clamp(0.0, 6.0),
+                });
             }
         }
     }
 }
 
 /// `dx[n, iy, ix, c] = sum over taps of dy[n, oy, ox, c] * w[ky, kx, c]`, gathered per input row.
-pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+/// Every slot of `dx` is written.
+pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit<f32>]) {
     g.check_slices(
         "depthwise backward_input",
         true,
@@ -181,7 +186,9 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
             let img = &dy[n * img_out..][..img_out];
             for ix in 0..iw {
                 let acc = &mut out[ix * c..][..c];
-                acc.fill(0.0);
+                acc.fill(MaybeUninit::new(0.0));
+                // SAFETY: every slot of `acc` was just written.
+                let acc = unsafe { crate::buffer::assume_init_mut(acc) };
                 for ky in 0..g.kh {
                     let Some(oy) = ConvGeom::out_of(&g.rows, g.stride, iy, ky) else {
                         continue;

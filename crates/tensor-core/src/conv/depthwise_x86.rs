@@ -11,6 +11,7 @@
 
 use super::{ConvGeom, Taps, MAX_TAPS};
 use crate::Activation;
+use std::mem::MaybeUninit;
 
 macro_rules! row_kernel {
     ($name:ident, $feat:literal, $lanes:expr, $v:ty, $load:ident, $store:ident, $mul:ident, $add:ident, $max:ident, $min:ident, $set1:ident) => {
@@ -27,7 +28,7 @@ macro_rules! row_kernel {
             bias: &[f32],
             act: Activation,
             row: usize,
-            out: &mut [f32],
+            out: &mut [MaybeUninit<f32>],
         ) {
             use std::arch::x86_64::*;
             const L: usize = $lanes;
@@ -44,7 +45,8 @@ macro_rules! row_kernel {
             for ox in 0..g.cols.out {
                 let kx_lo = before.saturating_sub(ox * s);
                 let kx_hi = g.kw.min(last.saturating_sub(ox * s));
-                let o = out.as_mut_ptr().add(ox * c);
+                // Stores only: every slot of the row is written, none read.
+                let o = out.as_mut_ptr().cast::<f32>().add(ox * c);
                 for cb in (0..c).step_by(L) {
                     let mut acc: $v = $load(bias.as_ptr().add(cb));
                     for &(ky, iy) in rows.as_slice() {
@@ -75,7 +77,13 @@ macro_rules! backward_kernels {
         /// # Safety
         /// As for the forward rows; `out` is one row of `dx` (`iw * C`).
         #[target_feature(enable = $feat)]
-        pub unsafe fn $dx(g: &ConvGeom, dy: &[f32], w: &[f32], row: usize, out: &mut [f32]) {
+        pub unsafe fn $dx(
+            g: &ConvGeom,
+            dy: &[f32],
+            w: &[f32],
+            row: usize,
+            out: &mut [MaybeUninit<f32>],
+        ) {
             use std::arch::x86_64::*;
             const L: usize = $lanes;
             let (c, ih, iw, s) = (g.cin, g.rows.input, g.cols.input, g.stride);
@@ -96,7 +104,7 @@ macro_rules! backward_kernels {
                             acc = $add(acc, $mul(d, k));
                         }
                     }
-                    $store(out.as_mut_ptr().add(ix * c + cb), acc);
+                    $store(out.as_mut_ptr().cast::<f32>().add(ix * c + cb), acc);
                 }
             }
         }

@@ -16,7 +16,8 @@ pub mod reference;
 
 use crate::activation::kind::Kind;
 use crate::{Activation, Error, PadDim, Padding, Result};
-use ndarray::{Array4, ArrayView4, Dim};
+use ndarray::{Array4, ArrayView4};
+use std::mem::MaybeUninit;
 
 /// The resolved geometry of a convolution (regular or depthwise).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,17 +260,11 @@ pub fn conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::new("conv2d", x.shape(), w.shape(), stride, padding)?;
-    let mut y = crate::buffer::output_array(Dim(g.out_shape()));
-    conv2d_into(
-        x,
-        w,
-        bias,
-        stride,
-        padding,
-        act,
-        y.as_slice_mut().expect("fresh array is contiguous"),
-    )?;
-    Ok(y)
+    let mut y = crate::buffer::uninit(g.out_shape().iter().product());
+    conv2d_slots(x, w, bias, stride, padding, act, &mut y)?;
+    // SAFETY: `conv2d_slots` returned `Ok`, so it wrote every slot.
+    let y = unsafe { crate::buffer::assume_init(y) };
+    Ok(Array4::from_shape_vec(g.out_shape(), y).expect("length is the shape's size"))
 }
 
 /// [`conv2d`] into a caller's buffer `y` (`[N, OH, OW, Cout]`, every element overwritten): no allocation.
@@ -282,29 +277,51 @@ pub fn conv2d_into(
     act: Activation,
     y: &mut [f32],
 ) -> Result<()> {
+    conv2d_slots(
+        x,
+        w,
+        bias,
+        stride,
+        padding,
+        act,
+        crate::buffer::as_uninit(y),
+    )
+}
+
+/// [`conv2d`] into slots not yet written: on `Ok`, every one is. The 1x1 GEMM writes them
+/// directly; the other strategies get them filled first.
+fn conv2d_slots(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: Padding,
+    act: Activation,
+    y: &mut [MaybeUninit<f32>],
+) -> Result<()> {
     let g = ConvGeom::new("conv2d", x.shape(), w.shape(), stride, padding)?;
     check_bias("conv2d", bias, g.cout)?;
-    check_out("conv2d", &g, y)?;
+    check_out("conv2d", &g, y.len())?;
     let (xs, ws) = (contiguous(&x), contiguous(&w));
-    match ConvStrategy::choose(&g) {
-        ConvStrategy::Pointwise => pointwise::forward(&g, &xs, &ws, bias, act, y),
-        ConvStrategy::Direct => {
-            if !direct::forward(&g, &xs, &ws, bias, act, y) {
-                im2col::forward(&g, &xs, &ws, bias, act, y)
-            }
-        }
-        ConvStrategy::Im2col => im2col::forward(&g, &xs, &ws, bias, act, y),
+    let strategy = ConvStrategy::choose(&g);
+    if strategy == ConvStrategy::Pointwise {
+        pointwise::forward(&g, &xs, &ws, bias, act, y);
+        return Ok(());
+    }
+    let y = crate::buffer::filled(y);
+    if strategy == ConvStrategy::Im2col || !direct::forward(&g, &xs, &ws, bias, act, y) {
+        im2col::forward(&g, &xs, &ws, bias, act, y)
     }
     Ok(())
 }
 
-fn check_out(op: &'static str, g: &ConvGeom, y: &[f32]) -> Result<()> {
+fn check_out(op: &'static str, g: &ConvGeom, len: usize) -> Result<()> {
     let want: usize = g.out_shape().iter().product();
-    if y.len() != want {
+    if len != want {
         return Err(Error::Shape {
             op,
             expected: g.out_shape().to_vec(),
-            got: vec![y.len()],
+            got: vec![len],
         });
     }
     Ok(())
@@ -331,15 +348,16 @@ pub fn conv2d_backward(
         ConvStrategy::Direct | ConvStrategy::Im2col => im2col::backward_weights(&g, &xs, &dys, dws),
     }
     let dx = need_dx.then(|| {
-        let mut dx = crate::buffer::output_array(x.raw_dim());
-        let dxs = dx.as_slice_mut().expect("contiguous");
+        let mut dx = crate::buffer::uninit(x.len());
         match strategy {
-            ConvStrategy::Pointwise => pointwise::backward_input(&g, &dys, &ws, dxs),
+            ConvStrategy::Pointwise => pointwise::backward_input(&g, &dys, &ws, &mut dx),
             ConvStrategy::Direct | ConvStrategy::Im2col => {
-                im2col::backward_input(&g, &dys, &ws, dxs)
+                im2col::backward_input(&g, &dys, &ws, crate::buffer::filled(&mut dx))
             }
         }
-        dx
+        // SAFETY: both arms wrote every slot (the 1x1 GEMM directly, col2im after the fill).
+        let dx = unsafe { crate::buffer::assume_init(dx) };
+        Array4::from_shape_vec(x.raw_dim(), dx).expect("length is the shape's size")
     });
     Ok((dx, dw))
 }
@@ -354,17 +372,11 @@ pub fn depthwise_conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::depthwise("depthwise_conv2d", x.shape(), w.shape(), stride, padding)?;
-    let mut y = crate::buffer::output_array(Dim(g.out_shape()));
-    depthwise_conv2d_into(
-        x,
-        w,
-        bias,
-        stride,
-        padding,
-        act,
-        y.as_slice_mut().expect("contiguous"),
-    )?;
-    Ok(y)
+    let mut y = crate::buffer::uninit(g.out_shape().iter().product());
+    depthwise_slots(x, w, bias, stride, padding, act, &mut y)?;
+    // SAFETY: `depthwise_slots` returned `Ok`, so it wrote every slot.
+    let y = unsafe { crate::buffer::assume_init(y) };
+    Ok(Array4::from_shape_vec(g.out_shape(), y).expect("length is the shape's size"))
 }
 
 /// [`depthwise_conv2d`] into a caller's buffer `y` (every element overwritten): no allocation.
@@ -377,9 +389,30 @@ pub fn depthwise_conv2d_into(
     act: Activation,
     y: &mut [f32],
 ) -> Result<()> {
+    depthwise_slots(
+        x,
+        w,
+        bias,
+        stride,
+        padding,
+        act,
+        crate::buffer::as_uninit(y),
+    )
+}
+
+/// [`depthwise_conv2d`] into slots not yet written: on `Ok`, every one is.
+fn depthwise_slots(
+    x: ArrayView4<f32>,
+    w: ArrayView4<f32>,
+    bias: Option<&[f32]>,
+    stride: usize,
+    padding: Padding,
+    act: Activation,
+    y: &mut [MaybeUninit<f32>],
+) -> Result<()> {
     let g = ConvGeom::depthwise("depthwise_conv2d", x.shape(), w.shape(), stride, padding)?;
     check_bias("depthwise_conv2d", bias, g.cout)?;
-    check_out("depthwise_conv2d", &g, y)?;
+    check_out("depthwise_conv2d", &g, y.len())?;
     let (xs, ws) = (contiguous(&x), contiguous(&w));
     depthwise::forward(&g, &xs, &ws, bias, act, y);
     Ok(())
@@ -406,9 +439,11 @@ pub fn depthwise_conv2d_backward(
     let mut dw = Array4::zeros(w.raw_dim());
     depthwise::backward_weights(&g, &xs, &dys, dw.as_slice_mut().expect("contiguous"));
     let dx = need_dx.then(|| {
-        let mut dx = crate::buffer::output_array(x.raw_dim());
-        depthwise::backward_input(&g, &dys, &ws, dx.as_slice_mut().expect("contiguous"));
-        dx
+        let mut dx = crate::buffer::uninit(x.len());
+        depthwise::backward_input(&g, &dys, &ws, &mut dx);
+        // SAFETY: `backward_input` writes every slot.
+        let dx = unsafe { crate::buffer::assume_init(dx) };
+        Array4::from_shape_vec(x.raw_dim(), dx).expect("length is the shape's size")
     });
     Ok((dx, dw))
 }

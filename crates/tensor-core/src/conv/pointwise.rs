@@ -1,40 +1,41 @@
 //! 1x1 stride-1 convolution as one GEMM over the `[N*H*W, C]` view of NHWC memory (no copies).
 
 use super::{epilogue, ConvGeom};
-use crate::gemm::{par_gemm, par_gemm_split_k, par_gemm_then, Mat};
+use crate::gemm::{par_gemm_into_then, par_gemm_split_k, Mat};
 use crate::Activation;
+use std::mem::MaybeUninit;
 
 fn pixels(g: &ConvGeom) -> usize {
     g.n * g.rows.input * g.cols.input
 }
 
-/// `y[P, cout] = act(x[P, cin] * w[cin, cout] + bias)`.
+/// `y[P, cout] = act(x[P, cin] * w[cin, cout] + bias)`. `y`'s slots need not be initialised
+/// (a fresh [`crate::buffer::uninit`], or [`crate::buffer::as_uninit`] of floats): each is written.
 pub fn forward(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     g.check_slices("pointwise forward", false, x.len(), w.len(), bias, y.len());
     let p = pixels(g);
     let then = |rows: &mut [f32]| epilogue(rows, g.cout, bias, act);
-    par_gemm_then(
+    par_gemm_into_then(
         p,
         g.cin,
         g.cout,
         Mat::rows(x, g.cin),
         Mat::rows(w, g.cout),
-        0.0,
         y,
         &then,
     );
 }
 
 /// `dx[P, cin] = dy[P, cout] * w^T`, with `w^T` copied row-major first (it is small) so that the
-/// product takes the unpacked kernel where it applies.
-pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+/// product takes the unpacked kernel where it applies. Every slot of `dx` is written.
+pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit<f32>]) {
     g.check_slices(
         "pointwise backward_input",
         false,
@@ -50,14 +51,14 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
             wt[co * g.cin + ci] = v;
         }
     }
-    par_gemm(
+    par_gemm_into_then(
         p,
         g.cout,
         g.cin,
         Mat::rows(dy, g.cout),
         Mat::rows(&wt, g.cin),
-        0.0,
         dx,
+        &|_| (),
     );
 }
 
