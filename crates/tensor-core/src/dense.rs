@@ -1,7 +1,7 @@
 //! Fully connected layer: `y[N, out] = x[N, in] * w[in, out] + b` (Keras's kernel layout).
 
-use crate::gemm::{gemm, Mat};
-use crate::{check_shape, Result};
+use crate::gemm::{gemm, par_gemm_into_then, Mat};
+use crate::{check_shape, Activation, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 
 fn std2(a: ArrayView2<f32>) -> std::borrow::Cow<[f32]> {
@@ -11,23 +11,26 @@ fn std2(a: ArrayView2<f32>) -> std::borrow::Cow<[f32]> {
     }
 }
 
-/// `y = x w + b`.
+/// `y = x w + b`, on the thread pool (over rows, or over columns for a small batch).
 pub fn forward(x: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1<f32>) -> Result<Array2<f32>> {
     let (n, i) = x.dim();
     let o = w.ncols();
     check_shape("dense", &[i, o], w.shape())?;
     check_shape("dense", &[o], b.shape())?;
-    let mut y = Array2::from_shape_fn((n, o), |(_, j)| b[j]);
-    gemm(
+    let bias = b.to_vec();
+    let mut y = crate::buffer::uninit(n * o);
+    par_gemm_into_then(
         n,
         i,
         o,
         Mat::rows(&std2(x), i),
         Mat::rows(&std2(w), o),
-        1.0,
-        y.as_slice_mut().expect("contiguous"),
+        &mut y,
+        &|rows| crate::conv::epilogue(rows, o, Some(&bias), Activation::Linear),
     );
-    Ok(y)
+    // SAFETY: `par_gemm_into_then` wrote all `n * o` slots.
+    let y = unsafe { crate::buffer::assume_init(y) };
+    Ok(Array2::from_shape_vec((n, o), y).expect("length is the shape's size"))
 }
 
 /// Gradients of a dense layer.

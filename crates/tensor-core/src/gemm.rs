@@ -107,9 +107,10 @@ pub fn gemm_into(m: usize, k: usize, n: usize, a: Mat, b: Mat, c: &mut [MaybeUni
     }
     #[cfg(target_arch = "x86_64")]
     if unpacked_applies(m, k, n, &a, &b) {
+        let (lda, ldb) = (a.rs as usize, b.rs as usize);
         // SAFETY: AVX-512 detected by `unpacked_applies`; extents checked inside.
         return unsafe {
-            crate::gemm_x86::gemm_avx512(m, k, n, a.data, a.rs as usize, b.data, &mut c[..m * n])
+            crate::gemm_x86::gemm_avx512(m, k, n, a.data, lda, b.data, ldb, &mut c[..m * n])
         };
     }
     // SAFETY: the extents of `A` and `B` were checked by `Mat::check` and `C`'s by the assertion
@@ -145,24 +146,23 @@ unsafe fn sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: *mut
     }
 }
 
-/// Up to which shared dimension the unpacked kernel runs: it beats matrixmultiply for the thin
-/// products of 1x1 convolutions (`K` = 16..144: 1.1-1.4x, `cargo bench -p tensor-core --bench gemm_crates`)
-/// and loses at `K` = 576; up to here it also sums in matrixmultiply's order, so results are
-/// bit-identical whichever runs.
-const UNPACKED_MAX_K: usize = 256;
+/// Up to which shared dimension the unpacked kernel runs: one 64-column block of `B` (`K x 64`
+/// floats, 512 KiB here) stays in cache while the rows of `A` stream by. It sums in
+/// matrixmultiply's order (chunks of 256 values of `K`), so results are bit-identical whichever
+/// runs.
+const UNPACKED_MAX_K: usize = 2048;
 
-/// Whether [`gemm`] takes the unpacked AVX-512 kernel: both operands row-major with contiguous rows,
-/// `B` dense, `K` small, and `B` small enough to stay in cache while the rows of `A` stream by.
+/// Whether [`gemm`] takes the unpacked AVX-512 kernel: both operands row-major with contiguous rows
+/// (`B` may be a block of a wider matrix's columns) and `K` at most [`UNPACKED_MAX_K`].
 #[cfg(target_arch = "x86_64")]
 fn unpacked_applies(m: usize, k: usize, n: usize, a: &Mat, b: &Mat) -> bool {
     crate::simd::level() == crate::simd::Level::Avx512
         && m > 0
         && k <= UNPACKED_MAX_K
-        && k * n <= 1 << 18
         && a.cs == 1
         && a.rs >= k as isize
         && b.cs == 1
-        && b.rs == n as isize
+        && b.rs >= n as isize
 }
 
 /// Parallel GEMM split over rows of `C` (use when `m` is large).
@@ -201,7 +201,9 @@ pub fn par_gemm_then(
 }
 
 /// `C = A * B` into slots not yet written, split over rows like [`par_gemm_then`], with `then` on
-/// each finished block of rows: on return the first `m * n` slots of `c` are written.
+/// each finished block of rows: on return the first `m * n` slots of `c` are written. A product
+/// with too few rows to share but work enough for every core ([`col_blocks`]) is split over
+/// columns instead, and `then` runs once over all of `C`.
 pub fn par_gemm_into_then(
     m: usize,
     k: usize,
@@ -211,6 +213,12 @@ pub fn par_gemm_into_then(
     c: &mut [MaybeUninit<f32>],
     then: &(dyn Fn(&mut [f32]) + Sync),
 ) {
+    if let Some(width) = col_blocks(m, k, n) {
+        assert!(c.len() >= m * n, "gemm: output too small");
+        par_gemm_cols_into(m, k, n, a, b, width, &mut c[..m * n]);
+        // SAFETY: `par_gemm_cols_into` wrote all `m * n` slots.
+        return then(unsafe { crate::buffer::assume_init_mut(&mut c[..m * n]) });
+    }
     par_rows(m, k, n, c, &|r0, chunk| {
         gemm_into(
             chunk.len() / n,
@@ -223,6 +231,52 @@ pub fn par_gemm_into_then(
         // SAFETY: `gemm_into` wrote every slot of the block.
         then(unsafe { crate::buffer::assume_init_mut(chunk) });
     });
+}
+
+/// Fewer rows than this are not split among the cores ([`par_rows`]).
+const MIN_ROWS_TO_SPLIT: usize = 64;
+
+/// The width of the column blocks (a multiple of 16, one a thread) for a product too short to
+/// split over rows (`m < MIN_ROWS_TO_SPLIT`: batch-1 tails of a network, a dense layer) that has
+/// a quarter of a million multiply-adds or more (a dense layer at batch 1) and at least 32 columns a thread; `None` otherwise.
+fn col_blocks(m: usize, k: usize, n: usize) -> Option<usize> {
+    let threads = rayon::current_num_threads().max(1);
+    let worth = m * n * k >= 1 << 18 && n >= 32 * threads;
+    (threads > 1 && m < MIN_ROWS_TO_SPLIT && worth)
+        .then(|| n.div_ceil(threads).next_multiple_of(16))
+}
+
+/// `C = A * B` (`c` is `m x n`) with the columns of `C` in blocks of `width`, one a task: each
+/// block is computed into a buffer of its own (the same products, in the same order, as over all
+/// columns at once) and copied into its columns of every row, so every slot is written.
+fn par_gemm_cols_into(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat,
+    b: Mat,
+    width: usize,
+    c: &mut [MaybeUninit<f32>],
+) {
+    let starts: Vec<usize> = (0..n).step_by(width).collect();
+    let blocks: Vec<Vec<f32>> = starts
+        .par_iter()
+        .map(|&c0| {
+            let w = width.min(n - c0);
+            let mut block = crate::buffer::uninit(m * w);
+            gemm_into(m, k, w, a, b.starting_at(c0 * b.cs as usize), &mut block);
+            // SAFETY: `gemm_into` wrote all `m * w` slots.
+            unsafe { crate::buffer::assume_init(block) }
+        })
+        .collect();
+    for (&c0, block) in starts.iter().zip(&blocks) {
+        let w = block.len() / m;
+        for (row, from) in c.chunks_exact_mut(n).zip(block.chunks_exact(w)) {
+            row[c0..c0 + w].iter_mut().zip(from).for_each(|(slot, v)| {
+                slot.write(*v);
+            });
+        }
+    }
 }
 
 /// `block(first row, rows of C)` over blocks of at most 256 rows on the thread pool (the finished
@@ -239,7 +293,7 @@ fn par_rows<T: Send>(
     }
     assert!(c.len() >= m * n, "gemm: output too small");
     let threads = rayon::current_num_threads().max(1);
-    if m < 64 || threads == 1 || m * n * k < 1 << 16 {
+    if m < MIN_ROWS_TO_SPLIT || threads == 1 || m * n * k < 1 << 16 {
         return block(0, &mut c[..m * n]);
     }
     let rows = m.div_ceil(threads * 4).clamp(16, 256);
@@ -342,6 +396,41 @@ mod tests {
                 &|rows| rows.iter_mut().for_each(|v| *v = 1.0),
             );
             assert!(c.iter().all(|&v| v == 1.0));
+        });
+    }
+
+    /// Products too short to split over rows go over column blocks (3 threads: blocks of 48, 48
+    /// and a narrower last one; `B` also transposed), bit-identical to the serial product, with
+    /// the epilogue over every row.
+    #[test]
+    fn short_products_split_over_columns_bit_for_bit() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for (m, k, n) in [(1, 1280, 250), (49, 320, 1280), (9, 300, 100)] {
+                assert!(col_blocks(m, k, n).is_some(), "{m} x {k} x {n} splits");
+                let a: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 7) % 11) as f32 * 0.37 - 1.9)
+                    .collect();
+                let b: Vec<f32> = (0..k * n)
+                    .map(|i| ((i * 5) % 13) as f32 * 0.21 - 1.3)
+                    .collect();
+                let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+                let mut want = vec![0.0; m * n];
+                gemm(m, k, n, Mat::rows(&a, k), Mat::rows(&b, n), 0.0, &mut want);
+                want.iter_mut().for_each(|v| *v += 1.0);
+                for b in [Mat::rows(&b, n), Mat::transposed(&bt, k)] {
+                    let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+                    par_gemm_into_then(m, k, n, Mat::rows(&a, k), b, &mut c, &|rows| {
+                        rows.iter_mut().for_each(|v| *v += 1.0)
+                    });
+                    // SAFETY: initialised above (NaN), and written by the product.
+                    let c = unsafe { crate::buffer::assume_init(c) };
+                    assert_eq!(c, want, "{m} x {k} x {n}");
+                }
+            }
         });
     }
 

@@ -22,9 +22,13 @@ const fn rows_per_tile(nb: usize) -> usize {
 }
 /// Vectors per column block (64 columns).
 const NB_MAX: usize = 4;
+/// Values of `K` summed before they are added to `C`: matrixmultiply's `kc` for `f32` (its
+/// default; the bit-for-bit test below holds the two to the same order for `K` above it).
+const KC: usize = 256;
 
-/// `C = A * B`, all row-major: `A` is `m x k` with row stride `lda`, `B` is `k x n` (row stride
-/// `n`), `C` is `m x n` (row stride `n`). `C` is only stored to, never read, so its slots need not
+/// `C = A * B`, all row-major: `A` is `m x k` with row stride `lda`, `B` is `k x n` with row
+/// stride `ldb` (a block of columns of a wider matrix when `ldb > n`), `C` is `m x n` (row stride
+/// `n`). `C` is only stored to, never read, so its slots need not
 /// be initialised: on return the first `m * n` are.
 ///
 /// # Safety
@@ -37,12 +41,14 @@ pub unsafe fn gemm_avx512(
     a: &[f32],
     lda: usize,
     b: &[f32],
+    ldb: usize,
     c: &mut [MaybeUninit<f32>],
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(lda >= k && a.len() >= (m - 1) * lda + k && b.len() >= k * n && c.len() >= m * n);
+    assert!(lda >= k && a.len() >= (m - 1) * lda + k && c.len() >= m * n);
+    assert!(ldb >= n && (k == 0 || b.len() >= (k - 1) * ldb + n));
     let mut cb = 0;
     while cb < n {
         let width = (n - cb).min(NB_MAX * L);
@@ -57,6 +63,7 @@ pub unsafe fn gemm_avx512(
             k,
             n,
             lda,
+            ldb,
             cb,
             mask,
         };
@@ -76,6 +83,7 @@ struct Block {
     k: usize,
     n: usize,
     lda: usize,
+    ldb: usize,
     cb: usize,
     mask: __mmask16,
 }
@@ -114,14 +122,54 @@ unsafe fn tile<const NB: usize, const RR: usize>(
         k,
         n,
         lda,
+        ldb,
         cb,
         mask,
     } = *blk;
-    let mut acc = [[_mm512_setzero_ps(); NB]; RR];
     let bp = b.as_ptr().add(cb);
     let ap = a.as_ptr().add(r0 * lda);
-    for kk in 0..k {
-        let brow = bp.add(kk * n);
+    let cp = c.as_mut_ptr().cast::<f32>().add(r0 * n + cb);
+    // `K` in chunks of `KC`, as matrixmultiply: the first chunk's sums are stored, each later
+    // chunk's (summed from zero) added to them. Stores first, so a slot is written whether or not
+    // it held a float before; the adds read only what the first chunk stored.
+    let mut k0 = 0;
+    loop {
+        let kc = (k - k0).min(KC);
+        let acc = chunk::<NB, RR>(ap.add(k0), lda, bp.add(k0 * ldb), ldb, kc, mask);
+        for (q, row) in acc.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let p = cp.add(q * n + j * L);
+                let m = if j + 1 == NB { mask } else { !0 };
+                let v = if k0 == 0 {
+                    v
+                } else {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(m, p), v)
+                };
+                _mm512_mask_storeu_ps(p, m, v);
+            }
+        }
+        k0 += kc;
+        if k0 >= k {
+            break;
+        }
+    }
+}
+
+/// The sums over `kc` values of `K` (from zero, in order) of `RR` rows of `A` at `ap` (row stride
+/// `lda`) times the `NB` vectors of `B`'s rows at `bp` (row stride `ldb`), the last one masked.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn chunk<const NB: usize, const RR: usize>(
+    ap: *const f32,
+    lda: usize,
+    bp: *const f32,
+    ldb: usize,
+    kc: usize,
+    mask: __mmask16,
+) -> [[__m512; NB]; RR] {
+    let mut acc = [[_mm512_setzero_ps(); NB]; RR];
+    for kk in 0..kc {
+        let brow = bp.add(kk * ldb);
         let mut bv = [_mm512_setzero_ps(); NB];
         for j in 0..NB {
             bv[j] = if j + 1 == NB {
@@ -137,18 +185,7 @@ unsafe fn tile<const NB: usize, const RR: usize>(
             }
         }
     }
-    // Stores only: a slot is written whether or not it held a float before.
-    let cp = c.as_mut_ptr().cast::<f32>().add(r0 * n + cb);
-    for q in 0..RR {
-        for j in 0..NB {
-            let p = cp.add(q * n + j * L);
-            if j + 1 == NB {
-                _mm512_mask_storeu_ps(p, mask, acc[q][j]);
-            } else {
-                _mm512_storeu_ps(p, acc[q][j]);
-            }
-        }
-    }
+    acc
 }
 
 #[cfg(test)]
@@ -156,7 +193,15 @@ mod tests {
     use super::*;
 
     /// matrixmultiply's result for the same product (the packed path).
-    fn packed(m: usize, k: usize, n: usize, a: &[f32], lda: usize, b: &[f32]) -> Vec<f32> {
+    fn packed(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+    ) -> Vec<f32> {
         let mut c = vec![0.0f32; m * n];
         // SAFETY: extents as given, row-major.
         unsafe {
@@ -169,7 +214,7 @@ mod tests {
                 lda as isize,
                 1,
                 b.as_ptr(),
-                n as isize,
+                ldb as isize,
                 1,
                 0.0,
                 c.as_mut_ptr(),
@@ -181,8 +226,8 @@ mod tests {
     }
 
     /// Bit-identical to matrixmultiply wherever `gemm` picks it: every column-block width and
-    /// tail (n = 1..70 and 96, 144), row counts that leave a remainder after the 6-row tiles, and a
-    /// row stride larger than `k`.
+    /// tail (n = 1..70 and 96, 144), row counts that leave a remainder after the 6-row tiles, and
+    /// row strides larger than `k` (of `A`) and than `n` (of `B`: a block of its columns).
     #[test]
     fn equals_matrixmultiply_bit_for_bit() {
         // The CPU's features, not `simd::level()`: the kernel is tested wherever it can run, also
@@ -193,22 +238,29 @@ mod tests {
         }
         let val = |i: usize, s: usize| (((i * s + 3) % 17) as f32 - 8.0) * 0.37;
         let mut cases = vec![
-            (13, 16, 96, 16),
-            (7, 144, 24, 150),
-            (6, 256, 144, 256),
-            (1, 1, 1, 1),
+            (13, 16, 96, 16, 96),
+            (7, 144, 24, 150, 24),
+            (6, 256, 144, 256, 144),
+            (1, 1, 1, 1, 1),
+            (9, 96, 288, 96, 576),
+            (25, 160, 480, 160, 960),
+            (13, 576, 96, 576, 96),
+            (7, 960, 160, 960, 320),
+            (6, 257, 33, 260, 33),
+            (5, 1280, 64, 1280, 64),
         ];
-        cases.extend((1..=70).map(|n| (11, 9, n, 12)));
-        for (m, k, n, lda) in cases {
+        cases.extend((1..=70).map(|n| (11, 9, n, 12, n)));
+        cases.extend((1..=20).map(|n| (7, 5, n, 5, n + 13)));
+        for (m, k, n, lda, ldb) in cases {
             let a: Vec<f32> = (0..m * lda).map(|i| val(i, 7)).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| val(i, 5)).collect();
+            let b: Vec<f32> = (0..k * ldb).map(|i| val(i, 5)).collect();
             let mut c = vec![f32::NAN; m * n];
             // SAFETY: AVX-512 checked above.
-            unsafe { gemm_avx512(m, k, n, &a, lda, &b, crate::buffer::as_uninit(&mut c)) };
+            unsafe { gemm_avx512(m, k, n, &a, lda, &b, ldb, crate::buffer::as_uninit(&mut c)) };
             assert_eq!(
                 c,
-                packed(m, k, n, &a, lda, &b),
-                "m {m} k {k} n {n} lda {lda}"
+                packed(m, k, n, &a, lda, &b, ldb),
+                "m {m} k {k} n {n} lda {lda} ldb {ldb}"
             );
         }
     }
