@@ -6,7 +6,11 @@
 //! Its reference is the three layers run one after another ([`conv::pointwise`],
 //! [`conv::depthwise`], [`add`](crate::add)); the results are bit-identical because each element
 //! is computed by the same kernels in the same order (property test `tests/inverted_residual.rs`).
-//! Parallel over (image, tile), so batch 1 keeps every core busy too.
+//! Parallel over (image, tile) while the batch has an image for every core. A smaller batch
+//! ([`Split::choose`]) is cut into as many row tiles for each thread, or, on a small feature map
+//! where row tiles would expand their shared rows twice, into groups of expanded channels (each
+//! expanded and filtered on its own core) followed by a projection split over pixel rows: every
+//! element is still the same dot product in the same order, so both splits are bit-identical too.
 
 use crate::conv::{self, ConvGeom};
 use crate::gemm::{gemm_into, Mat};
@@ -14,6 +18,7 @@ use crate::{check_shape, Activation, Error, PadDim, Padding, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// A 1x1 convolution: `w` is `[cin, cout]` row-major, `bias` `[cout]`.
 #[derive(Clone, Copy, Debug)]
@@ -78,8 +83,121 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     })
 }
 
+/// How [`forward_split`] shares a block among the cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    /// Tasks of this many output rows of one image (the expanded rows stay in cache).
+    Rows(usize),
+    /// Per image, this many groups of expanded channels, each expanded and depthwise-filtered on
+    /// its own core, then the projection split over pixel rows: for a batch smaller than the
+    /// thread count, on a feature map too small to cut into rows without expanding them twice.
+    Channels(usize),
+}
+
+impl Split {
+    /// Rows of about [`TILE_BYTES`] of expanded values each while the batch keeps every core
+    /// busy. Otherwise (batch 1 on several cores) channel groups when one image's expanded
+    /// values, shared among the threads, fit the same budget, else a row count that gives each
+    /// thread as many tiles as the next.
+    /// `n` images of `h x w` (`oh` output rows), `cexp` expanded channels, on `threads` cores.
+    pub fn choose(
+        n: usize,
+        h: usize,
+        w: usize,
+        oh: usize,
+        stride: usize,
+        cexp: usize,
+        threads: usize,
+    ) -> Split {
+        let threads = threads.max(1);
+        let by_bytes = (TILE_BYTES / (stride * w * cexp * 4).max(1)).clamp(1, oh.max(1));
+        let per_image = oh.max(1).div_ceil(by_bytes);
+        if n >= threads || threads == 1 {
+            return Split::Rows(by_bytes);
+        }
+        if h * w * cexp * 4 <= TILE_BYTES * threads && cexp >= 16 * threads {
+            return Split::Channels(threads);
+        }
+        let per_thread = (n * per_image).div_ceil(threads);
+        let tiles = (per_thread * threads).div_ceil(n);
+        Split::Rows(oh.max(1).div_ceil(tiles))
+    }
+}
+
+/// The three layers of one block, with the sizes checked against each other and the input.
+struct Block<'a> {
+    expand: Option<Pointwise<'a>>,
+    dw: Depthwise<'a>,
+    project: Pointwise<'a>,
+    residual: bool,
+    /// The depthwise geometry over the whole batch (`cin` = `cout` = the expanded channels).
+    g: ConvGeom,
+    cin: usize,
+    cout: usize,
+}
+
+impl<'a> Block<'a> {
+    fn new(
+        x: [usize; 4],
+        expand: Option<Pointwise<'a>>,
+        dw: Depthwise<'a>,
+        project: Pointwise<'a>,
+        residual: bool,
+    ) -> Result<Self> {
+        let [n, h, w, cin] = x;
+        let cexp = expand.map_or(cin, |e| e.bias.len());
+        if let Some(e) = expand {
+            check_len("expand kernel", e.w.len(), cin * cexp)?;
+        }
+        let g = ConvGeom::depthwise(
+            OP,
+            &[n, h, w, cexp],
+            &[dw.kh, dw.kw, cexp, 1],
+            dw.stride,
+            dw.padding,
+        )?;
+        check_len("depthwise kernel", dw.w.len(), dw.kh * dw.kw * cexp)?;
+        check_len("depthwise bias", dw.bias.len(), cexp)?;
+        let cout = project.bias.len();
+        check_len("project kernel", project.w.len(), cexp * cout)?;
+        if residual {
+            check_shape(OP, &[n, h, w, cin], &[n, g.rows.out, g.cols.out, cout])?;
+        }
+        Ok(Block {
+            expand,
+            dw,
+            project,
+            residual,
+            g,
+            cin,
+            cout,
+        })
+    }
+
+    fn cexp(&self) -> usize {
+        self.g.cin
+    }
+
+    /// Values of one input image and of one output image.
+    fn image_sizes(&self) -> (usize, usize) {
+        let g = &self.g;
+        (
+            g.rows.input * g.cols.input * self.cin,
+            g.rows.out * g.cols.out * self.cout,
+        )
+    }
+
+    /// Adds the block's input to its output (`residual`), from pixel `p0` of image `x` on.
+    fn add_residual(&self, x: &[f32], p0: usize, out: &mut [f32]) {
+        if self.residual {
+            let xr = &x[p0 * self.cin..][..out.len()];
+            out.iter_mut().zip(xr).for_each(|(o, x)| *o += x);
+        }
+    }
+}
+
 /// `y = project(depthwise(expand(x))) [+ x]`; `x` is NHWC. `residual` needs stride 1 and
-/// `cout == cin`. Tiles hold about [`TILE_BYTES`] of expanded rows.
+/// `cout == cin`. Shared among the cores as [`Split::choose`] picks.
 pub fn forward(
     x: ArrayView4<f32>,
     expand: Option<Pointwise>,
@@ -87,46 +205,45 @@ pub fn forward(
     project: Pointwise,
     residual: bool,
 ) -> Result<Array4<f32>> {
-    forward_tiled(x, expand, dw, project, residual, None)
+    let (n, h, w, _) = x.dim();
+    let b = Block::new(x.dim().into(), expand, dw, project, residual)?;
+    let threads = rayon::current_num_threads();
+    let split = Split::choose(n, h, w, b.g.rows.out, dw.stride, b.cexp(), threads);
+    run(x, &b, split)
 }
 
-/// [`forward`] with `tile` output rows per tile (`None`: from [`TILE_BYTES`]).
-pub fn forward_tiled(
+/// [`forward`] with a given [`Split`] (the tests hold every split to the layers in sequence).
+pub fn forward_split(
     x: ArrayView4<f32>,
     expand: Option<Pointwise>,
     dw: Depthwise,
     project: Pointwise,
     residual: bool,
-    tile: Option<usize>,
+    split: Split,
 ) -> Result<Array4<f32>> {
-    let (n, h, w, cin) = x.dim();
-    let cexp = expand.map_or(cin, |e| e.bias.len());
-    if let Some(e) = expand {
-        check_len("expand kernel", e.w.len(), cin * cexp)?;
-    }
-    let g = ConvGeom::depthwise(
-        OP,
-        &[n, h, w, cexp],
-        &[dw.kh, dw.kw, cexp, 1],
-        dw.stride,
-        dw.padding,
-    )?;
-    check_len("depthwise kernel", dw.w.len(), dw.kh * dw.kw * cexp)?;
-    check_len("depthwise bias", dw.bias.len(), cexp)?;
-    let cout = project.bias.len();
-    check_len("project kernel", project.w.len(), cexp * cout)?;
-    let (oh, ow) = (g.rows.out, g.cols.out);
-    if residual {
-        check_shape(OP, &[n, h, w, cin], &[n, oh, ow, cout])?;
-    }
+    let b = Block::new(x.dim().into(), expand, dw, project, residual)?;
+    run(x, &b, split)
+}
+
+fn run(x: ArrayView4<f32>, b: &Block, split: Split) -> Result<Array4<f32>> {
+    let (n, oh, ow) = (b.g.n, b.g.rows.out, b.g.cols.out);
     let xs = conv::contiguous(&x);
-    let s = dw.stride;
-    let tile = tile
-        .unwrap_or(TILE_BYTES / (s * w * cexp * 4).max(1))
-        .clamp(1, oh.max(1));
-    let mut y = crate::buffer::uninit(n * oh * ow * cout);
+    let mut y = crate::buffer::uninit(n * oh * ow * b.cout);
+    match split {
+        Split::Rows(tile) => by_row_tiles(&xs, b, tile.clamp(1, oh.max(1)), &mut y),
+        Split::Channels(groups) => by_channel_groups(&xs, b, groups.max(1), &mut y),
+    }
+    // SAFETY: both splits write every slot of `y` (each says how).
+    let y = unsafe { crate::buffer::assume_init(y) };
+    Ok(Array4::from_shape_vec((n, oh, ow, b.cout), y).expect("length is the shape's size"))
+}
+
+/// Tasks of `tile` output rows of one image: each expands the input rows it reads, filters them
+/// and projects its rows. The tasks are chunks of `y`, so together they write every slot.
+fn by_row_tiles(xs: &[f32], b: &Block, tile: usize, y: &mut [MaybeUninit<f32>]) {
+    let (out_image, cout, ow) = (b.image_sizes().1, b.cout, b.g.cols.out);
     let tasks: Vec<(usize, usize, &mut [MaybeUninit<f32>])> = y
-        .chunks_mut((oh * ow * cout).max(1))
+        .chunks_mut(out_image.max(1))
         .enumerate()
         .flat_map(|(img, out)| {
             out.chunks_mut(tile * ow * cout)
@@ -136,49 +253,140 @@ pub fn forward_tiled(
         .collect();
     tasks.into_par_iter().for_each_init(
         || (Vec::new(), Vec::new()),
-        |(ebuf, dbuf): &mut (Vec<f32>, Vec<f32>), (img, oy0, out)| {
-            let rows_out = out.len() / (ow * cout);
-            let before = g.rows.before;
-            // Input rows the tile reads: first..last (the rest is padding).
-            let first = (oy0 * s).saturating_sub(before);
-            let last = h.min((oy0 + rows_out - 1) * s + dw.kh - before);
-            let rows_in = last - first;
-            let xin = &xs[(img * h + first) * w * cin..][..rows_in * w * cin];
-            let ein: &[f32] = match expand {
-                Some(e) => {
-                    ebuf.resize(rows_in * w * cexp, 0.0);
-                    e.apply(xin, cin, cexp, crate::buffer::as_uninit(ebuf))
-                }
-                None => xin,
-            };
-            let tg = ConvGeom {
-                n: 1,
-                cin: cexp,
-                cout: cexp,
-                kh: dw.kh,
-                kw: dw.kw,
-                stride: s,
-                rows: PadDim {
-                    input: rows_in,
-                    out: rows_out,
-                    before: before.saturating_sub(oy0 * s),
-                    after: 0,
-                },
-                cols: g.cols,
-            };
-            dbuf.resize(rows_out * ow * cexp, 0.0);
-            for (r, drow) in dbuf.chunks_exact_mut(ow * cexp).enumerate() {
-                let drow = crate::buffer::as_uninit(drow);
-                conv::depthwise::forward_row(&tg, ein, dw.w, dw.bias, dw.act, r, drow);
-            }
-            let out = project.apply(dbuf, cexp, cout, out);
-            if residual {
-                let xr = &xs[(img * h + oy0) * w * cin..][..out.len()];
-                out.iter_mut().zip(xr).for_each(|(o, x)| *o += x);
-            }
-        },
+        |bufs: &mut (Vec<f32>, Vec<f32>), (img, oy0, out)| row_tile(xs, b, img, oy0, out, bufs),
     );
-    // SAFETY: the tasks cover `y` exactly (chunks of it), and each wrote all of its slots.
-    let y = unsafe { crate::buffer::assume_init(y) };
-    Ok(Array4::from_shape_vec((n, oh, ow, cout), y).expect("length is the shape's size"))
+}
+
+/// Output rows `oy0..` of image `img` into `out` (every slot written).
+fn row_tile(
+    xs: &[f32],
+    b: &Block,
+    img: usize,
+    oy0: usize,
+    out: &mut [MaybeUninit<f32>],
+    (ebuf, dbuf): &mut (Vec<f32>, Vec<f32>),
+) {
+    let (g, cin, cexp, cout) = (&b.g, b.cin, b.cexp(), b.cout);
+    let (h, w, ow, s) = (g.rows.input, g.cols.input, g.cols.out, g.stride);
+    let rows_out = out.len() / (ow * cout);
+    let before = g.rows.before;
+    // Input rows the tile reads: first..last (the rest is padding).
+    let first = (oy0 * s).saturating_sub(before);
+    let last = h.min((oy0 + rows_out - 1) * s + b.dw.kh - before);
+    let rows_in = last - first;
+    let image = &xs[img * h * w * cin..][..h * w * cin];
+    let xin = &image[first * w * cin..][..rows_in * w * cin];
+    let ein: &[f32] = match b.expand {
+        Some(e) => {
+            ebuf.resize(rows_in * w * cexp, 0.0);
+            e.apply(xin, cin, cexp, crate::buffer::as_uninit(ebuf))
+        }
+        None => xin,
+    };
+    let tg = ConvGeom {
+        n: 1,
+        rows: PadDim {
+            input: rows_in,
+            out: rows_out,
+            before: before.saturating_sub(oy0 * s),
+            after: 0,
+        },
+        ..*g
+    };
+    dbuf.resize(rows_out * ow * cexp, 0.0);
+    for (r, drow) in dbuf.chunks_exact_mut(ow * cexp).enumerate() {
+        let drow = crate::buffer::as_uninit(drow);
+        conv::depthwise::forward_row(&tg, ein, b.dw.w, b.dw.bias, b.dw.act, r, drow);
+    }
+    let out = b.project.apply(dbuf, cexp, cout, out);
+    b.add_residual(image, oy0 * ow, out);
+}
+
+/// Per image: `groups` ranges of expanded channels (multiples of 16 wide, but for the last),
+/// each expanded over the whole image and filtered on its own core; the filtered groups gathered
+/// side by side; then the projection over as many blocks of pixel rows. Each image's output is
+/// written by the row blocks, which cover it.
+fn by_channel_groups(xs: &[f32], b: &Block, groups: usize, y: &mut [MaybeUninit<f32>]) {
+    let cexp = b.cexp();
+    let width = cexp.div_ceil(groups).next_multiple_of(16).min(cexp).max(1);
+    let ranges: Vec<Range<usize>> = (0..cexp)
+        .step_by(width)
+        .map(|c0| c0..(c0 + width).min(cexp))
+        .collect();
+    let (in_image, out_image) = b.image_sizes();
+    let pixels = b.g.rows.out * b.g.cols.out;
+    let mut filtered = vec![0.0; pixels * cexp];
+    for (image, out) in xs
+        .chunks_exact(in_image.max(1))
+        .zip(y.chunks_mut(out_image.max(1)))
+    {
+        let parts: Vec<Vec<f32>> = ranges
+            .par_iter()
+            .map(|r| expand_and_filter(image, b, r.clone()))
+            .collect();
+        for (r, part) in ranges.iter().zip(&parts) {
+            for (row, from) in filtered
+                .chunks_exact_mut(cexp)
+                .zip(part.chunks_exact(r.len()))
+            {
+                row[r.clone()].copy_from_slice(from);
+            }
+        }
+        let rows = pixels.div_ceil(groups).max(1);
+        out.par_chunks_mut(rows * b.cout)
+            .enumerate()
+            .for_each(|(i, o)| {
+                let p0 = i * rows;
+                let d = &filtered[p0 * cexp..][..o.len() / b.cout * cexp];
+                let o = b.project.apply(d, cexp, b.cout, o);
+                b.add_residual(image, p0, o);
+            });
+    }
+}
+
+/// The expanded channels `r` of one image, expanded over all its pixels and filtered by the
+/// depthwise: `[out rows * out cols, r.len()]`.
+fn expand_and_filter(image: &[f32], b: &Block, r: Range<usize>) -> Vec<f32> {
+    let (g, cin, cexp, width) = (&b.g, b.cin, b.cexp(), r.len());
+    let pixels = g.rows.input * g.cols.input;
+    let mut e = crate::buffer::uninit(pixels * width);
+    match b.expand {
+        Some(p) => {
+            // Columns `r` of the `[cin, cexp]` kernel: rows `cexp` apart from column `r.start`.
+            let w = Mat::strided(&p.w[r.start..], cexp, 1);
+            gemm_into(pixels, cin, width, Mat::rows(image, cin), w, &mut e);
+        }
+        None => {
+            let from = image.chunks_exact(cin).flat_map(|px| &px[r.clone()]);
+            e.iter_mut().zip(from).for_each(|(e, x)| {
+                e.write(*x);
+            });
+        }
+    }
+    // SAFETY: `gemm_into` wrote all `pixels * width` slots, or the copy did (`pixels` pixels of
+    // `width` channels each).
+    let mut e = unsafe { crate::buffer::assume_init(e) };
+    if let Some(p) = b.expand {
+        conv::epilogue(&mut e, width, Some(&p.bias[r.clone()]), p.act);
+    }
+    let taps: Vec<f32> =
+        b.dw.w
+            .chunks_exact(cexp)
+            .flat_map(|tap| &tap[r.clone()])
+            .copied()
+            .collect();
+    let tg = ConvGeom {
+        n: 1,
+        cin: width,
+        cout: width,
+        ..*g
+    };
+    let row = g.cols.out * width;
+    let mut out = crate::buffer::uninit(g.rows.out * row);
+    for (oy, o) in out.chunks_exact_mut(row.max(1)).enumerate() {
+        let bias = &b.dw.bias[r.clone()];
+        conv::depthwise::forward_row(&tg, &e, &taps, bias, b.dw.act, oy, o);
+    }
+    // SAFETY: `forward_row` wrote each output row's slots, and the rows cover `out`.
+    unsafe { crate::buffer::assume_init(out) }
 }

@@ -1,10 +1,10 @@
-//! The row-tiled inverted-residual block against its reference: the three layers run one after
+//! The tiled inverted-residual block (row tiles and channel groups) against its reference: the three layers run one after
 //! another with the public kernels. Integer-valued data, so every sum is exact and the results
-//! must be identical, whatever the tile size.
+//! must be identical, whatever the split. On real values the splits agree bit for bit too.
 
 use ndarray::{Array1, Array4};
 use proptest::prelude::*;
-use tensor_core::inverted_residual::{forward_tiled, Depthwise, Pointwise};
+use tensor_core::inverted_residual::{forward_split, Depthwise, Pointwise, Split};
 use tensor_core::{add, conv, Activation, Padding};
 
 fn ints(len: usize, seed: u64) -> Vec<f32> {
@@ -34,7 +34,7 @@ struct Block {
     stride: usize,
     padding: Padding,
     acts: [u8; 3],
-    tile: usize,
+    split: Split,
     seed: u64,
 }
 
@@ -57,13 +57,20 @@ fn channels() -> impl Strategy<Value = usize> {
     prop_oneof![1..6usize, prop::sample::select(vec![8usize, 16, 24, 32])]
 }
 
+fn split() -> impl Strategy<Value = Split> {
+    prop_oneof![
+        (1..6usize).prop_map(Split::Rows),
+        (1..4usize).prop_map(Split::Channels)
+    ]
+}
+
 prop_compose! {
     fn block()(
         n in 1..3usize, h in 3..12usize, w in 3..12usize, cin in channels(),
         cexp in prop::option::of(channels()), cout in channels(), stride in 1..3usize,
-        padding in padding(), acts in any::<[u8; 3]>(), tile in 1..6usize, seed in any::<u64>(),
+        padding in padding(), acts in any::<[u8; 3]>(), split in split(), seed in any::<u64>(),
     ) -> Block {
-        Block { n, h, w, cin, cexp, cout, stride, padding, acts, tile, seed }
+        Block { n, h, w, cin, cexp, cout, stride, padding, acts, split, seed }
     }
 }
 
@@ -132,7 +139,7 @@ fn check(b: &Block, residual: bool) -> Result<(), TestCaseError> {
     if residual {
         want = add::forward(x.view().into_dyn(), want.view()).unwrap();
     }
-    let got = forward_tiled(x.view(), expand, dw, project, residual, Some(b.tile)).unwrap();
+    let got = forward_split(x.view(), expand, dw, project, residual, b.split).unwrap();
     prop_assert_eq!(got.into_dyn(), want);
     Ok(())
 }
@@ -172,7 +179,7 @@ fn mobilenet_block_shapes_pinned() {
             stride: 2,
             padding: pad,
             acts: [2, 2, 0],
-            tile: 3,
+            split: Split::Rows(3),
             seed: 7,
         },
         Block {
@@ -185,7 +192,7 @@ fn mobilenet_block_shapes_pinned() {
             stride: 1,
             padding: Padding::Same,
             acts: [2, 2, 0],
-            tile: 4,
+            split: Split::Rows(4),
             seed: 8,
         },
         Block {
@@ -198,12 +205,14 @@ fn mobilenet_block_shapes_pinned() {
             stride: 1,
             padding: Padding::Same,
             acts: [0, 2, 0],
-            tile: 100,
+            split: Split::Rows(100),
             seed: 9,
         },
     ];
     for (i, b) in cases.iter().enumerate() {
-        check(b, i == 1).unwrap();
+        for split in [b.split, Split::Channels(2), Split::Channels(3)] {
+            check(&Block { split, ..b.clone() }, i == 1).unwrap();
+        }
     }
 }
 
@@ -240,4 +249,61 @@ fn mis_sized_weights_are_an_error_naming_what() {
         err.to_string(),
         "inverted_residual: expand kernel has 5 values, expected 18"
     );
+}
+
+#[test]
+fn splits_agree_bit_for_bit_on_real_values() {
+    // A late MobileNetV2 block at batch 1 (7x7, expand 32 -> 192, residual), random floats: the
+    // channel groups compute each element with the same products in the same order as row tiles.
+    let (h, w, cin, cexp) = (7, 7, 32, 192);
+    let floats = |len: usize, seed: u64| -> Vec<f32> {
+        ints(len, seed).iter().map(|v| v * 0.173 + 0.011).collect()
+    };
+    let x = Array4::from_shape_vec((1, h, w, cin), floats(h * w * cin, 1)).unwrap();
+    let (ew, eb) = (floats(cin * cexp, 2), floats(cexp, 3));
+    let (dww, dwb) = (floats(9 * cexp, 4), floats(cexp, 5));
+    let (pw, pb) = (floats(cexp * cin, 6), floats(cin, 7));
+    let expand = Pointwise {
+        w: &ew,
+        bias: &eb,
+        act: Activation::Relu6,
+    };
+    let dw = Depthwise {
+        w: &dww,
+        kh: 3,
+        kw: 3,
+        bias: &dwb,
+        act: Activation::Relu6,
+        stride: 1,
+        padding: Padding::Same,
+    };
+    let project = Pointwise {
+        w: &pw,
+        bias: &pb,
+        act: Activation::Linear,
+    };
+    let run = |split| forward_split(x.view(), Some(expand), dw, project, true, split).unwrap();
+    let rows = run(Split::Rows(7));
+    assert!(
+        rows.iter().any(|v| v.fract() != 0.0),
+        "real values, not integers"
+    );
+    for split in [Split::Rows(2), Split::Channels(2), Split::Channels(3)] {
+        assert_eq!(run(split), rows, "{split:?}");
+    }
+}
+
+#[test]
+fn small_batches_split_so_every_core_works() {
+    // Batch 32: row tiles of about 256 KiB of expanded values (7x7x960: the whole image).
+    assert_eq!(Split::choose(32, 7, 7, 7, 1, 960, 2), Split::Rows(7));
+    assert_eq!(Split::choose(32, 56, 56, 56, 1, 144, 2), Split::Rows(8));
+    // Batch 1 on 2 cores: channel groups where one image's expanded values fit two budgets...
+    assert_eq!(Split::choose(1, 7, 7, 7, 1, 960, 2), Split::Channels(2));
+    assert_eq!(Split::choose(1, 14, 14, 14, 1, 384, 2), Split::Channels(2));
+    // ...else row tiles, as many for each core: 28 rows by 11 would be 3 tiles, so 4 of 7.
+    assert_eq!(Split::choose(1, 28, 28, 28, 1, 192, 2), Split::Rows(7));
+    assert_eq!(Split::choose(1, 112, 112, 56, 2, 96, 2), Split::Rows(3));
+    // One core: the batch-32 rule.
+    assert_eq!(Split::choose(1, 7, 7, 7, 1, 960, 1), Split::Rows(7));
 }

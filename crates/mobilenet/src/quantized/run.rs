@@ -2,7 +2,7 @@
 //! only where an op of the other kind reads them.
 
 use super::{QOp, QStep, QuantizedPlan};
-use crate::folded::{exec, in_micro_batches, last_uses};
+use crate::folded::{exec, in_micro_batches, last_uses, on_pool};
 use crate::{Error, Result};
 use nn::graph::INPUT;
 use nn::{NodeId, Tensor};
@@ -118,7 +118,7 @@ impl QuantizedPlan {
         };
         let n = x.shape().first().copied().unwrap_or(0);
         let mid = match n <= MICRO_BATCH {
-            true => run_steps(body, INPUT, Value::F(x.clone()), boundary)?,
+            true => on_pool(|| run_steps(body, INPUT, Value::F(x.clone()), boundary))?,
             false => joined(in_micro_batches(x, MICRO_BATCH, |chunk| {
                 run_steps(body, INPUT, Value::F(chunk.clone()), boundary)
             })?)?,
