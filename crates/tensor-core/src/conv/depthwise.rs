@@ -59,10 +59,20 @@ pub(crate) fn forward_row(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::depthwise_x86::{row_avx2, row_avx512};
+        use super::depthwise_x86::{row3x3_avx2, row3x3_avx512, row_avx2, row_avx512};
         use crate::simd::{level, Level};
         let c = g.cin;
+        let k3x3 = g.kh == 3 && g.kw == 3;
         match level() {
+            // SAFETY: `level()` detected the features; `c` is a multiple of the lane count and the
+            // kernel 3x3; the slices have the sizes `g` gives (the kernels assert it).
+            Level::Avx512 if c.is_multiple_of(16) && k3x3 => {
+                return unsafe { row3x3_avx512(g, x, w, bias, act, row, out) }
+            }
+            // SAFETY: as above (AVX-512 CPUs have AVX2 and FMA).
+            Level::Avx512 | Level::Avx2 if c.is_multiple_of(8) && k3x3 => {
+                return unsafe { row3x3_avx2(g, x, w, bias, act, row, out) }
+            }
             // SAFETY: `level()` detected the features; `c` is a multiple of the lane count; the
             // slices have the sizes `g` gives (the kernels assert it).
             Level::Avx512 if c.is_multiple_of(16) && g.kh <= super::MAX_TAPS => {
