@@ -1,6 +1,6 @@
 //! Fully connected layer: `y[N, out] = x[N, in] * w[in, out] + b` (Keras's kernel layout).
 
-use crate::gemm::{gemm, par_gemm_into_then, Mat};
+use crate::gemm::{gemm, par_gemm_into_with, Epilogue, Mat};
 use crate::{check_shape, Activation, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 
@@ -19,16 +19,13 @@ pub fn forward(x: ArrayView2<f32>, w: ArrayView2<f32>, b: ArrayView1<f32>) -> Re
     check_shape("dense", &[o], b.shape())?;
     let bias = b.to_vec();
     let mut y = crate::buffer::uninit(n * o);
-    par_gemm_into_then(
-        n,
-        i,
-        o,
-        Mat::rows(&std2(x), i),
-        Mat::rows(&std2(w), o),
-        &mut y,
-        &|rows| crate::conv::epilogue(rows, o, Some(&bias), Activation::Linear),
-    );
-    // SAFETY: `par_gemm_into_then` wrote all `n * o` slots.
+    let (x, w) = (std2(x), std2(w));
+    let epi = Epilogue {
+        bias: Some(&bias),
+        act: Activation::Linear,
+    };
+    par_gemm_into_with(n, i, o, Mat::rows(&x, i), Mat::rows(&w, o), &mut y, epi);
+    // SAFETY: `par_gemm_into_with` wrote all `n * o` slots.
     let y = unsafe { crate::buffer::assume_init(y) };
     Ok(Array2::from_shape_vec((n, o), y).expect("length is the shape's size"))
 }

@@ -3,6 +3,7 @@
 //! `C[m x n] = alpha * op(A)[m x k] * op(B)[k x n] + beta * C`, where a transposed operand is
 //! expressed through its strides (no copies).
 
+use crate::Activation;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -92,31 +93,87 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f3
     unsafe { sgemm(m, k, n, a, b, beta, c.as_mut_ptr()) }
 }
 
+/// What is applied to each finished row of `C`: `act(row + bias)`, as [`crate::conv`]'s epilogue
+/// computes it (the unpacked kernel applies it in registers, before the one store).
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// `n` floats, added to every row.
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+impl<'a> Epilogue<'a> {
+    /// Nothing: `C` is the product.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        act: Activation::Linear,
+    };
+
+    fn is_none(&self) -> bool {
+        self.bias.is_none() && self.act == Activation::Linear
+    }
+
+    /// The same epilogue on columns `cols` of `C` (their part of the bias).
+    fn columns(self, cols: std::ops::Range<usize>) -> Epilogue<'a> {
+        Epilogue {
+            bias: self.bias.map(|b| &b[cols]),
+            ..self
+        }
+    }
+
+    /// Applied to finished `n`-wide rows.
+    fn apply(&self, rows: &mut [f32], n: usize) {
+        if !self.is_none() {
+            crate::conv::epilogue(rows, n, self.bias, self.act);
+        }
+    }
+}
+
 /// `C = A * B` into slots not yet written ([`crate::buffer::uninit`]): on return the first `m * n`
 /// slots of `c` hold the product (neither kernel reads `C` when it is not accumulated into).
 pub fn gemm_into(m: usize, k: usize, n: usize, a: Mat, b: Mat, c: &mut [MaybeUninit<f32>]) {
+    gemm_into_with(m, k, n, a, b, c, Epilogue::NONE)
+}
+
+/// [`gemm_into`], then `epi` on every row: on return the first `m * n` slots of `c` hold
+/// `act(A * B + bias)`.
+pub fn gemm_into_with(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Mat,
+    b: Mat,
+    c: &mut [MaybeUninit<f32>],
+    epi: Epilogue,
+) {
     if m == 0 || n == 0 {
         return;
     }
     assert!(c.len() >= m * n, "gemm: output too small");
+    assert!(
+        epi.bias.is_none_or(|b| b.len() == n),
+        "gemm: bias is not n long"
+    );
     a.check(m, k, "A");
     b.check(k, n, "B");
-    if k == 0 {
-        c[..m * n].fill(MaybeUninit::new(0.0));
-        return;
-    }
+    let c = &mut c[..m * n];
     #[cfg(target_arch = "x86_64")]
-    if unpacked_applies(m, k, n, &a, &b) {
+    if k > 0 && unpacked_applies(m, k, n, &a, &b) {
         let (lda, ldb) = (a.rs as usize, b.rs as usize);
         // SAFETY: AVX-512 detected by `unpacked_applies`; extents checked inside.
-        return unsafe {
-            crate::gemm_x86::gemm_avx512(m, k, n, a.data, lda, b.data, ldb, &mut c[..m * n])
-        };
+        return unsafe { crate::gemm_x86::gemm_avx512(m, k, n, a.data, lda, b.data, ldb, c, epi) };
     }
-    // SAFETY: the extents of `A` and `B` were checked by `Mat::check` and `C`'s by the assertion
-    // above; with beta = 0, matrixmultiply stores to `C` without reading it ("If beta is zero, then
-    // C does not need to be initialized", its documentation), so the slots may be uninitialised.
-    unsafe { sgemm(m, k, n, a, b, 0.0, c.as_mut_ptr().cast()) }
+    if k == 0 {
+        c.fill(MaybeUninit::new(0.0));
+    } else {
+        // SAFETY: the extents of `A` and `B` were checked by `Mat::check` and `C`'s by the
+        // assertion above; with beta = 0, matrixmultiply stores to `C` without reading it ("If
+        // beta is zero, then C does not need to be initialized", its documentation), so the slots
+        // may be uninitialised.
+        unsafe { sgemm(m, k, n, a, b, 0.0, c.as_mut_ptr().cast()) }
+    }
+    // SAFETY: every slot was written just above (zeros, or matrixmultiply's product).
+    epi.apply(unsafe { crate::buffer::assume_init_mut(c) }, n);
 }
 
 /// matrixmultiply's `C = A * B + beta * C` for a row-major `m x n` `C` at `c`.
@@ -167,69 +224,36 @@ fn unpacked_applies(m: usize, k: usize, n: usize, a: &Mat, b: &Mat) -> bool {
 
 /// Parallel GEMM split over rows of `C` (use when `m` is large).
 pub fn par_gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
-    par_gemm_then(m, k, n, a, b, beta, c, &|_| ());
-}
-
-/// [`par_gemm`], then `then` on each finished block of rows of `C` while it is still in cache
-/// (the fused bias + activation epilogue).
-#[allow(clippy::too_many_arguments)]
-pub fn par_gemm_then(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: Mat,
-    b: Mat,
-    beta: f32,
-    c: &mut [f32],
-    then: &(dyn Fn(&mut [f32]) + Sync),
-) {
     if beta == 0.0 {
-        return par_gemm_into_then(m, k, n, a, b, crate::buffer::as_uninit(c), then);
+        let c = crate::buffer::as_uninit(c);
+        return par_gemm_into_with(m, k, n, a, b, c, Epilogue::NONE);
     }
     par_rows(m, k, n, c, &|r0, chunk| {
-        gemm(
-            chunk.len() / n,
-            k,
-            n,
-            a.starting_at(r0 * a.rs as usize),
-            b,
-            beta,
-            chunk,
-        );
-        then(chunk);
+        let a = a.starting_at(r0 * a.rs as usize);
+        gemm(chunk.len() / n, k, n, a, b, beta, chunk);
     });
 }
 
-/// `C = A * B` into slots not yet written, split over rows like [`par_gemm_then`], with `then` on
-/// each finished block of rows: on return the first `m * n` slots of `c` are written. A product
-/// with too few rows to share but work enough for every core ([`col_blocks`]) is split over
-/// columns instead, and `then` runs once over all of `C`.
-pub fn par_gemm_into_then(
+/// `C = act(A * B + bias)` into slots not yet written, split over rows like [`par_gemm`]
+/// (each block with its epilogue while it is still in cache): on return the first `m * n` slots
+/// of `c` are written. A product with too few rows to share but work enough for every core
+/// ([`col_blocks`]) is split over columns instead.
+pub fn par_gemm_into_with(
     m: usize,
     k: usize,
     n: usize,
     a: Mat,
     b: Mat,
     c: &mut [MaybeUninit<f32>],
-    then: &(dyn Fn(&mut [f32]) + Sync),
+    epi: Epilogue,
 ) {
     if let Some(width) = col_blocks(m, k, n) {
         assert!(c.len() >= m * n, "gemm: output too small");
-        par_gemm_cols_into(m, k, n, a, b, width, &mut c[..m * n]);
-        // SAFETY: `par_gemm_cols_into` wrote all `m * n` slots.
-        return then(unsafe { crate::buffer::assume_init_mut(&mut c[..m * n]) });
+        return par_gemm_cols_into(m, k, n, a, b, width, &mut c[..m * n], epi);
     }
     par_rows(m, k, n, c, &|r0, chunk| {
-        gemm_into(
-            chunk.len() / n,
-            k,
-            n,
-            a.starting_at(r0 * a.rs as usize),
-            b,
-            chunk,
-        );
-        // SAFETY: `gemm_into` wrote every slot of the block.
-        then(unsafe { crate::buffer::assume_init_mut(chunk) });
+        let a = a.starting_at(r0 * a.rs as usize);
+        gemm_into_with(chunk.len() / n, k, n, a, b, chunk, epi);
     });
 }
 
@@ -246,9 +270,10 @@ fn col_blocks(m: usize, k: usize, n: usize) -> Option<usize> {
         .then(|| n.div_ceil(threads).next_multiple_of(16))
 }
 
-/// `C = A * B` (`c` is `m x n`) with the columns of `C` in blocks of `width`, one a task: each
-/// block is computed into a buffer of its own (the same products, in the same order, as over all
-/// columns at once) and copied into its columns of every row, so every slot is written.
+/// `C = act(A * B + bias)` (`c` is `m x n`) with the columns of `C` in blocks of `width`, one a
+/// task: each block is computed into a buffer of its own (the same products, in the same order, as
+/// over all columns at once) and copied into its columns of every row, so every slot is written.
+#[allow(clippy::too_many_arguments)]
 fn par_gemm_cols_into(
     m: usize,
     k: usize,
@@ -257,6 +282,7 @@ fn par_gemm_cols_into(
     b: Mat,
     width: usize,
     c: &mut [MaybeUninit<f32>],
+    epi: Epilogue,
 ) {
     let starts: Vec<usize> = (0..n).step_by(width).collect();
     let blocks: Vec<Vec<f32>> = starts
@@ -264,7 +290,8 @@ fn par_gemm_cols_into(
         .map(|&c0| {
             let w = width.min(n - c0);
             let mut block = crate::buffer::uninit(m * w);
-            gemm_into(m, k, w, a, b.starting_at(c0 * b.cs as usize), &mut block);
+            let b = b.starting_at(c0 * b.cs as usize);
+            gemm_into_with(m, k, w, a, b, &mut block, epi.columns(c0..c0 + w));
             // SAFETY: `gemm_into` wrote all `m * w` slots.
             unsafe { crate::buffer::assume_init(block) }
         })
@@ -384,18 +411,23 @@ mod tests {
             let (m, k, n) = (1000, 70, 9);
             let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
-            let mut c = vec![0.0; m * n];
-            par_gemm_then(
-                m,
-                k,
-                n,
-                Mat::rows(&a, k),
-                Mat::rows(&b, n),
-                0.0,
-                &mut c,
-                &|rows| rows.iter_mut().for_each(|v| *v = 1.0),
-            );
-            assert!(c.iter().all(|&v| v == 1.0));
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 - 4.0).collect();
+            let mut want = naive(m, k, n, &a, &b);
+            for row in want.chunks_exact_mut(n) {
+                for (v, b) in row.iter_mut().zip(&bias) {
+                    *v = (*v + b).clamp(0.0, 6.0);
+                }
+            }
+            let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+            let epi = Epilogue {
+                bias: Some(&bias),
+                act: Activation::Relu6,
+            };
+            par_gemm_into_with(m, k, n, Mat::rows(&a, k), Mat::rows(&b, n), &mut c, epi);
+            // SAFETY: initialised above (NaN), and written by the product.
+            let c = unsafe { crate::buffer::assume_init(c) };
+            assert_eq!(c, want);
+            assert!(c.iter().any(|&v| v == 6.0) && c.iter().any(|&v| v == 0.0));
         });
     }
 
@@ -418,14 +450,17 @@ mod tests {
                     .map(|i| ((i * 5) % 13) as f32 * 0.21 - 1.3)
                     .collect();
                 let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+                let bias: Vec<f32> = (0..n).map(|j| (j % 9) as f32 * 0.5 - 2.0).collect();
+                let epi = Epilogue {
+                    bias: Some(&bias),
+                    act: Activation::Relu,
+                };
                 let mut want = vec![0.0; m * n];
                 gemm(m, k, n, Mat::rows(&a, k), Mat::rows(&b, n), 0.0, &mut want);
-                want.iter_mut().for_each(|v| *v += 1.0);
+                crate::conv::epilogue(&mut want, n, Some(&bias), Activation::Relu);
                 for b in [Mat::rows(&b, n), Mat::transposed(&bt, k)] {
                     let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
-                    par_gemm_into_then(m, k, n, Mat::rows(&a, k), b, &mut c, &|rows| {
-                        rows.iter_mut().for_each(|v| *v += 1.0)
-                    });
+                    par_gemm_into_with(m, k, n, Mat::rows(&a, k), b, &mut c, epi);
                     // SAFETY: initialised above (NaN), and written by the product.
                     let c = unsafe { crate::buffer::assume_init(c) };
                     assert_eq!(c, want, "{m} x {k} x {n}");

@@ -6,6 +6,8 @@
 //! accumulators in registers). Each output element is summed from zero over `k` in order with fused multiply-adds,
 //! as matrixmultiply's kernel does.
 
+use crate::gemm::Epilogue;
+use crate::Activation;
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
@@ -43,11 +45,16 @@ pub unsafe fn gemm_avx512(
     b: &[f32],
     ldb: usize,
     c: &mut [MaybeUninit<f32>],
+    epi: Epilogue,
 ) {
     if m == 0 || n == 0 {
         return;
     }
     assert!(lda >= k && a.len() >= (m - 1) * lda + k && c.len() >= m * n);
+    assert!(
+        epi.bias.is_none_or(|b| b.len() == n),
+        "gemm: bias is not n long"
+    );
     assert!(ldb >= n && (k == 0 || b.len() >= (k - 1) * ldb + n));
     let mut cb = 0;
     while cb < n {
@@ -66,6 +73,8 @@ pub unsafe fn gemm_avx512(
             ldb,
             cb,
             mask,
+            bias: epi.bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+            act: epi.act,
         };
         match nb {
             1 => rows::<1, { rows_per_tile(1) }>(&blk, m, a, b, c),
@@ -86,6 +95,9 @@ struct Block {
     ldb: usize,
     cb: usize,
     mask: __mmask16,
+    /// The bias (`n` floats) or null, and the activation: applied as the last chunk is stored.
+    bias: *const f32,
+    act: Activation,
 }
 
 #[target_feature(enable = "avx512f")]
@@ -125,6 +137,8 @@ unsafe fn tile<const NB: usize, const RR: usize>(
         ldb,
         cb,
         mask,
+        bias,
+        act,
     } = *blk;
     let bp = b.as_ptr().add(cb);
     let ap = a.as_ptr().add(r0 * lda);
@@ -136,22 +150,42 @@ unsafe fn tile<const NB: usize, const RR: usize>(
     loop {
         let kc = (k - k0).min(KC);
         let acc = chunk::<NB, RR>(ap.add(k0), lda, bp.add(k0 * ldb), ldb, kc, mask);
+        let last = k0 + kc >= k;
         for (q, row) in acc.iter().enumerate() {
             for (j, &v) in row.iter().enumerate() {
                 let p = cp.add(q * n + j * L);
                 let m = if j + 1 == NB { mask } else { !0 };
-                let v = if k0 == 0 {
+                let mut v = if k0 == 0 {
                     v
                 } else {
                     _mm512_add_ps(_mm512_maskz_loadu_ps(m, p), v)
                 };
+                if last {
+                    if !bias.is_null() {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias.add(cb + j * L)));
+                    }
+                    v = activate(v, act);
+                }
                 _mm512_mask_storeu_ps(p, m, v);
             }
         }
         k0 += kc;
-        if k0 >= k {
+        if last {
             break;
         }
+    }
+}
+
+/// The activation as [`Activation::apply`] computes it: `max(v, 0)` gives 0 for NaN as
+/// `f32::max` does; ReLU6's max/min with the constant first keep a NaN, as `f32::clamp` does.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn activate(v: __m512, act: Activation) -> __m512 {
+    let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+    match act {
+        Activation::Linear => v,
+        Activation::Relu => _mm512_max_ps(v, zero),
+        Activation::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, v)),
     }
 }
 
@@ -251,17 +285,28 @@ mod tests {
         ];
         cases.extend((1..=70).map(|n| (11, 9, n, 12, n)));
         cases.extend((1..=20).map(|n| (7, 5, n, 5, n + 13)));
-        for (m, k, n, lda, ldb) in cases {
+        for (i, (m, k, n, lda, ldb)) in cases.into_iter().enumerate() {
             let a: Vec<f32> = (0..m * lda).map(|i| val(i, 7)).collect();
             let b: Vec<f32> = (0..k * ldb).map(|i| val(i, 5)).collect();
-            let mut c = vec![f32::NAN; m * n];
-            // SAFETY: AVX-512 checked above.
-            unsafe { gemm_avx512(m, k, n, &a, lda, &b, ldb, crate::buffer::as_uninit(&mut c)) };
-            assert_eq!(
-                c,
-                packed(m, k, n, &a, lda, &b, ldb),
-                "m {m} k {k} n {n} lda {lda} ldb {ldb}"
-            );
+            let bias: Vec<f32> = (0..n).map(|i| val(i, 3) * 4.0).collect();
+            let act = [Activation::Linear, Activation::Relu, Activation::Relu6][i % 3];
+            let at = format!("m {m} k {k} n {n} lda {lda} ldb {ldb}");
+            let run = |epi| {
+                let mut c = vec![f32::NAN; m * n];
+                let slots = crate::buffer::as_uninit(&mut c);
+                // SAFETY: AVX-512 checked above.
+                unsafe { gemm_avx512(m, k, n, &a, lda, &b, ldb, slots, epi) };
+                c
+            };
+            let mut want = packed(m, k, n, &a, lda, &b, ldb);
+            assert_eq!(run(Epilogue::NONE), want, "{at}");
+            // The fused epilogue equals the separate pass over the product.
+            crate::conv::epilogue(&mut want, n, Some(&bias), act);
+            let epi = Epilogue {
+                bias: Some(&bias),
+                act,
+            };
+            assert_eq!(run(epi), want, "{at} {act:?}");
         }
     }
 }

@@ -13,7 +13,7 @@
 //! element is still the same dot product in the same order, so both splits are bit-identical too.
 
 use crate::conv::{self, ConvGeom};
-use crate::gemm::{gemm_into, Mat};
+use crate::gemm::{gemm_into_with, Epilogue, Mat};
 use crate::{check_shape, Activation, Error, PadDim, Padding, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
@@ -29,9 +29,9 @@ pub struct Pointwise<'a> {
 }
 
 impl Pointwise<'_> {
-    /// `out = act(x * w + bias)` over the `cin`-wide pixel rows of `x`: the 1x1 convolution of one
-    /// tile, serial (the tiles are the parallel tasks).
-    /// `act(x * w + bias)` into `out`'s slots (each written), returned as floats.
+    /// `act(x * w + bias)` over the `cin`-wide pixel rows of `x` into `out`'s slots (each
+    /// written), returned as floats: the 1x1 convolution of one tile, serial (the tiles are the
+    /// parallel tasks).
     fn apply<'o>(
         &self,
         x: &[f32],
@@ -40,19 +40,22 @@ impl Pointwise<'_> {
         out: &'o mut [MaybeUninit<f32>],
     ) -> &'o mut [f32] {
         let pixels = x.len() / cin;
-        gemm_into(
+        let epi = Epilogue {
+            bias: Some(self.bias),
+            act: self.act,
+        };
+        gemm_into_with(
             pixels,
             cin,
             cout,
             Mat::rows(x, cin),
             Mat::rows(self.w, cout),
             out,
+            epi,
         );
-        // SAFETY: `gemm_into` wrote all `pixels * cout` slots, which is all of `out` (the callers
-        // size it so).
-        let out = unsafe { crate::buffer::assume_init_mut(out) };
-        conv::epilogue(out, cout, Some(self.bias), self.act);
-        out
+        // SAFETY: `gemm_into_with` wrote all `pixels * cout` slots, which is all of `out` (the
+        // callers size it so).
+        unsafe { crate::buffer::assume_init_mut(out) }
     }
 }
 
@@ -99,6 +102,7 @@ impl Split {
     /// busy. Otherwise (batch 1 on several cores) channel groups when one image's expanded
     /// values, shared among the threads, fit the same budget, else a row count that gives each
     /// thread as many tiles as the next.
+    ///
     /// `n` images of `h x w` (`oh` output rows), `cexp` expanded channels, on `threads` cores.
     pub fn choose(
         n: usize,
@@ -253,9 +257,12 @@ fn by_row_tiles(xs: &[f32], b: &Block, tile: usize, y: &mut [MaybeUninit<f32>]) 
         .collect();
     tasks.into_par_iter().for_each_init(
         || (Vec::new(), Vec::new()),
-        |bufs: &mut (Vec<f32>, Vec<f32>), (img, oy0, out)| row_tile(xs, b, img, oy0, out, bufs),
+        |bufs: &mut (Slots, Slots), (img, oy0, out)| row_tile(xs, b, img, oy0, out, bufs),
     );
 }
+
+/// A tile's buffer: grown without being filled, every slot written before it is read.
+type Slots = Vec<MaybeUninit<f32>>;
 
 /// Output rows `oy0..` of image `img` into `out` (every slot written).
 fn row_tile(
@@ -264,7 +271,7 @@ fn row_tile(
     img: usize,
     oy0: usize,
     out: &mut [MaybeUninit<f32>],
-    (ebuf, dbuf): &mut (Vec<f32>, Vec<f32>),
+    (ebuf, dbuf): &mut (Slots, Slots),
 ) {
     let (g, cin, cexp, cout) = (&b.g, b.cin, b.cexp(), b.cout);
     let (h, w, ow, s) = (g.rows.input, g.cols.input, g.cols.out, g.stride);
@@ -278,8 +285,8 @@ fn row_tile(
     let xin = &image[first * w * cin..][..rows_in * w * cin];
     let ein: &[f32] = match b.expand {
         Some(e) => {
-            ebuf.resize(rows_in * w * cexp, 0.0);
-            e.apply(xin, cin, cexp, crate::buffer::as_uninit(ebuf))
+            ebuf.resize(rows_in * w * cexp, MaybeUninit::uninit());
+            e.apply(xin, cin, cexp, ebuf)
         }
         None => xin,
     };
@@ -293,12 +300,13 @@ fn row_tile(
         },
         ..*g
     };
-    dbuf.resize(rows_out * ow * cexp, 0.0);
+    dbuf.resize(rows_out * ow * cexp, MaybeUninit::uninit());
     for (r, drow) in dbuf.chunks_exact_mut(ow * cexp).enumerate() {
-        let drow = crate::buffer::as_uninit(drow);
         conv::depthwise::forward_row(&tg, ein, b.dw.w, b.dw.bias, b.dw.act, r, drow);
     }
-    let out = b.project.apply(dbuf, cexp, cout, out);
+    // SAFETY: `forward_row` wrote each row's slots, and the rows cover `dbuf`.
+    let filtered = unsafe { crate::buffer::assume_init_mut(dbuf) };
+    let out = b.project.apply(filtered, cexp, cout, out);
     b.add_residual(image, oy0 * ow, out);
 }
 
@@ -315,7 +323,7 @@ fn by_channel_groups(xs: &[f32], b: &Block, groups: usize, y: &mut [MaybeUninit<
         .collect();
     let (in_image, out_image) = b.image_sizes();
     let pixels = b.g.rows.out * b.g.cols.out;
-    let mut filtered = vec![0.0; pixels * cexp];
+    let mut filtered = crate::buffer::uninit(pixels * cexp);
     for (image, out) in xs
         .chunks_exact(in_image.max(1))
         .zip(y.chunks_mut(out_image.max(1)))
@@ -329,9 +337,13 @@ fn by_channel_groups(xs: &[f32], b: &Block, groups: usize, y: &mut [MaybeUninit<
                 .chunks_exact_mut(cexp)
                 .zip(part.chunks_exact(r.len()))
             {
-                row[r.clone()].copy_from_slice(from);
+                for (slot, v) in row[r.clone()].iter_mut().zip(from) {
+                    slot.write(*v);
+                }
             }
         }
+        // SAFETY: the ranges cover `0..cexp`, so every row's slots were written just above.
+        let filtered = unsafe { crate::buffer::assume_init_mut(&mut filtered) };
         let rows = pixels.div_ceil(groups).max(1);
         out.par_chunks_mut(rows * b.cout)
             .enumerate()
@@ -354,7 +366,11 @@ fn expand_and_filter(image: &[f32], b: &Block, r: Range<usize>) -> Vec<f32> {
         Some(p) => {
             // Columns `r` of the `[cin, cexp]` kernel: rows `cexp` apart from column `r.start`.
             let w = Mat::strided(&p.w[r.start..], cexp, 1);
-            gemm_into(pixels, cin, width, Mat::rows(image, cin), w, &mut e);
+            let epi = Epilogue {
+                bias: Some(&p.bias[r.clone()]),
+                act: p.act,
+            };
+            gemm_into_with(pixels, cin, width, Mat::rows(image, cin), w, &mut e, epi);
         }
         None => {
             let from = image.chunks_exact(cin).flat_map(|px| &px[r.clone()]);
@@ -363,12 +379,9 @@ fn expand_and_filter(image: &[f32], b: &Block, r: Range<usize>) -> Vec<f32> {
             });
         }
     }
-    // SAFETY: `gemm_into` wrote all `pixels * width` slots, or the copy did (`pixels` pixels of
+    // SAFETY: `gemm_into_with` wrote all `pixels * width` slots, or the copy did (`pixels` pixels of
     // `width` channels each).
-    let mut e = unsafe { crate::buffer::assume_init(e) };
-    if let Some(p) = b.expand {
-        conv::epilogue(&mut e, width, Some(&p.bias[r.clone()]), p.act);
-    }
+    let e = unsafe { crate::buffer::assume_init(e) };
     let taps: Vec<f32> =
         b.dw.w
             .chunks_exact(cexp)

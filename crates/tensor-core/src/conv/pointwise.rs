@@ -1,7 +1,7 @@
 //! 1x1 stride-1 convolution as one GEMM over the `[N*H*W, C]` view of NHWC memory (no copies).
 
-use super::{epilogue, ConvGeom};
-use crate::gemm::{par_gemm_into_then, par_gemm_split_k, Mat};
+use super::ConvGeom;
+use crate::gemm::{par_gemm_into_with, par_gemm_split_k, Epilogue, Mat};
 use crate::Activation;
 use std::mem::MaybeUninit;
 
@@ -21,16 +21,8 @@ pub fn forward(
 ) {
     g.check_slices("pointwise forward", false, x.len(), w.len(), bias, y.len());
     let p = pixels(g);
-    let then = |rows: &mut [f32]| epilogue(rows, g.cout, bias, act);
-    par_gemm_into_then(
-        p,
-        g.cin,
-        g.cout,
-        Mat::rows(x, g.cin),
-        Mat::rows(w, g.cout),
-        y,
-        &then,
-    );
+    let (a, b) = (Mat::rows(x, g.cin), Mat::rows(w, g.cout));
+    par_gemm_into_with(p, g.cin, g.cout, a, b, y, Epilogue { bias, act });
 }
 
 /// `dx[P, cin] = dy[P, cout] * w^T`, with `w^T` copied row-major first (it is small) so that the
@@ -51,15 +43,8 @@ pub fn backward_input(g: &ConvGeom, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit
             wt[co * g.cin + ci] = v;
         }
     }
-    par_gemm_into_then(
-        p,
-        g.cout,
-        g.cin,
-        Mat::rows(dy, g.cout),
-        Mat::rows(&wt, g.cin),
-        dx,
-        &|_| (),
-    );
+    let (a, b) = (Mat::rows(dy, g.cout), Mat::rows(&wt, g.cin));
+    par_gemm_into_with(p, g.cout, g.cin, a, b, dx, Epilogue::NONE);
 }
 
 /// `dw[cin, cout] = x^T * dy`, split over pixels and summed.
