@@ -311,9 +311,9 @@ fn row_tile(
 }
 
 /// Per image: `groups` ranges of expanded channels (multiples of 16 wide, but for the last),
-/// each expanded over the whole image and filtered on its own core; the filtered groups gathered
-/// side by side; then the projection over as many blocks of pixel rows. Each image's output is
-/// written by the row blocks, which cover it.
+/// each expanded over the whole image and filtered on its own core; then the projection over as
+/// many blocks of pixel rows, each gathering its rows of the filtered groups side by side first
+/// (in cache, and in parallel). Each image's output is written by the row blocks, which cover it.
 fn by_channel_groups(xs: &[f32], b: &Block, groups: usize, y: &mut [MaybeUninit<f32>]) {
     let cexp = b.cexp();
     let width = cexp.div_ceil(groups).next_multiple_of(16).min(cexp).max(1);
@@ -323,7 +323,6 @@ fn by_channel_groups(xs: &[f32], b: &Block, groups: usize, y: &mut [MaybeUninit<
         .collect();
     let (in_image, out_image) = b.image_sizes();
     let pixels = b.g.rows.out * b.g.cols.out;
-    let mut filtered = crate::buffer::uninit(pixels * cexp);
     for (image, out) in xs
         .chunks_exact(in_image.max(1))
         .zip(y.chunks_mut(out_image.max(1)))
@@ -332,25 +331,23 @@ fn by_channel_groups(xs: &[f32], b: &Block, groups: usize, y: &mut [MaybeUninit<
             .par_iter()
             .map(|r| expand_and_filter(image, b, r.clone()))
             .collect();
-        for (r, part) in ranges.iter().zip(&parts) {
-            for (row, from) in filtered
-                .chunks_exact_mut(cexp)
-                .zip(part.chunks_exact(r.len()))
-            {
-                for (slot, v) in row[r.clone()].iter_mut().zip(from) {
-                    slot.write(*v);
-                }
-            }
-        }
-        // SAFETY: the ranges cover `0..cexp`, so every row's slots were written just above.
-        let filtered = unsafe { crate::buffer::assume_init_mut(&mut filtered) };
         let rows = pixels.div_ceil(groups).max(1);
         out.par_chunks_mut(rows * b.cout)
             .enumerate()
             .for_each(|(i, o)| {
-                let p0 = i * rows;
-                let d = &filtered[p0 * cexp..][..o.len() / b.cout * cexp];
-                let o = b.project.apply(d, cexp, b.cout, o);
+                let (p0, n) = (i * rows, o.len() / b.cout);
+                let mut d = crate::buffer::uninit(n * cexp);
+                for (r, part) in ranges.iter().zip(&parts) {
+                    let from = part[p0 * r.len()..][..n * r.len()].chunks_exact(r.len());
+                    for (row, from) in d.chunks_exact_mut(cexp).zip(from) {
+                        for (slot, v) in row[r.clone()].iter_mut().zip(from) {
+                            slot.write(*v);
+                        }
+                    }
+                }
+                // SAFETY: the ranges cover `0..cexp`, so every row's slots were written above.
+                let d = unsafe { crate::buffer::assume_init(d) };
+                let o = b.project.apply(&d, cexp, b.cout, o);
                 b.add_residual(image, p0, o);
             });
     }
