@@ -64,6 +64,14 @@ pub fn filled(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { assume_init_mut(v) }
 }
 
+/// Writes `src` into the slots `dst` (as long as `src`), each once.
+pub fn write_from(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "write_from: lengths differ");
+    for (slot, &v) in dst.iter_mut().zip(src) {
+        slot.write(v);
+    }
+}
+
 /// The floats of slots from [`uninit`] (or [`as_uninit`]) once a kernel has written them all.
 ///
 /// # Safety

@@ -72,24 +72,33 @@ impl<'a> Mat<'a> {
     }
 }
 
+/// Whether an `m x k` by `k x n` product has anything to compute; panics (before any read) unless
+/// `A`, `B` and a `C` of `c_len` floats hold their extents.
+fn check_extents(m: usize, k: usize, n: usize, a: &Mat, b: &Mat, c_len: usize) -> bool {
+    if m == 0 || n == 0 {
+        return false;
+    }
+    assert!(c_len >= m * n, "gemm: output too small");
+    a.check(m, k, "A");
+    b.check(k, n, "B");
+    true
+}
+
 /// Serial GEMM into a row-major `m x n` slice `c`.
 pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f32]) {
     if beta == 0.0 {
         return gemm_into(m, k, n, a, b, crate::buffer::as_uninit(c));
     }
-    if m == 0 || n == 0 {
+    if !check_extents(m, k, n, &a, &b, c.len()) {
         return;
     }
-    assert!(c.len() >= m * n, "gemm: output too small");
-    a.check(m, k, "A");
-    b.check(k, n, "B");
     if k == 0 {
         c[..m * n].iter_mut().for_each(|v| *v *= beta);
         return;
     }
-    // SAFETY: every element `matrixmultiply` reads or writes lies inside its slice: `A` (m x k) and
-    // `B` (k x n) at their non-negative strides were checked by `Mat::check`, `C` (m x n, row-major)
-    // by the length assertion above.
+    // SAFETY: every element `matrixmultiply` reads or writes lies inside its slice: `A` (m x k),
+    // `B` (k x n) at their non-negative strides and `C` (m x n, row-major) were checked by
+    // `check_extents`.
     unsafe { sgemm(m, k, n, a, b, beta, c.as_mut_ptr()) }
 }
 
@@ -146,16 +155,13 @@ pub fn gemm_into_with(
     c: &mut [MaybeUninit<f32>],
     epi: Epilogue,
 ) {
-    if m == 0 || n == 0 {
+    if !check_extents(m, k, n, &a, &b, c.len()) {
         return;
     }
-    assert!(c.len() >= m * n, "gemm: output too small");
     assert!(
         epi.bias.is_none_or(|b| b.len() == n),
         "gemm: bias is not n long"
     );
-    a.check(m, k, "A");
-    b.check(k, n, "B");
     let c = &mut c[..m * n];
     #[cfg(target_arch = "x86_64")]
     if k > 0 && unpacked_applies(m, k, n, &a, &b) {
@@ -166,10 +172,9 @@ pub fn gemm_into_with(
     if k == 0 {
         c.fill(MaybeUninit::new(0.0));
     } else {
-        // SAFETY: the extents of `A` and `B` were checked by `Mat::check` and `C`'s by the
-        // assertion above; with beta = 0, matrixmultiply stores to `C` without reading it ("If
-        // beta is zero, then C does not need to be initialized", its documentation), so the slots
-        // may be uninitialised.
+        // SAFETY: the extents of `A`, `B` and `C` were checked by `check_extents`; with beta = 0,
+        // matrixmultiply stores to `C` without reading it ("If beta is zero, then C does not need
+        // to be initialized", its documentation), so the slots may be uninitialised.
         unsafe { sgemm(m, k, n, a, b, 0.0, c.as_mut_ptr().cast()) }
     }
     // SAFETY: every slot was written just above (zeros, or matrixmultiply's product).

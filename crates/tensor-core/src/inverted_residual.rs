@@ -340,9 +340,7 @@ fn by_channel_groups(xs: &[f32], b: &Block, groups: usize, y: &mut [MaybeUninit<
                 for (r, part) in ranges.iter().zip(&parts) {
                     let from = part[p0 * r.len()..][..n * r.len()].chunks_exact(r.len());
                     for (row, from) in d.chunks_exact_mut(cexp).zip(from) {
-                        for (slot, v) in row[r.clone()].iter_mut().zip(from) {
-                            slot.write(*v);
-                        }
+                        crate::buffer::write_from(&mut row[r.clone()], from);
                     }
                 }
                 // SAFETY: the ranges cover `0..cexp`, so every row's slots were written above.
@@ -370,10 +368,9 @@ fn expand_and_filter(image: &[f32], b: &Block, r: Range<usize>) -> Vec<f32> {
             gemm_into_with(pixels, cin, width, Mat::rows(image, cin), w, &mut e, epi);
         }
         None => {
-            let from = image.chunks_exact(cin).flat_map(|px| &px[r.clone()]);
-            e.iter_mut().zip(from).for_each(|(e, x)| {
-                e.write(*x);
-            });
+            for (e, px) in e.chunks_exact_mut(width).zip(image.chunks_exact(cin)) {
+                crate::buffer::write_from(e, &px[r.clone()]);
+            }
         }
     }
     // SAFETY: `gemm_into_with` wrote all `pixels * width` slots, or the copy did (`pixels` pixels of

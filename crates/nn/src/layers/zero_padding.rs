@@ -50,9 +50,7 @@ impl Layer for ZeroPadding2D {
                 let (left, rest) = out.split_at_mut(l * c);
                 let (mid, right) = rest.split_at_mut(w * c);
                 left.fill(zero);
-                mid.iter_mut().zip(src).for_each(|(o, &v)| {
-                    o.write(v);
-                });
+                tensor_core::buffer::write_from(mid, src);
                 right.fill(zero);
             });
         // SAFETY: the rows cover `y`, and each was written whole (padding, input, padding).
@@ -77,9 +75,7 @@ impl Layer for ZeroPadding2D {
                 .for_each(|(row, out)| {
                     let (img, iy) = (row / h, row % h);
                     let src = &dys[((img * oh + iy + t) * ow + l) * c..][..w * c];
-                    out.iter_mut().zip(src).for_each(|(o, &v)| {
-                        o.write(v);
-                    });
+                    tensor_core::buffer::write_from(out, src);
                 });
             // SAFETY: the rows cover `dx`, and each was written whole.
             let dx = unsafe { tensor_core::buffer::assume_init(dx) };

@@ -260,11 +260,28 @@ pub fn conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::new("conv2d", x.shape(), w.shape(), stride, padding)?;
-    let mut y = crate::buffer::uninit(g.out_shape().iter().product());
-    conv2d_slots(x, w, bias, stride, padding, act, &mut y)?;
-    // SAFETY: `conv2d_slots` returned `Ok`, so it wrote every slot.
+    // SAFETY: `conv2d_slots` writes every slot when it returns `Ok`.
+    unsafe {
+        written(g.out_shape(), |y| {
+            conv2d_slots(x, w, bias, stride, padding, act, y)
+        })
+    }
+}
+
+/// A fresh `shape` array whose values `write` puts into never-filled slots
+/// ([`crate::buffer::uninit`]); `write`'s error, if any, is returned instead.
+///
+/// # Safety
+/// `write` must write every slot of its argument whenever it returns `Ok`.
+unsafe fn written(
+    shape: [usize; 4],
+    write: impl FnOnce(&mut [MaybeUninit<f32>]) -> Result<()>,
+) -> Result<Array4<f32>> {
+    let mut y = crate::buffer::uninit(shape.iter().product());
+    write(&mut y)?;
+    // SAFETY: `write` returned `Ok`, so it wrote every slot (the caller's guarantee).
     let y = unsafe { crate::buffer::assume_init(y) };
-    Ok(Array4::from_shape_vec(g.out_shape(), y).expect("length is the shape's size"))
+    Ok(Array4::from_shape_vec(shape, y).expect("length is the shape's size"))
 }
 
 /// [`conv2d`] into a caller's buffer `y` (`[N, OH, OW, Cout]`, every element overwritten): no allocation.
@@ -348,18 +365,21 @@ pub fn conv2d_backward(
         ConvStrategy::Direct | ConvStrategy::Im2col => im2col::backward_weights(&g, &xs, &dys, dws),
     }
     let dx = need_dx.then(|| {
-        let mut dx = crate::buffer::uninit(x.len());
-        match strategy {
-            ConvStrategy::Pointwise => pointwise::backward_input(&g, &dys, &ws, &mut dx),
-            ConvStrategy::Direct | ConvStrategy::Im2col => {
-                im2col::backward_input(&g, &dys, &ws, crate::buffer::filled(&mut dx))
-            }
+        let shape = x.dim().into();
+        // SAFETY: both arms write every slot (the 1x1 GEMM directly, col2im after the fill).
+        unsafe {
+            written(shape, |dx| {
+                match strategy {
+                    ConvStrategy::Pointwise => pointwise::backward_input(&g, &dys, &ws, dx),
+                    ConvStrategy::Direct | ConvStrategy::Im2col => {
+                        im2col::backward_input(&g, &dys, &ws, crate::buffer::filled(dx))
+                    }
+                }
+                Ok(())
+            })
         }
-        // SAFETY: both arms wrote every slot (the 1x1 GEMM directly, col2im after the fill).
-        let dx = unsafe { crate::buffer::assume_init(dx) };
-        Array4::from_shape_vec(x.raw_dim(), dx).expect("length is the shape's size")
     });
-    Ok((dx, dw))
+    Ok((dx.transpose()?, dw))
 }
 
 /// Depthwise convolution `y = act(dwconv(x, w) + bias)`; `w` is `[kh, kw, C, 1]`.
@@ -372,11 +392,12 @@ pub fn depthwise_conv2d(
     act: Activation,
 ) -> Result<Array4<f32>> {
     let g = ConvGeom::depthwise("depthwise_conv2d", x.shape(), w.shape(), stride, padding)?;
-    let mut y = crate::buffer::uninit(g.out_shape().iter().product());
-    depthwise_slots(x, w, bias, stride, padding, act, &mut y)?;
-    // SAFETY: `depthwise_slots` returned `Ok`, so it wrote every slot.
-    let y = unsafe { crate::buffer::assume_init(y) };
-    Ok(Array4::from_shape_vec(g.out_shape(), y).expect("length is the shape's size"))
+    // SAFETY: `depthwise_slots` writes every slot when it returns `Ok`.
+    unsafe {
+        written(g.out_shape(), |y| {
+            depthwise_slots(x, w, bias, stride, padding, act, y)
+        })
+    }
 }
 
 /// [`depthwise_conv2d`] into a caller's buffer `y` (every element overwritten): no allocation.
@@ -439,13 +460,16 @@ pub fn depthwise_conv2d_backward(
     let mut dw = Array4::zeros(w.raw_dim());
     depthwise::backward_weights(&g, &xs, &dys, dw.as_slice_mut().expect("contiguous"));
     let dx = need_dx.then(|| {
-        let mut dx = crate::buffer::uninit(x.len());
-        depthwise::backward_input(&g, &dys, &ws, &mut dx);
+        let shape = x.dim().into();
         // SAFETY: `backward_input` writes every slot.
-        let dx = unsafe { crate::buffer::assume_init(dx) };
-        Array4::from_shape_vec(x.raw_dim(), dx).expect("length is the shape's size")
+        unsafe {
+            written(shape, |dx| {
+                depthwise::backward_input(&g, &dys, &ws, dx);
+                Ok(())
+            })
+        }
     });
-    Ok((dx, dw))
+    Ok((dx.transpose()?, dw))
 }
 
 /// Adds the bias and applies the activation to each `cout`-wide row of `y`.
