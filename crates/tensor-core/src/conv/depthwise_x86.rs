@@ -13,6 +13,39 @@ use super::{ConvGeom, Taps, MAX_TAPS};
 use crate::Activation;
 use std::mem::MaybeUninit;
 
+/// Where one output row `row` (image-major) of a depthwise row kernel reads: its image in `x`, the
+/// output row within the image, and the input columns `before..last` of the padded row. Asserts
+/// what the kernels rely on: `C` a multiple of `lanes`, and `x`, `w`, `bias` and the output row
+/// (`out_len`) as long as `g` says.
+struct RowAt {
+    img: *const f32,
+    oy: usize,
+    before: usize,
+    last: usize,
+}
+
+fn row_at(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    out_len: usize,
+    row: usize,
+    lanes: usize,
+) -> RowAt {
+    let (c, oh, iw) = (g.cin, g.rows.out, g.cols.input);
+    let img_in = g.rows.input * iw * c;
+    let (n, oy) = (row / oh, row % oh);
+    assert!(c % lanes == 0 && (n + 1) * img_in <= x.len() && out_len == g.cols.out * c);
+    assert!(w.len() == g.kh * g.kw * c && bias.len() == c && g.kh <= MAX_TAPS);
+    RowAt {
+        img: x[n * img_in..].as_ptr(),
+        oy,
+        before: g.cols.before,
+        last: iw + g.cols.before,
+    }
+}
+
 macro_rules! row_kernel {
     ($name:ident, $feat:literal, $lanes:expr, $v:ty, $load:ident, $store:ident, $mul:ident, $add:ident, $max:ident, $min:ident, $set1:ident) => {
         /// One output row `row` (image-major) of `act(dwconv(x, w) + bias)`.
@@ -32,13 +65,13 @@ macro_rules! row_kernel {
         ) {
             use std::arch::x86_64::*;
             const L: usize = $lanes;
-            let (c, oh, iw, s) = (g.cin, g.rows.out, g.cols.input, g.stride);
-            let img_in = g.rows.input * iw * c;
-            let (n, oy) = (row / oh, row % oh);
-            assert!(c % L == 0 && (n + 1) * img_in <= x.len() && out.len() == g.cols.out * c);
-            assert!(w.len() == g.kh * g.kw * c && bias.len() == c && g.kh <= MAX_TAPS);
-            let img = x.as_ptr().add(n * img_in);
-            let (before, last) = (g.cols.before, iw + g.cols.before);
+            let (c, iw, s) = (g.cin, g.cols.input, g.stride);
+            let RowAt {
+                img,
+                oy,
+                before,
+                last,
+            } = row_at(g, x, w, bias, out.len(), row, L);
             // The input rows this output row reads, with their tap index.
             let rows = Taps::new(g.kh, |ky| ConvGeom::tap(&g.rows, s, oy, ky));
             let (zero, six) = ($set1(0.0), $set1(6.0));
@@ -250,14 +283,14 @@ macro_rules! row3x3_kernel {
             use std::arch::x86_64::*;
             const L: usize = $lanes;
             const P: usize = $pixels;
-            let (c, oh, ow, iw, s) = (g.cin, g.rows.out, g.cols.out, g.cols.input, g.stride);
-            let img_in = g.rows.input * iw * c;
-            let (n, oy) = (row / oh, row % oh);
+            let (c, ow, iw, s) = (g.cin, g.cols.out, g.cols.input, g.stride);
             assert!(g.kh == 3 && g.kw == 3 && s > 0);
-            assert!(c % L == 0 && (n + 1) * img_in <= x.len() && out.len() == ow * c);
-            assert!(w.len() == 9 * c && bias.len() == c);
-            let img = x.as_ptr().add(n * img_in);
-            let (before, last) = (g.cols.before, iw + g.cols.before);
+            let RowAt {
+                img,
+                oy,
+                before,
+                last,
+            } = row_at(g, x, w, bias, out.len(), row, L);
             // The pixels `lo..hi` read taps 0..3 all inside the input: ox*s >= before and
             // ox*s + 3 <= last.
             let lo = before.div_ceil(s);
