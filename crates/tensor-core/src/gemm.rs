@@ -3,6 +3,7 @@
 //! `C[m x n] = alpha * op(A)[m x k] * op(B)[k x n] + beta * C`, where a transposed operand is
 //! expressed through its strides (no copies).
 
+use crate::activation::kind::Kind;
 use crate::Activation;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -102,8 +103,8 @@ pub fn gemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f3
     unsafe { sgemm(m, k, n, a, b, beta, c.as_mut_ptr()) }
 }
 
-/// What is applied to each finished row of `C`: `act(row + bias)`, as [`crate::conv`]'s epilogue
-/// computes it (the unpacked kernel applies it in registers, before the one store).
+/// What is applied to each finished row of `C`: `act(row + bias)` (the unpacked kernel applies it
+/// in registers, before the one store; [`Epilogue::apply`] after any other product).
 #[derive(Clone, Copy, Debug)]
 pub struct Epilogue<'a> {
     /// `n` floats, added to every row.
@@ -130,10 +131,23 @@ impl<'a> Epilogue<'a> {
         }
     }
 
-    /// Applied to finished `n`-wide rows.
-    fn apply(&self, rows: &mut [f32], n: usize) {
-        if !self.is_none() {
-            crate::conv::epilogue(rows, n, self.bias, self.act);
+    /// Applied to finished `n`-wide rows: the bias added, then the activation.
+    pub(crate) fn apply(&self, rows: &mut [f32], n: usize) {
+        if self.is_none() {
+            return;
+        }
+        match self.bias {
+            Some(b) => crate::per_activation!(self.act, A => crate::simd::vectorised(
+                #[inline(always)]
+                || {
+                    for row in rows.chunks_exact_mut(n) {
+                        for (v, b) in row.iter_mut().zip(b) {
+                            *v = A::apply(*v + b);
+                        }
+                    }
+                }
+            )),
+            None => self.act.apply_in_place(rows),
         }
     }
 }
@@ -462,7 +476,7 @@ mod tests {
                 };
                 let mut want = vec![0.0; m * n];
                 gemm(m, k, n, Mat::rows(&a, k), Mat::rows(&b, n), 0.0, &mut want);
-                crate::conv::epilogue(&mut want, n, Some(&bias), Activation::Relu);
+                epi.apply(&mut want, n);
                 for b in [Mat::rows(&b, n), Mat::transposed(&bt, k)] {
                     let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
                     par_gemm_into_with(m, k, n, Mat::rows(&a, k), b, &mut c, epi);

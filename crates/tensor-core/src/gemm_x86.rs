@@ -301,11 +301,11 @@ mod tests {
             let mut want = packed(m, k, n, &a, lda, &b, ldb);
             assert_eq!(run(Epilogue::NONE), want, "{at}");
             // The fused epilogue equals the separate pass over the product.
-            crate::conv::epilogue(&mut want, n, Some(&bias), act);
             let epi = Epilogue {
                 bias: Some(&bias),
                 act,
             };
+            epi.apply(&mut want, n);
             assert_eq!(run(epi), want, "{at} {act:?}");
         }
     }

@@ -2,8 +2,8 @@
 //! `[pixels, kh*kw*cin]` (im2col), then one GEMM with the HWIO kernel viewed as `[kh*kw*cin, cout]`.
 //! Work is split over (image, row block), so both cores are busy even at batch 1.
 
-use super::{epilogue, ConvGeom};
-use crate::gemm::{gemm, Mat};
+use super::ConvGeom;
+use crate::gemm::{gemm, gemm_into_with, Epilogue, Mat};
 use crate::Activation;
 use rayon::prelude::*;
 
@@ -88,16 +88,17 @@ pub fn forward(
             let rows = out.len() / (ow * cout);
             col.resize(rows * ow * kk, 0.0);
             gather(g, x, n, oy0, rows, col);
-            gemm(
+            let (a, b) = (Mat::rows(col, kk), Mat::rows(w, cout));
+            let epi = Epilogue { bias, act };
+            gemm_into_with(
                 rows * ow,
                 kk,
                 cout,
-                Mat::rows(col, kk),
-                Mat::rows(w, cout),
-                0.0,
-                out,
+                a,
+                b,
+                crate::buffer::as_uninit(out),
+                epi,
             );
-            epilogue(out, cout, bias, act);
         });
 }
 

@@ -14,7 +14,6 @@ pub mod im2col;
 pub mod pointwise;
 pub mod reference;
 
-use crate::activation::kind::Kind;
 use crate::{Activation, Error, PadDim, Padding, Result};
 use ndarray::{Array4, ArrayView4};
 use std::mem::MaybeUninit;
@@ -470,23 +469,6 @@ pub fn depthwise_conv2d_backward(
         }
     });
     Ok((dx.transpose()?, dw))
-}
-
-/// Adds the bias and applies the activation to each `cout`-wide row of `y`.
-pub(crate) fn epilogue(y: &mut [f32], cout: usize, bias: Option<&[f32]>, act: Activation) {
-    match bias {
-        Some(b) => crate::per_activation!(act, A => crate::simd::vectorised(
-            #[inline(always)]
-            || {
-                for row in y.chunks_exact_mut(cout) {
-                    for (v, b) in row.iter_mut().zip(b) {
-                        *v = A::apply(*v + b);
-                    }
-                }
-            }
-        )),
-        None => act.apply_in_place(y),
-    }
 }
 
 #[cfg(test)]
