@@ -64,8 +64,9 @@ fn check_layers(layers: &[String], net: &MobileNetV2) -> Result<()> {
 pub fn run(a: ActivationsArgs) -> Result<i32> {
     let mut net = crate::load::open_weights(&a.weights, None)?;
     if a.list {
-        for (name, kind) in net.graph.names().iter().zip(&net.kinds) {
-            crate::outln!("{name}\t{kind:?}");
+        for i in 0..net.graph.len() {
+            let layer = net.graph.layer(i);
+            crate::outln!("{}\t{}", layer.name(), layer.describe());
         }
         crate::outln!("features\tGlobalPool (of out_relu)");
         return Ok(0);

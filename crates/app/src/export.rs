@@ -96,8 +96,7 @@ pub fn run(args: ExportArgs) -> Result<i32> {
             ("alpha".into(), alpha.to_string()),
         ],
     };
-    let model = onnx::export(&mut net.graph, &net.kinds, &opts)
-        .with_context(|| format!("exporting {what}"))?;
+    let model = onnx::export(&net.graph, &opts).with_context(|| format!("exporting {what}"))?;
     let bytes = onnx::to_bytes(&model);
     write_model(&args.out, &bytes, args.force)?;
     let input = if args.include_preprocessing {

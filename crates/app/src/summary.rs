@@ -106,7 +106,7 @@ pub fn table(
 /// The summary of a run's classifier (or a model being trained).
 pub fn of_classifier(clf: &mut mobilenet::Classifier, alpha: f32, full: bool) -> Result<String> {
     let (h, w) = (clf.net.config.height, clf.net.config.width);
-    let rows = summarize(&mut clf.net.graph, &clf.net.kinds, h, w)?;
+    let rows = summarize(&mut clf.net.graph, h, w)?;
     let title = format!(
         "MobileNetV2 alpha {alpha} at {h}x{w} + head ({} classes)",
         clf.head.classes
@@ -127,7 +127,7 @@ fn of_weights(net: &mut MobileNetV2, unfreeze: usize, full: bool) -> Result<Stri
     net.graph.set_trainable(0..all, false);
     net.unfreeze_last(unfreeze);
     let (h, w) = (net.config.height, net.config.width);
-    let rows = summarize(&mut net.graph, &net.kinds, h, w)?;
+    let rows = summarize(&mut net.graph, h, w)?;
     let title = format!(
         "MobileNetV2 alpha {} at {h}x{w}{}",
         net.config.alpha,

@@ -2,14 +2,14 @@
 //! Dense(classes, softmax), trained with the frozen part run once through the folded plan.
 
 use crate::folded::FoldedPlan;
-use crate::model::{Kind, MobileNetV2};
+use crate::model::MobileNetV2;
 use crate::{Error, Result};
 use ndarray::{Array2, Ix2};
 use nn::graph::INPUT;
 use nn::layers::{Dense, Dropout, GlobalAveragePooling2D};
 use nn::loss::weighted_softmax_cross_entropy;
 use nn::optim::Optimizer;
-use nn::{Mode, NodeId, Tensor};
+use nn::{LayerSpec, Mode, NodeId, Tensor};
 use std::collections::HashMap;
 use tensor_core::Activation;
 
@@ -77,10 +77,8 @@ impl Classifier {
             GlobalAveragePooling2D::new("global_average_pooling2d"),
             &[net.out_relu],
         );
-        net.kinds.push(Kind::GlobalPool);
         if head.dropout > 0.0 {
             g.push(Dropout::new("dropout", head.dropout, head.seed ^ 0xD50)?);
-            net.kinds.push(Kind::Dropout);
         }
         let mut width = feats;
         let mut hidden = None;
@@ -92,7 +90,6 @@ impl Classifier {
                 Activation::Relu,
                 head.seed,
             )));
-            net.kinds.push(Kind::Dense(Activation::Relu));
             width = head.dense;
         }
         let name = if head.dense > 0 { "dense_1" } else { "dense" };
@@ -103,7 +100,6 @@ impl Classifier {
             Activation::Linear,
             head.seed.wrapping_add(1),
         ));
-        net.kinds.push(Kind::Dense(Activation::Linear));
         Ok(Classifier {
             net,
             head,
@@ -122,7 +118,9 @@ impl Classifier {
 
     /// The first node that runs in the graph (trainable or training-dependent); below it, the folded plan.
     pub fn cut(&mut self) -> NodeId {
-        let dropout = self.net.kinds.iter().position(|k| *k == Kind::Dropout);
+        let g = &self.net.graph;
+        let dropout =
+            (0..g.len()).find(|&i| matches!(g.layer(i).describe(), LayerSpec::Dropout { .. }));
         let first = self
             .net
             .graph
@@ -141,7 +139,7 @@ impl Classifier {
                 .collect();
             boundary.sort();
             boundary.dedup();
-            let plan = FoldedPlan::compile(&mut self.net.graph, &self.net.kinds, cut, &boundary)?;
+            let plan = FoldedPlan::compile(&self.net.graph, cut, &boundary)?;
             self.plan = Some((plan, cut, boundary));
         }
         Ok(())

@@ -80,7 +80,7 @@ impl GradCam {
                 )));
             }
         }
-        let base = FoldedPlan::compile(&mut net.graph, &net.kinds, out_relu + 1, &[out_relu])?;
+        let base = FoldedPlan::compile(&net.graph, out_relu + 1, &[out_relu])?;
         let mut classes = 0;
         net.graph.layer_mut(head.end - 1).visit_params(&mut |p| {
             if p.name.ends_with("/bias") {

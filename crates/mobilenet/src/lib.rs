@@ -19,7 +19,7 @@ pub use classifier::{Classifier, HeadConfig, StepOutput};
 pub use error::{Error, Result};
 pub use folded::FoldedPlan;
 pub use grad_cam::{ClassMap, Explanation, GradCam, Target};
-pub use model::{Kind, MobileNetV2, ModelConfig};
+pub use model::{MobileNetV2, ModelConfig};
 pub use predictor::Predictor;
 pub use quantized::{Calibrator, QuantizedInfo, QuantizedPlan};
 pub use summary::{summarize, LayerSummary};

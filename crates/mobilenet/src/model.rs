@@ -9,20 +9,6 @@ use nn::{Graph, Mode, NodeId, Tensor};
 use tensor_core::padding::keras_correct_pad;
 use tensor_core::{Activation, Padding};
 
-/// What a node is, for the folded inference path and for "unfreeze the last N layers".
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Kind {
-    Conv { stride: usize, padding: Padding },
-    Depthwise { stride: usize, padding: Padding },
-    BatchNorm,
-    Relu(Activation),
-    Pad(((usize, usize), (usize, usize))),
-    Add,
-    GlobalPool,
-    Dense(Activation),
-    Dropout,
-}
-
 /// Width, input size and whether the 1000-class top is included.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ModelConfig {
@@ -58,11 +44,10 @@ impl ModelConfig {
     }
 }
 
-/// The base network (and optionally the top) as a graph, with a [`Kind`] per node.
+/// The base network (and optionally the top) as a graph of Keras layers.
 pub struct MobileNetV2 {
     pub config: ModelConfig,
     pub graph: Graph,
-    pub kinds: Vec<Kind>,
     /// The `out_relu` node: the base's last layer.
     pub out_relu: NodeId,
     /// Classes of the top, when included.
@@ -73,7 +58,6 @@ pub struct MobileNetV2 {
 pub(crate) struct Builder<'a> {
     vs: &'a VarStore,
     pub graph: Graph,
-    pub kinds: Vec<Kind>,
     h: usize,
     w: usize,
     c: usize,
@@ -85,8 +69,7 @@ impl<'a> Builder<'a> {
         self.graph.len().checked_sub(1).unwrap_or(INPUT)
     }
 
-    fn node(&mut self, layer: impl nn::Layer + 'static, kind: Kind, inputs: &[NodeId]) -> NodeId {
-        self.kinds.push(kind);
+    fn node(&mut self, layer: impl nn::Layer + 'static, inputs: &[NodeId]) -> NodeId {
         self.graph.add(layer, inputs)
     }
 
@@ -106,11 +89,7 @@ impl<'a> Builder<'a> {
             .resolve(self.h, self.w, k, k, stride)
             .expect("sizes checked at build");
         (self.h, self.w, self.c) = (r.out, c.out, cout);
-        self.node(
-            Conv2D::new(name, w, None, stride, padding),
-            Kind::Conv { stride, padding },
-            &[input],
-        )
+        self.node(Conv2D::new(name, w, None, stride, padding), &[input])
     }
 
     fn depthwise(&mut self, name: &str, stride: usize, padding: Padding) -> NodeId {
@@ -122,11 +101,7 @@ impl<'a> Builder<'a> {
             .resolve(self.h, self.w, 3, 3, stride)
             .expect("sizes checked at build");
         (self.h, self.w) = (r.out, c.out);
-        self.node(
-            DepthwiseConv2D::new(name, w, stride, padding),
-            Kind::Depthwise { stride, padding },
-            &[input],
-        )
+        self.node(DepthwiseConv2D::new(name, w, stride, padding), &[input])
     }
 
     fn bn(&mut self, name: &str) -> NodeId {
@@ -142,12 +117,12 @@ impl<'a> Builder<'a> {
         )
         .expect("shapes from get");
         let input = self.last();
-        self.node(layer, Kind::BatchNorm, &[input])
+        self.node(layer, &[input])
     }
 
     fn relu6(&mut self, name: &str) -> NodeId {
         let input = self.last();
-        self.node(ReLU::relu6(name), Kind::Relu(Activation::Relu6), &[input])
+        self.node(ReLU::relu6(name), &[input])
     }
 
     fn pad(&mut self, name: &str) -> NodeId {
@@ -155,7 +130,7 @@ impl<'a> Builder<'a> {
         let input = self.last();
         self.h += p.0 .0 + p.0 .1;
         self.w += p.1 .0 + p.1 .1;
-        self.node(ZeroPadding2D::new(name, p), Kind::Pad(p), &[input])
+        self.node(ZeroPadding2D::new(name, p), &[input])
     }
 
     fn inverted_res_block(&mut self, alpha: Alpha, id: usize) {
@@ -191,11 +166,7 @@ impl<'a> Builder<'a> {
         self.conv(&format!("{prefix}_project"), out_c, 1, 1, Padding::Same);
         let projected = self.bn(&format!("{prefix}_project_BN"));
         if in_c == out_c && stride == 1 {
-            self.node(
-                Add::new(&format!("{prefix}_add")),
-                Kind::Add,
-                &[input, projected],
-            );
+            self.node(Add::new(&format!("{prefix}_add")), &[input, projected]);
         }
     }
 }
@@ -221,7 +192,6 @@ impl MobileNetV2 {
         let mut b = Builder {
             vs: &vs,
             graph: Graph::new(),
-            kinds: Vec::new(),
             h: config.height,
             w: config.width,
             c: 3,
@@ -247,25 +217,22 @@ impl MobileNetV2 {
             let bias = vs.get("predictions/bias", &[n]);
             b.node(
                 GlobalAveragePooling2D::new("global_average_pooling2d"),
-                Kind::GlobalPool,
                 &[out_relu],
             );
             let gap = b.last();
             b.node(
                 Dense::from_values("predictions", kernel, bias, Activation::Linear)?,
-                Kind::Dense(Activation::Linear),
                 &[gap],
             );
             classes = Some(n);
         } else {
             vs.ignore("predictions/");
         }
-        let (graph, kinds) = (b.graph, b.kinds);
+        let graph = b.graph;
         vs.finish(false).map_err(nn::Error::from)?;
         let mut m = MobileNetV2 {
             config,
             graph,
-            kinds,
             out_relu,
             classes,
         };

@@ -2,7 +2,6 @@
 //! plan, probabilities out. What `predict`, and anything else that only scores images, runs.
 
 use crate::folded::FoldedPlan;
-use crate::model::Kind;
 use crate::{Classifier, Error, MobileNetV2, QuantizedPlan, Result};
 use ndarray::{Array2, Ix2};
 use nn::{Graph, NodeId, Tensor};
@@ -45,9 +44,9 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    fn compile(g: &mut Graph, kinds: &[Kind], height: usize, width: usize) -> Result<Self> {
+    fn compile(g: &mut Graph, height: usize, width: usize) -> Result<Self> {
         let (out, classes) = logits_node(g)?;
-        let plan = FoldedPlan::compile(g, kinds, g.len(), &[out])?;
+        let plan = FoldedPlan::compile(g, g.len(), &[out])?;
         Ok(Predictor {
             engine: Engine::Folded { plan, out },
             height,
@@ -63,18 +62,13 @@ impl Predictor {
                 "these weights have no top (predictions): nothing to classify with".into(),
             ));
         }
-        Self::compile(
-            &mut net.graph,
-            &net.kinds,
-            net.config.height,
-            net.config.width,
-        )
+        Self::compile(&mut net.graph, net.config.height, net.config.width)
     }
 
     /// A trained classifier (base + head); dropout is the identity at inference.
     pub fn from_classifier(clf: &mut Classifier) -> Result<Self> {
         let (h, w) = (clf.net.config.height, clf.net.config.width);
-        Self::compile(&mut clf.net.graph, &clf.net.kinds, h, w)
+        Self::compile(&mut clf.net.graph, h, w)
     }
 
     /// A quantized model (from `QuantizedPlan::load` or a `Calibrator`).

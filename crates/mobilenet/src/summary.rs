@@ -1,7 +1,6 @@
 //! Keras's `model.summary()`: each layer's name, type, output shape and parameter counts, the
 //! output shapes from one forward pass of a single blank image.
 
-use crate::model::Kind;
 use crate::Result;
 use nn::graph::INPUT;
 use nn::{Graph, Mode, Tensor};
@@ -19,33 +18,13 @@ pub struct LayerSummary {
     pub trainable_params: usize,
 }
 
-/// The Keras class name of a layer kind.
-pub fn keras_class(kind: &Kind) -> &'static str {
-    match kind {
-        Kind::Conv { .. } => "Conv2D",
-        Kind::Depthwise { .. } => "DepthwiseConv2D",
-        Kind::BatchNorm => "BatchNormalization",
-        Kind::Relu(_) => "ReLU",
-        Kind::Pad(_) => "ZeroPadding2D",
-        Kind::Add => "Add",
-        Kind::GlobalPool => "GlobalAveragePooling2D",
-        Kind::Dense(_) => "Dense",
-        Kind::Dropout => "Dropout",
-    }
-}
-
-/// The rows of a network whose nodes are described by `kinds`, for an input of `height x width`.
-pub fn summarize(
-    graph: &mut Graph,
-    kinds: &[Kind],
-    height: usize,
-    width: usize,
-) -> Result<Vec<LayerSummary>> {
+/// The rows of a network, for an input of `height x width`.
+pub fn summarize(graph: &mut Graph, height: usize, width: usize) -> Result<Vec<LayerSummary>> {
     let x = Tensor::zeros(ndarray::IxDyn(&[1, height, width, 3]));
     let all: Vec<usize> = (0..graph.len()).collect();
     let out = graph.run(&[(INPUT, &x)], 0..graph.len(), Mode::Infer, &all)?;
     let mut rows = Vec::with_capacity(graph.len());
-    for (i, kind) in kinds.iter().enumerate().take(graph.len()) {
+    for i in 0..graph.len() {
         let (mut params, mut trainable) = (0, 0);
         graph.layer_mut(i).visit_params(&mut |p| {
             params += p.value.len();
@@ -60,7 +39,7 @@ pub fn summarize(
         };
         rows.push(LayerSummary {
             name: graph.layer(i).name().to_owned(),
-            kind: keras_class(kind),
+            kind: graph.layer(i).describe().keras_class(),
             output_shape: shape,
             params,
             trainable_params: trainable,
@@ -83,7 +62,7 @@ mod tests {
         let mut net = MobileNetV2::from_path(&dir, Some(true)).unwrap();
         let all = net.graph.len();
         net.graph.set_trainable(0..all, true);
-        let rows = summarize(&mut net.graph, &net.kinds, 224, 224).unwrap();
+        let rows = summarize(&mut net.graph, 224, 224).unwrap();
         assert_eq!(rows.len(), all);
         assert_eq!((rows[0].name.as_str(), rows[0].kind), ("Conv1", "Conv2D"));
         assert_eq!(rows[0].output_shape, [112, 112, 32]);

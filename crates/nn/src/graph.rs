@@ -4,7 +4,7 @@
 //! Forward keeps a node's output only until its last reader has run; layers record what backward needs
 //! only from the lowest trainable node up, so a frozen base costs a forward pass and nothing more.
 
-use crate::layer::Fusable;
+use crate::fusion::{self, Fusion};
 use crate::{Ctx, Error, Layer, Mode, Param, Result, Tensor};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -124,9 +124,9 @@ impl Graph {
     /// Forward through nodes `range`, reading `feeds` (outputs of nodes before the range, or `INPUT`),
     /// returning the last node's output and copies of the `capture`d ones.
     ///
-    /// A node with nothing of its own to compute may be fused into its neighbour for this run (see
-    /// [`Fusable`]): a `ReLU` into the batch-norm before it, a `ZeroPadding2D` into the depthwise
-    /// convolution after it. The fused node then passes its input through, forward and backward.
+    /// A node with nothing of its own to compute may be fused into its neighbour for this run, as
+    /// [`fusion::rule`] pairs them and the neighbour can (a `ReLU` into the batch-norm before it, a
+    /// `ZeroPadding2D` into the depthwise convolution after it; batch-norms are never folded here). The fused node then passes its input through, forward and backward.
     /// Only a node whose output goes to that neighbour alone, and is not captured, is fused.
     pub fn run(
         &mut self,
@@ -146,12 +146,8 @@ impl Graph {
         } else {
             None
         };
-        let mut last_use: HashMap<NodeId, NodeId> = HashMap::new();
-        for i in range.clone() {
-            for &j in &self.nodes[i].inputs {
-                last_use.insert(j, i);
-            }
-        }
+        let last_use: HashMap<NodeId, NodeId> =
+            last_uses(range.clone().map(|i| (i, self.nodes[i].inputs.as_slice())));
         self.passthrough.resize(self.nodes.len(), false);
         self.passthrough[range.clone()].fill(false);
         let mut owned: HashMap<NodeId, Tensor> = HashMap::new();
@@ -162,7 +158,7 @@ impl Graph {
                 mode,
                 record: first_train.is_some_and(|f| i >= f),
             };
-            self.fuse_with_next(i, &range, &last_use, capture);
+            self.fuse_with_next(i, &range, capture);
             let node = &mut self.nodes[i];
             let mut ins = Vec::with_capacity(node.inputs.len());
             for &j in &node.inputs {
@@ -214,30 +210,52 @@ impl Graph {
             .collect()
     }
 
-    /// Before node `i` runs: fuses the pair `(i, i + 1)` when one of them is [`Fusable`] into the
-    /// other, `i + 1` reads `i` alone and is its only reader, both are in the range and `i`'s output
-    /// is not captured. Marks the fused node pass-through.
-    fn fuse_with_next(
-        &mut self,
-        i: NodeId,
-        range: &Range<NodeId>,
-        last_use: &HashMap<NodeId, NodeId>,
-        capture: &[NodeId],
-    ) {
-        if self.passthrough[i] || i + 1 >= range.end {
+    /// How many nodes read node `id`'s output.
+    pub fn readers(&self, id: NodeId) -> usize {
+        self.nodes[id.saturating_add(1).min(self.nodes.len())..]
+            .iter()
+            .filter(|n| n.inputs.contains(&id))
+            .count()
+    }
+
+    /// How node `cur` and the node after it are computed as one, if they are: the next node is
+    /// before `end`, reads `cur` alone and is its only reader, `cur`'s output is not in `keep`
+    /// (wanted on its own), and [`fusion::rule`] pairs their layers. `fold_batch_norm` as there.
+    pub fn fusion_at(
+        &self,
+        cur: NodeId,
+        end: NodeId,
+        keep: &[NodeId],
+        fold_batch_norm: bool,
+    ) -> Option<Fusion> {
+        let next = cur + 1;
+        if next >= end.min(self.nodes.len())
+            || self.nodes[next].inputs != [cur]
+            || self.readers(cur) != 1
+            || keep.contains(&cur)
+        {
+            return None;
+        }
+        fusion::rule(
+            &self.nodes[cur].layer.describe(),
+            &self.nodes[next].layer.describe(),
+            fold_batch_norm,
+        )
+    }
+
+    /// Before node `i` runs: fuses the pair `(i, i + 1)` when [`fusion_at`](Self::fusion_at) pairs
+    /// them (a padding into the convolution after it, an activation into the layer before it) and
+    /// the layer taking the work over can do it. Marks the other node pass-through.
+    fn fuse_with_next(&mut self, i: NodeId, range: &Range<NodeId>, capture: &[NodeId]) {
+        if self.passthrough[i] {
             return;
         }
-        let next = &self.nodes[i + 1];
-        if next.inputs != [i] || last_use.get(&i) != Some(&(i + 1)) || capture.contains(&i) {
-            return;
-        }
-        // A padding goes into the node after it; an activation into the node before it.
-        let (into, fused, f) = match (self.nodes[i].layer.fusable(), next.layer.fusable()) {
-            (Some(f @ Fusable::Padding(_)), _) if self.nodes[i].inputs.len() == 1 => (i + 1, i, f),
-            (_, Some(f @ Fusable::Activation(_))) => (i, i + 1, f),
+        let (into, fused) = match self.fusion_at(i, range.end, capture, false) {
+            Some(f @ Fusion::Padding(_)) => ((i + 1, f), i),
+            Some(f @ Fusion::Activation(_)) => ((i, f), i + 1),
             _ => return,
         };
-        if self.nodes[into].layer.fuse(Some(f)) {
+        if self.nodes[into.0].layer.fuse(Some(into.1)) {
             self.passthrough[fused] = true;
         }
     }
@@ -282,4 +300,18 @@ impl Graph {
         }
         Ok(())
     }
+}
+
+/// For each value read by the given `(step, inputs)` pairs (in execution order), the last step that
+/// reads it: after that step the value can be dropped.
+pub fn last_uses<'a, S: Copy>(
+    steps: impl Iterator<Item = (S, &'a [NodeId])>,
+) -> HashMap<NodeId, S> {
+    let mut last = HashMap::new();
+    for (s, ins) in steps {
+        for &j in ins {
+            last.insert(j, s);
+        }
+    }
+    last
 }

@@ -1,7 +1,8 @@
 //! The layer abstraction: four methods, forward and backward side by side in each implementation.
 
+use crate::fusion::Fusion;
+use crate::spec::LayerSpec;
 use crate::{Param, Result, Tensor};
-use tensor_core::{Activation, Padding};
 
 /// Training or inference. Frozen batch-norms use moving statistics in both (Keras).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,28 +42,15 @@ pub trait Layer: Send {
     /// Visits every variable (trainable, frozen and state) in Keras order.
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param));
 
-    /// What this layer is when it has nothing of its own to compute (an activation, a padding): the
-    /// graph may then fuse it into a neighbour.
-    fn fusable(&self) -> Option<Fusable> {
-        None
-    }
+    /// What this layer computes, with its variables: what compilers read.
+    fn describe(&self) -> LayerSpec<'_>;
 
     /// Asks the layer to take over a neighbour's work in its next forward (and in the backward of
-    /// that forward); `None` undoes it. Returns whether the layer does so. The graph asks before a
-    /// forward and undoes it right after.
-    fn fuse(&mut self, f: Option<Fusable>) -> bool {
+    /// that forward), as [`fusion::rule`](crate::fusion::rule) paired them; `None` undoes it.
+    /// Returns whether the layer can. The graph asks before a forward and undoes it right after.
+    fn fuse(&mut self, f: Option<Fusion>) -> bool {
         f.is_none()
     }
-}
-
-/// A layer with nothing of its own to compute, which its neighbour can do in passing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fusable {
-    /// An element-wise activation, for the layer before it to apply to its output.
-    Activation(Activation),
-    /// `ZeroPadding2D` (a [`Padding::Explicit`]), for the valid-padded convolution after it to pad
-    /// on the fly.
-    Padding(Padding),
 }
 
 /// The single input of a one-input layer, or an error naming the layer.

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod fusion;
 pub mod graph;
 pub mod init;
 pub mod layer;
@@ -14,12 +15,15 @@ pub mod loss;
 pub mod optim;
 pub mod param;
 pub mod profile;
+pub mod spec;
 pub mod vars;
 
 pub use error::{Error, Result};
+pub use fusion::Fusion;
 pub use graph::{Graph, NodeId};
-pub use layer::{Ctx, Fusable, Layer, Mode};
+pub use layer::{Ctx, Layer, Mode};
 pub use param::Param;
+pub use spec::LayerSpec;
 
 /// Activations and gradients: dynamic-rank f32 arrays (NHWC for images, `[N, F]` for features).
 pub type Tensor = ndarray::ArcArray<f32, ndarray::IxDyn>;

@@ -57,7 +57,7 @@ fn options(c: &Classifier, include_preprocessing: bool, keep_batch_norm: bool) -
 
 /// Exports, serialises and parses back, as a runtime would see the file.
 fn round_trip(c: &mut Classifier, o: &Options) -> (Vec<u8>, ModelProto) {
-    let model = onnx::export(&mut c.net.graph, &c.net.kinds, o).expect("exports");
+    let model = onnx::export(&c.net.graph, o).expect("exports");
     let bytes = onnx::to_bytes(&model);
     let back = ModelProto::decode(bytes.as_slice()).expect("the bytes parse as an ONNX ModelProto");
     assert_eq!(back, model, "what is written is what was built");

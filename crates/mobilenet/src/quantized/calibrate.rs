@@ -2,8 +2,7 @@
 //! is recorded.
 
 use super::{lower, Calibration, QuantizedPlan};
-use crate::folded::{exec, fold_steps, last_uses, Step};
-use crate::model::Kind;
+use crate::folded::{compile_steps, exec, last_uses, Options, Step};
 use crate::{Classifier, Error, MobileNetV2, Result};
 use nn::graph::INPUT;
 use nn::{Graph, NodeId, Tensor};
@@ -25,10 +24,10 @@ pub struct Calibrator {
 }
 
 impl Calibrator {
-    fn new(g: &mut Graph, kinds: &[Kind], height: usize, width: usize) -> Result<Self> {
+    fn new(g: &mut Graph, height: usize, width: usize) -> Result<Self> {
         let (out, classes) = crate::predictor::logits_node(g)?;
         Ok(Calibrator {
-            steps: fold_steps(g, kinds, g.len(), &[out])?,
+            steps: compile_steps(g, g.len(), &[out], Options::default())?,
             out,
             height,
             width,
@@ -46,13 +45,13 @@ impl Calibrator {
             ));
         }
         let (h, w) = (net.config.height, net.config.width);
-        Self::new(&mut net.graph, &net.kinds, h, w)
+        Self::new(&mut net.graph, h, w)
     }
 
     /// A trained classifier (base + head).
     pub fn for_classifier(clf: &mut Classifier) -> Result<Self> {
         let (h, w) = (clf.net.config.height, clf.net.config.width);
-        Self::new(&mut clf.net.graph, &clf.net.kinds, h, w)
+        Self::new(&mut clf.net.graph, h, w)
     }
 
     /// Images seen so far.
@@ -81,7 +80,7 @@ impl Calibrator {
     }
 
     fn pass(&mut self, x: &Tensor) -> Result<()> {
-        let last_use = last_uses(self.steps.iter().map(|s| s.inputs.as_slice()));
+        let last_use = last_uses(self.steps.iter().map(|s| s.inputs.as_slice()).enumerate());
         let mut live: HashMap<NodeId, Tensor> = HashMap::new();
         widen(&mut self.ranges, INPUT, x, "the input")?;
         live.insert(INPUT, x.clone());

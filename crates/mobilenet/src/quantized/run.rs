@@ -192,7 +192,7 @@ fn joined(parts: Vec<Value>) -> Result<Value> {
 /// Runs `steps` from the value `start` of node `from`; returns the value of node `want`.
 fn run_steps(steps: &[QStep], from: NodeId, start: Value, want: NodeId) -> Result<Value> {
     let isa = Isa::detect();
-    let last_use = last_uses(steps.iter().map(|s| s.inputs.as_slice()));
+    let last_use = last_uses(steps.iter().map(|s| s.inputs.as_slice()).enumerate());
     let mut live: HashMap<NodeId, Value> = HashMap::new();
     live.insert(from, start);
     for (s, step) in steps.iter().enumerate() {

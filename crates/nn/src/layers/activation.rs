@@ -1,6 +1,7 @@
 //! `ReLU` and `ReLU(max_value=6)`; backward masks with the saved output.
 
-use crate::layer::{cached, one, Fusable};
+use crate::layer::{cached, one};
+use crate::spec::LayerSpec;
 use crate::{Ctx, Layer, Param, Result, Tensor};
 use tensor_core::{activation, Activation};
 
@@ -54,7 +55,7 @@ impl Layer for ReLU {
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}
 
-    fn fusable(&self) -> Option<Fusable> {
-        Some(Fusable::Activation(self.act))
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::Activation(self.act)
     }
 }

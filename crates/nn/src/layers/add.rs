@@ -1,5 +1,6 @@
 //! `Add`: the residual sum of two inputs.
 
+use crate::spec::LayerSpec;
 use crate::{Ctx, Error, Layer, Param, Result, Tensor};
 
 pub struct Add {
@@ -34,6 +35,10 @@ impl Layer for Add {
             need_dx.then(|| dy.clone()),
             need_dx.then(|| dy.clone()),
         ])
+    }
+
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::Add
     }
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}

@@ -2,7 +2,9 @@
 //! training; a trainable one in training uses batch statistics (biased variance) and updates
 //! `moving = moving * momentum + batch * (1 - momentum)` with that same biased variance.
 
-use crate::layer::{cached, one, Fusable};
+use crate::fusion::Fusion;
+use crate::layer::{cached, one};
+use crate::spec::LayerSpec;
 use crate::{Ctx, Error, Layer, Mode, Param, Result, Tensor};
 use tensor_core::batch_norm::{self, BnCache};
 use tensor_core::fold::BnView;
@@ -194,10 +196,20 @@ impl Layer for BatchNormalization {
         f(&mut self.moving_variance);
     }
 
-    fn fuse(&mut self, f: Option<Fusable>) -> bool {
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::BatchNormalization {
+            gamma: &self.gamma.value,
+            beta: &self.beta.value,
+            moving_mean: &self.moving_mean.value,
+            moving_variance: &self.moving_variance.value,
+            eps: self.cfg.eps,
+        }
+    }
+
+    fn fuse(&mut self, f: Option<Fusion>) -> bool {
         match f {
             None => self.fused = Activation::Linear,
-            Some(Fusable::Activation(act)) => self.fused = act,
+            Some(Fusion::Activation(act)) => self.fused = act,
             Some(_) => return false,
         }
         true

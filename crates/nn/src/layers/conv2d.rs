@@ -2,6 +2,7 @@
 
 use super::view4;
 use crate::layer::{cached, one};
+use crate::spec::LayerSpec;
 use crate::{Ctx, Layer, Param, Result, Tensor};
 use tensor_core::{conv, Activation, Padding};
 
@@ -78,6 +79,15 @@ impl Layer for Conv2D {
             b.accumulate(&db);
         }
         Ok(vec![dx.map(|d| d.into_dyn().into_shared())])
+    }
+
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::Conv2D {
+            kernel: &self.kernel.value,
+            bias: self.bias.as_ref().map(|b| &b.value),
+            stride: self.stride,
+            padding: self.padding,
+        }
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

@@ -2,6 +2,7 @@
 
 use super::view2;
 use crate::layer::{cached, one};
+use crate::spec::LayerSpec;
 use crate::{init, Ctx, Error, Layer, Param, Result, Tensor};
 use ndarray::Array2;
 use tensor_core::{activation, dense, Activation};
@@ -93,6 +94,14 @@ impl Layer for Dense {
             self.bias.accumulate(g.db.as_slice().expect("contiguous"));
         }
         Ok(vec![g.dx.map(|d| d.into_dyn().into_shared())])
+    }
+
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::Dense {
+            kernel: &self.kernel.value,
+            bias: &self.bias.value,
+            act: self.act,
+        }
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

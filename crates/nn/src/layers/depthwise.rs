@@ -1,7 +1,9 @@
 //! `DepthwiseConv2D` (depth multiplier 1, no bias), kernel `[kh, kw, C, 1]`.
 
 use super::view4;
-use crate::layer::{cached, one, Fusable};
+use crate::fusion::Fusion;
+use crate::layer::{cached, one};
+use crate::spec::LayerSpec;
 use crate::{Ctx, Layer, Param, Result, Tensor};
 use tensor_core::{conv, Activation, Padding};
 
@@ -72,10 +74,18 @@ impl Layer for DepthwiseConv2D {
 
     /// Takes over a `ZeroPadding2D` before it when its own padding is `valid`: padding on the fly
     /// reads the unpadded input, and no padded copy (nor its cropped gradient) is ever written.
-    fn fuse(&mut self, f: Option<Fusable>) -> bool {
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::DepthwiseConv2D {
+            kernel: &self.kernel.value,
+            stride: self.stride,
+            padding: self.padding,
+        }
+    }
+
+    fn fuse(&mut self, f: Option<Fusion>) -> bool {
         match f {
             None => self.fused_pad = None,
-            Some(Fusable::Padding(p)) if self.padding == Padding::Valid => self.fused_pad = Some(p),
+            Some(Fusion::Padding(p)) if self.padding == Padding::Valid => self.fused_pad = Some(p),
             Some(_) => return false,
         }
         true

@@ -2,6 +2,7 @@
 //! `(seed, call counter)`, so a run is reproducible.
 
 use crate::layer::{cached, one};
+use crate::spec::LayerSpec;
 use crate::{Ctx, Error, Layer, Mode, Param, Result, Tensor};
 use rand::{Rng, SeedableRng};
 
@@ -65,6 +66,10 @@ impl Layer for Dropout {
     fn backward(&mut self, dy: &Tensor, need_dx: bool) -> Result<Vec<Option<Tensor>>> {
         let mask = cached(&self.name, &self.mask)?;
         Ok(vec![need_dx.then(|| (dy * mask).into_shared())])
+    }
+
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::Dropout { rate: self.rate }
     }
 
     fn visit_params(&mut self, f: &mut dyn FnMut(&mut Param)) {

@@ -2,6 +2,7 @@
 
 use super::{view2, view4};
 use crate::layer::{cached, one};
+use crate::spec::LayerSpec;
 use crate::{Ctx, Layer, Param, Result, Tensor};
 use tensor_core::pool;
 
@@ -40,6 +41,10 @@ impl Layer for GlobalAveragePooling2D {
                 .into_dyn()
                 .into_shared(),
         )])
+    }
+
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::GlobalAveragePooling2D
     }
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}

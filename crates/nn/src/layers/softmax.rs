@@ -2,6 +2,7 @@
 
 use super::view2;
 use crate::layer::{cached, one};
+use crate::spec::LayerSpec;
 use crate::{Ctx, Layer, Param, Result, Tensor};
 use tensor_core::softmax;
 
@@ -43,6 +44,10 @@ impl Layer for Softmax {
                 )
             })
             .transpose()?])
+    }
+
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::Softmax
     }
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}

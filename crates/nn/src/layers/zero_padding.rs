@@ -1,7 +1,8 @@
 //! `ZeroPadding2D(((top, bottom), (left, right)))`.
 
 use super::view4;
-use crate::layer::{one, Fusable};
+use crate::layer::one;
+use crate::spec::LayerSpec;
 use crate::{Ctx, Layer, Param, Result, Tensor};
 use ndarray::Array4;
 use rayon::prelude::*;
@@ -88,14 +89,8 @@ impl Layer for ZeroPadding2D {
 
     fn visit_params(&mut self, _f: &mut dyn FnMut(&mut Param)) {}
 
-    fn fusable(&self) -> Option<Fusable> {
-        let ((top, bottom), (left, right)) = self.pad;
-        Some(Fusable::Padding(tensor_core::Padding::Explicit {
-            top,
-            bottom,
-            left,
-            right,
-        }))
+    fn describe(&self) -> LayerSpec<'_> {
+        LayerSpec::ZeroPadding2D(self.pad)
     }
 }
 
