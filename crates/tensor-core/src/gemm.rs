@@ -180,8 +180,17 @@ pub fn gemm_into_with(
     #[cfg(target_arch = "x86_64")]
     if k > 0 && unpacked_applies(m, k, n, &a, &b) {
         let (lda, ldb) = (a.rs as usize, b.rs as usize);
-        // SAFETY: AVX-512 detected by `unpacked_applies`; extents checked inside.
-        return unsafe { crate::gemm_x86::gemm_avx512(m, k, n, a.data, lda, b.data, ldb, c, epi) };
+        use crate::gemm_x86::{gemm_avx2, gemm_avx512};
+        // SAFETY: `unpacked_applies` found AVX-512 (with AVX2 and FMA) or AVX2 and FMA, the
+        // features of the kernel each branch calls; extents checked inside.
+        return unsafe {
+            match crate::simd::level() {
+                crate::simd::Level::Avx512 => {
+                    gemm_avx512(m, k, n, a.data, lda, b.data, ldb, c, epi)
+                }
+                _ => gemm_avx2(m, k, n, a.data, lda, b.data, ldb, c, epi),
+            }
+        };
     }
     if k == 0 {
         c.fill(MaybeUninit::new(0.0));
@@ -228,11 +237,12 @@ unsafe fn sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: *mut
 /// runs.
 const UNPACKED_MAX_K: usize = 2048;
 
-/// Whether [`gemm`] takes the unpacked AVX-512 kernel: both operands row-major with contiguous rows
+/// Whether [`gemm`] takes the unpacked kernel (AVX-512, or AVX2 + FMA): both operands row-major with contiguous rows
 /// (`B` may be a block of a wider matrix's columns) and `K` at most [`UNPACKED_MAX_K`].
 #[cfg(target_arch = "x86_64")]
 fn unpacked_applies(m: usize, k: usize, n: usize, a: &Mat, b: &Mat) -> bool {
-    crate::simd::level() == crate::simd::Level::Avx512
+    use crate::simd::{level, Level};
+    matches!(level(), Level::Avx512 | Level::Avx2)
         && m > 0
         && k <= UNPACKED_MAX_K
         && a.cs == 1

@@ -1,230 +1,394 @@
-//! Row-major GEMM for a narrow right-hand matrix, without packing (x86 AVX-512): the 1x1
-//! convolutions of MobileNetV2, where `B` is the `Cin x Cout` weight matrix and `A` the pixels.
-//! matrixmultiply copies all of `A` into panels first; with `K` as small as 16 that copy costs as
-//! much as the multiply. Here each element of `A` is broadcast straight from its row and multiplied
-//! into up to four 16-lane vectors of a row of `B`, six to twelve rows of `C` at a time (12 to 24
-//! accumulators in registers). Each output element is summed from zero over `k` in order with fused multiply-adds,
-//! as matrixmultiply's kernel does.
+//! Row-major GEMM for a narrow right-hand matrix, without packing (x86 AVX-512, and AVX2 + FMA):
+//! the 1x1 convolutions of MobileNetV2, where `B` is the `Cin x Cout` weight matrix and `A` the
+//! pixels. matrixmultiply copies all of `A` into panels first; with `K` as small as 16 that copy
+//! costs as much as the multiply. Here each element of `A` is broadcast straight from its row and
+//! multiplied into up to four vectors (AVX2: two) of a row of `B`, several rows of `C` at a time
+//! (12 to 24 accumulators in registers; AVX2, with 16 registers, 12). Each output element is
+//! summed from zero over `k` in order with fused multiply-adds, as matrixmultiply's kernel does.
+//!
+//! The kernel is written once ([`unpacked_kernel!`]) over each instruction set's few vector
+//! operations ([`v512`], [`v256`]).
 
-use crate::gemm::Epilogue;
-use crate::Activation;
-use std::arch::x86_64::*;
-use std::mem::MaybeUninit;
-
-/// Lanes per vector.
-const L: usize = 16;
-/// Rows of `C` per micro-tile, by vectors per row: enough independent accumulators (at least 12)
-/// to cover the fused multiply-add latency, at most 24 so that they stay in registers.
-const fn rows_per_tile(nb: usize) -> usize {
-    match nb {
-        1 => 12,
-        2 => 8,
-        _ => 6,
-    }
-}
-/// Vectors per column block (64 columns).
-const NB_MAX: usize = 4;
 /// Values of `K` summed before they are added to `C`: matrixmultiply's `kc` for `f32` (its
 /// default; the bit-for-bit test below holds the two to the same order for `K` above it).
 const KC: usize = 256;
 
-/// `C = A * B`, all row-major: `A` is `m x k` with row stride `lda`, `B` is `k x n` with row
-/// stride `ldb` (a block of columns of a wider matrix when `ldb > n`), `C` is `m x n` (row stride
-/// `n`). `C` is only stored to, never read, so its slots need not
-/// be initialised: on return the first `m * n` are.
-///
-/// # Safety
-/// The CPU must support AVX-512F. The slices are checked against the extents.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn gemm_avx512(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    lda: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [MaybeUninit<f32>],
-    epi: Epilogue,
-) {
-    if m == 0 || n == 0 {
-        return;
+/// AVX-512F: 16 lanes, 32 registers, tails by `__mmask16`.
+mod v512 {
+    use crate::Activation;
+    use std::arch::x86_64::*;
+    pub type V = __m512;
+    pub type Mask = __mmask16;
+    pub const L: usize = 16;
+    /// Vectors per column block (64 columns).
+    pub const NB_MAX: usize = 4;
+    /// Rows of `C` per micro-tile, by vectors per row: enough independent accumulators (at least
+    /// 12) to cover the fused multiply-add latency, at most 24 so that they stay in registers.
+    pub const fn rows_per_tile(nb: usize) -> usize {
+        match nb {
+            1 => 12,
+            2 => 8,
+            _ => 6,
+        }
     }
-    assert!(lda >= k && a.len() >= (m - 1) * lda + k && c.len() >= m * n);
-    assert!(
-        epi.bias.is_none_or(|b| b.len() == n),
-        "gemm: bias is not n long"
-    );
-    assert!(ldb >= n && (k == 0 || b.len() >= (k - 1) * ldb + n));
-    let mut cb = 0;
-    while cb < n {
-        let width = (n - cb).min(NB_MAX * L);
-        let nb = width.div_ceil(L);
-        let tail = width - (nb - 1) * L;
-        let mask: __mmask16 = if tail == L {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn mask(tail: usize) -> Mask {
+        if tail >= L {
             0xffff
         } else {
             (1u16 << tail) - 1
-        };
-        let blk = Block {
-            k,
-            n,
-            lda,
-            ldb,
-            cb,
-            mask,
-            bias: epi.bias.map_or(std::ptr::null(), |b| b.as_ptr()),
-            act: epi.act,
-        };
+        }
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn zero() -> V {
+        _mm512_setzero_ps()
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn splat(p: *const f32) -> V {
+        _mm512_set1_ps(*p)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn load(p: *const f32) -> V {
+        _mm512_loadu_ps(p)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn load_masked(p: *const f32, m: Mask) -> V {
+        _mm512_maskz_loadu_ps(m, p)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn store(p: *mut f32, v: V) {
+        _mm512_storeu_ps(p, v)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn store_masked(p: *mut f32, m: Mask, v: V) {
+        _mm512_mask_storeu_ps(p, m, v)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn fma(a: V, b: V, c: V) -> V {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn add(a: V, b: V) -> V {
+        _mm512_add_ps(a, b)
+    }
+    /// The activation as [`Activation::apply`] computes it: `max(v, 0)` gives 0 for NaN as
+    /// `f32::max` does; ReLU6's max/min with the constant first keep a NaN, as `f32::clamp` does.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn activate(v: V, act: Activation) -> V {
+        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        match act {
+            Activation::Linear => v,
+            Activation::Relu => _mm512_max_ps(v, zero),
+            Activation::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, v)),
+        }
+    }
+}
+
+/// AVX2 + FMA: 8 lanes, 16 registers, tails by a lane mask in a vector.
+mod v256 {
+    use crate::Activation;
+    use std::arch::x86_64::*;
+    pub type V = __m256;
+    pub type Mask = __m256i;
+    pub const L: usize = 8;
+    /// Vectors per column block (16 columns).
+    pub const NB_MAX: usize = 2;
+    /// Rows of `C` per micro-tile: 12 accumulators, with the vectors of `B` and the broadcast
+    /// value of `A`, in 16 registers.
+    pub const fn rows_per_tile(nb: usize) -> usize {
         match nb {
-            1 => rows::<1, { rows_per_tile(1) }>(&blk, m, a, b, c),
-            2 => rows::<2, { rows_per_tile(2) }>(&blk, m, a, b, c),
-            3 => rows::<3, { rows_per_tile(3) }>(&blk, m, a, b, c),
-            _ => rows::<4, { rows_per_tile(4) }>(&blk, m, a, b, c),
+            1 => 12,
+            _ => 6,
         }
-        cb += width;
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn mask(tail: usize) -> Mask {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(tail.min(L) as i32), lanes)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn zero() -> V {
+        _mm256_setzero_ps()
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn splat(p: *const f32) -> V {
+        _mm256_broadcast_ss(&*p)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn load(p: *const f32) -> V {
+        _mm256_loadu_ps(p)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn load_masked(p: *const f32, m: Mask) -> V {
+        _mm256_maskload_ps(p, m)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn store(p: *mut f32, v: V) {
+        _mm256_storeu_ps(p, v)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn store_masked(p: *mut f32, m: Mask, v: V) {
+        _mm256_maskstore_ps(p, m, v)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn fma(a: V, b: V, c: V) -> V {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn add(a: V, b: V) -> V {
+        _mm256_add_ps(a, b)
+    }
+    /// As [`super::v512::activate`].
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn activate(v: V, act: Activation) -> V {
+        let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+        match act {
+            Activation::Linear => v,
+            Activation::Relu => _mm256_max_ps(v, zero),
+            Activation::Relu6 => _mm256_min_ps(six, _mm256_max_ps(zero, v)),
+        }
     }
 }
 
-/// One column block: columns `cb..cb + 16 * NB` (the last vector masked).
-#[derive(Clone, Copy)]
-struct Block {
-    k: usize,
-    n: usize,
-    lda: usize,
-    ldb: usize,
-    cb: usize,
-    mask: __mmask16,
-    /// The bias (`n` floats) or null, and the activation: applied as the last chunk is stored.
-    bias: *const f32,
-    act: Activation,
-}
+/// The unpacked GEMM over one instruction set's vector operations (`$isa`: [`v512`] or
+/// [`v256`]), as the public function `$name` in a module of its own.
+macro_rules! unpacked_kernel {
+    ($module:ident, $name:ident, $isa:ident, $feat:literal) => {
+        mod $module {
+            use super::$isa::{self as v, Mask, L, NB_MAX, V};
+            use super::KC;
+            use crate::gemm::Epilogue;
+            use crate::Activation;
+            use std::mem::MaybeUninit;
 
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn rows<const NB: usize, const R: usize>(
-    blk: &Block,
-    m: usize,
-    a: &[f32],
-    b: &[f32],
-    c: &mut [MaybeUninit<f32>],
-) {
-    let mut r = 0;
-    while r + R <= m {
-        tile::<NB, R>(blk, r, a, b, c);
-        r += R;
-    }
-    while r < m {
-        tile::<NB, 1>(blk, r, a, b, c);
-        r += 1;
-    }
-}
-
-/// Rows `r0..r0 + RR` of the column block.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn tile<const NB: usize, const RR: usize>(
-    blk: &Block,
-    r0: usize,
-    a: &[f32],
-    b: &[f32],
-    c: &mut [MaybeUninit<f32>],
-) {
-    let Block {
-        k,
-        n,
-        lda,
-        ldb,
-        cb,
-        mask,
-        bias,
-        act,
-    } = *blk;
-    let bp = b.as_ptr().add(cb);
-    let ap = a.as_ptr().add(r0 * lda);
-    let cp = c.as_mut_ptr().cast::<f32>().add(r0 * n + cb);
-    // `K` in chunks of `KC`, as matrixmultiply: the first chunk's sums are stored, each later
-    // chunk's (summed from zero) added to them. Stores first, so a slot is written whether or not
-    // it held a float before; the adds read only what the first chunk stored.
-    let mut k0 = 0;
-    loop {
-        let kc = (k - k0).min(KC);
-        let acc = chunk::<NB, RR>(ap.add(k0), lda, bp.add(k0 * ldb), ldb, kc, mask);
-        let last = k0 + kc >= k;
-        for (q, row) in acc.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                let p = cp.add(q * n + j * L);
-                let m = if j + 1 == NB { mask } else { !0 };
-                let mut v = if k0 == 0 {
-                    v
-                } else {
-                    _mm512_add_ps(_mm512_maskz_loadu_ps(m, p), v)
-                };
-                if last {
-                    if !bias.is_null() {
-                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, bias.add(cb + j * L)));
-                    }
-                    v = activate(v, act);
+            /// `C = A * B`, all row-major: `A` is `m x k` with row stride `lda`, `B` is `k x n`
+            /// with row stride `ldb` (a block of columns of a wider matrix when `ldb > n`), `C`
+            /// is `m x n` (row stride `n`), then `epi` (bias, activation) applied in registers.
+            /// `C` is only stored to, never read before it is written, so its slots need not be
+            /// initialised: on return the first `m * n` are.
+            ///
+            /// # Safety
+            /// The CPU must support the target features. The slices are checked against the
+            /// extents.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name(
+                m: usize,
+                k: usize,
+                n: usize,
+                a: &[f32],
+                lda: usize,
+                b: &[f32],
+                ldb: usize,
+                c: &mut [MaybeUninit<f32>],
+                epi: Epilogue,
+            ) {
+                if m == 0 || n == 0 {
+                    return;
                 }
-                _mm512_mask_storeu_ps(p, m, v);
+                assert!(lda >= k && a.len() >= (m - 1) * lda + k && c.len() >= m * n);
+                assert!(
+                    epi.bias.is_none_or(|b| b.len() == n),
+                    "gemm: bias is not n long"
+                );
+                assert!(ldb >= n && (k == 0 || b.len() >= (k - 1) * ldb + n));
+                let mut cb = 0;
+                while cb < n {
+                    let width = (n - cb).min(NB_MAX * L);
+                    let nb = width.div_ceil(L);
+                    let tail = width - (nb - 1) * L;
+                    let blk = Block {
+                        k,
+                        n,
+                        lda,
+                        ldb,
+                        cb,
+                        mask: v::mask(tail),
+                        bias: epi.bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+                        act: epi.act,
+                    };
+                    // Masked loads and stores only where the last vector is partial: AVX2's
+                    // `vmaskmovps` is slow on some CPUs (a store is microcoded on AMD Zen 2).
+                    match (nb, tail < L) {
+                        (1, false) => rows::<1, { v::rows_per_tile(1) }, false>(&blk, m, a, b, c),
+                        (1, true) => rows::<1, { v::rows_per_tile(1) }, true>(&blk, m, a, b, c),
+                        (2, false) => rows::<2, { v::rows_per_tile(2) }, false>(&blk, m, a, b, c),
+                        (2, true) => rows::<2, { v::rows_per_tile(2) }, true>(&blk, m, a, b, c),
+                        (3, false) => rows::<3, { v::rows_per_tile(3) }, false>(&blk, m, a, b, c),
+                        (3, true) => rows::<3, { v::rows_per_tile(3) }, true>(&blk, m, a, b, c),
+                        (_, false) => rows::<4, { v::rows_per_tile(4) }, false>(&blk, m, a, b, c),
+                        (_, true) => rows::<4, { v::rows_per_tile(4) }, true>(&blk, m, a, b, c),
+                    }
+                    cb += width;
+                }
+            }
+
+            /// One column block: columns `cb..cb + L * NB` (the last vector masked).
+            #[derive(Clone, Copy)]
+            struct Block {
+                k: usize,
+                n: usize,
+                lda: usize,
+                ldb: usize,
+                cb: usize,
+                mask: Mask,
+                /// The bias (`n` floats) or null, and the activation: applied as the last chunk
+                /// is stored.
+                bias: *const f32,
+                act: Activation,
+            }
+
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn rows<const NB: usize, const R: usize, const MASKED: bool>(
+                blk: &Block,
+                m: usize,
+                a: &[f32],
+                b: &[f32],
+                c: &mut [MaybeUninit<f32>],
+            ) {
+                let mut r = 0;
+                while r + R <= m {
+                    tile::<NB, R, MASKED>(blk, r, a, b, c);
+                    r += R;
+                }
+                while r < m {
+                    tile::<NB, 1, MASKED>(blk, r, a, b, c);
+                    r += 1;
+                }
+            }
+
+            /// Rows `r0..r0 + RR` of the column block (its last vector masked when `MASKED`).
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn tile<const NB: usize, const RR: usize, const MASKED: bool>(
+                blk: &Block,
+                r0: usize,
+                a: &[f32],
+                b: &[f32],
+                c: &mut [MaybeUninit<f32>],
+            ) {
+                let Block {
+                    k,
+                    n,
+                    lda,
+                    ldb,
+                    cb,
+                    mask,
+                    bias,
+                    act,
+                } = *blk;
+                let bp = b.as_ptr().add(cb);
+                let ap = a.as_ptr().add(r0 * lda);
+                let cp = c.as_mut_ptr().cast::<f32>().add(r0 * n + cb);
+                // `K` in chunks of `KC`, as matrixmultiply: the first chunk's sums are stored,
+                // each later chunk's (summed from zero) added to them. Stores first, so a slot is
+                // written whether or not it held a float before; the adds read only what the
+                // first chunk stored.
+                let mut k0 = 0;
+                loop {
+                    let kc = (k - k0).min(KC);
+                    let acc =
+                        chunk::<NB, RR, MASKED>(ap.add(k0), lda, bp.add(k0 * ldb), ldb, kc, mask);
+                    let last = k0 + kc >= k;
+                    for (q, row) in acc.iter().enumerate() {
+                        for (j, &s) in row.iter().enumerate() {
+                            let p = cp.add(q * n + j * L);
+                            let part = MASKED && j + 1 == NB;
+                            let get = |p: *const f32| {
+                                if part {
+                                    v::load_masked(p, mask)
+                                } else {
+                                    v::load(p)
+                                }
+                            };
+                            let mut s = if k0 == 0 { s } else { v::add(get(p), s) };
+                            if last {
+                                if !bias.is_null() {
+                                    s = v::add(s, get(bias.add(cb + j * L)));
+                                }
+                                s = v::activate(s, act);
+                            }
+                            if part {
+                                v::store_masked(p, mask, s);
+                            } else {
+                                v::store(p, s);
+                            }
+                        }
+                    }
+                    k0 += kc;
+                    if last {
+                        break;
+                    }
+                }
+            }
+
+            /// The sums over `kc` values of `K` (from zero, in order) of `RR` rows of `A` at `ap`
+            /// (row stride `lda`) times the `NB` vectors of `B`'s rows at `bp` (row stride
+            /// `ldb`), the last one masked.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn chunk<const NB: usize, const RR: usize, const MASKED: bool>(
+                ap: *const f32,
+                lda: usize,
+                bp: *const f32,
+                ldb: usize,
+                kc: usize,
+                mask: Mask,
+            ) -> [[V; NB]; RR] {
+                let mut acc = [[v::zero(); NB]; RR];
+                for kk in 0..kc {
+                    let brow = bp.add(kk * ldb);
+                    let mut bv = [v::zero(); NB];
+                    for (j, b) in bv.iter_mut().enumerate() {
+                        *b = if MASKED && j + 1 == NB {
+                            v::load_masked(brow.add(j * L), mask)
+                        } else {
+                            v::load(brow.add(j * L))
+                        };
+                    }
+                    for (q, row) in acc.iter_mut().enumerate() {
+                        let av = v::splat(ap.add(q * lda + kk));
+                        for (s, &b) in row.iter_mut().zip(&bv) {
+                            *s = v::fma(av, b, *s);
+                        }
+                    }
+                }
+                acc
             }
         }
-        k0 += kc;
-        if last {
-            break;
-        }
-    }
+        pub use $module::$name;
+    };
 }
 
-/// The activation as [`Activation::apply`] computes it: `max(v, 0)` gives 0 for NaN as
-/// `f32::max` does; ReLU6's max/min with the constant first keep a NaN, as `f32::clamp` does.
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn activate(v: __m512, act: Activation) -> __m512 {
-    let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-    match act {
-        Activation::Linear => v,
-        Activation::Relu => _mm512_max_ps(v, zero),
-        Activation::Relu6 => _mm512_min_ps(six, _mm512_max_ps(zero, v)),
-    }
-}
-
-/// The sums over `kc` values of `K` (from zero, in order) of `RR` rows of `A` at `ap` (row stride
-/// `lda`) times the `NB` vectors of `B`'s rows at `bp` (row stride `ldb`), the last one masked.
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn chunk<const NB: usize, const RR: usize>(
-    ap: *const f32,
-    lda: usize,
-    bp: *const f32,
-    ldb: usize,
-    kc: usize,
-    mask: __mmask16,
-) -> [[__m512; NB]; RR] {
-    let mut acc = [[_mm512_setzero_ps(); NB]; RR];
-    for kk in 0..kc {
-        let brow = bp.add(kk * ldb);
-        let mut bv = [_mm512_setzero_ps(); NB];
-        for j in 0..NB {
-            bv[j] = if j + 1 == NB {
-                _mm512_maskz_loadu_ps(mask, brow.add(j * L))
-            } else {
-                _mm512_loadu_ps(brow.add(j * L))
-            };
-        }
-        for q in 0..RR {
-            let av = _mm512_set1_ps(*ap.add(q * lda + kk));
-            for j in 0..NB {
-                acc[q][j] = _mm512_fmadd_ps(av, bv[j], acc[q][j]);
-            }
-        }
-    }
-    acc
-}
+unpacked_kernel!(k512, gemm_avx512, v512, "avx512f");
+unpacked_kernel!(k256, gemm_avx2, v256, "avx2,fma");
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::Epilogue;
+    use crate::Activation;
 
     /// matrixmultiply's result for the same product (the packed path).
     fn packed(
@@ -264,12 +428,14 @@ mod tests {
     /// row strides larger than `k` (of `A`) and than `n` (of `B`: a block of its columns).
     #[test]
     fn equals_matrixmultiply_bit_for_bit() {
-        // The CPU's features, not `simd::level()`: the kernel is tested wherever it can run, also
+        // The CPU's features, not `simd::level()`: each kernel is tested wherever it can run, also
         // when TENSOR_CORE_SIMD=generic keeps the dispatcher from choosing it.
-        if !is_x86_feature_detected!("avx512f") {
-            eprintln!("no AVX-512 on this CPU: the unpacked kernel cannot run here");
-            return;
-        }
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let avx512 = is_x86_feature_detected!("avx512f");
+        assert!(
+            avx2 || avx512,
+            "an x86-64 CPU without AVX2 + FMA: neither unpacked kernel can run here"
+        );
         let val = |i: usize, s: usize| (((i * s + 3) % 17) as f32 - 8.0) * 0.37;
         let mut cases = vec![
             (13, 16, 96, 16, 96),
@@ -291,22 +457,34 @@ mod tests {
             let bias: Vec<f32> = (0..n).map(|i| val(i, 3) * 4.0).collect();
             let act = [Activation::Linear, Activation::Relu, Activation::Relu6][i % 3];
             let at = format!("m {m} k {k} n {n} lda {lda} ldb {ldb}");
-            let run = |epi| {
+            let run = |wide: bool, epi| {
                 let mut c = vec![f32::NAN; m * n];
                 let slots = crate::buffer::as_uninit(&mut c);
-                // SAFETY: AVX-512 checked above.
-                unsafe { gemm_avx512(m, k, n, &a, lda, &b, ldb, slots, epi) };
+                if wide {
+                    // SAFETY: AVX-512 detected above.
+                    unsafe { gemm_avx512(m, k, n, &a, lda, &b, ldb, slots, epi) };
+                } else {
+                    // SAFETY: AVX2 and FMA detected above.
+                    unsafe { gemm_avx2(m, k, n, &a, lda, &b, ldb, slots, epi) };
+                }
                 c
             };
-            let mut want = packed(m, k, n, &a, lda, &b, ldb);
-            assert_eq!(run(Epilogue::NONE), want, "{at}");
-            // The fused epilogue equals the separate pass over the product.
+            let want = packed(m, k, n, &a, lda, &b, ldb);
             let epi = Epilogue {
                 bias: Some(&bias),
                 act,
             };
-            epi.apply(&mut want, n);
-            assert_eq!(run(epi), want, "{at} {act:?}");
+            let mut fused = want.clone();
+            epi.apply(&mut fused, n);
+            for (wide, have) in [(true, avx512), (false, avx2)] {
+                if !have {
+                    continue;
+                }
+                let isa = if wide { "AVX-512" } else { "AVX2" };
+                assert_eq!(run(wide, Epilogue::NONE), want, "{isa} {at}");
+                // The fused epilogue equals the separate pass over the product.
+                assert_eq!(run(wide, epi), fused, "{isa} {at} {act:?}");
+            }
         }
     }
 }

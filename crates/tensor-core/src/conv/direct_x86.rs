@@ -1,7 +1,8 @@
 //! Direct convolution for few input channels (the stem: 3x3x3 -> 32), x86 vectors over output
 //! channels. im2col would build a `[pixels, kh*kw*cin]` matrix with `K = 27`, too thin for a GEMM
 //! to pay for its packing; here each tap is one broadcast input value times one weight vector,
-//! four output pixels at a time so a weight load serves four fused multiply-adds.
+//! eight output pixels (AVX2: four) by two vectors of output channels at a time, so a weight load
+//! serves eight fused multiply-adds and a broadcast two.
 //!
 //! Arithmetic as im2col + matrixmultiply's FMA kernel does it: taps summed from zero in
 //! `(ky, kx, ci)` order with fused multiply-adds, then the bias added. Keeping those roundings keeps
@@ -10,8 +11,71 @@
 use super::{ConvGeom, Taps, MAX_TAPS};
 use crate::Activation;
 
+/// What every tile of one output row reads: the image, its tap rows, the first pixel's input
+/// column offset, the sizes, the weights `[kh, kw, cin, cout]`, the bias and the activation.
+struct Tile<'a> {
+    img: *const f32,
+    rows: &'a [(usize, usize)],
+    col: usize,
+    iw: usize,
+    cin: usize,
+    kw: usize,
+    s: usize,
+    cout: usize,
+    w: *const f32,
+    bias: *const f32,
+    act: Activation,
+}
+
 macro_rules! row_kernel {
-    ($name:ident, $feat:literal, $lanes:expr, $v:ty, $load:ident, $store:ident, $fma:ident, $add:ident, $zero:ident, $max:ident, $min:ident, $set1:ident) => {
+    ($name:ident, $tile:ident, $feat:literal, $lanes:expr, $pixels:expr, $v:ty, $load:ident, $store:ident, $fma:ident, $add:ident, $zero:ident, $max:ident, $min:ident, $set1:ident) => {
+        /// `P` output pixels by `NB` vectors of output channels from channel `cb` on, taps summed
+        /// from zero in `(ky, kx, ci)` order, then the bias added and the activation applied.
+        ///
+        /// # Safety
+        /// The CPU must support the target features; the tile's pixels read only inside the
+        /// image (the caller checks), and `out` has `P` pixels of `cout` slots from `cb` on.
+        #[target_feature(enable = $feat)]
+        #[inline]
+        unsafe fn $tile<const P: usize, const NB: usize>(t: &Tile, cb: usize, out: *mut f32) {
+            use std::arch::x86_64::*;
+            const L: usize = $lanes;
+            let (cin, cout, s) = (t.cin, t.cout, t.s);
+            let mut acc = [[$zero(); NB]; P];
+            for &(ky, iy) in t.rows {
+                let xr = t.img.add(iy * t.iw * cin + t.col);
+                for kx in 0..t.kw {
+                    for ci in 0..cin {
+                        let k = ((ky * t.kw + kx) * cin + ci) * cout + cb;
+                        let mut wv = [$zero(); NB];
+                        for (b, v) in wv.iter_mut().enumerate() {
+                            *v = $load(t.w.add(k + b * L));
+                        }
+                        for (q, a) in acc.iter_mut().enumerate() {
+                            let xv = $set1(*xr.add((q * s + kx) * cin + ci));
+                            for b in 0..NB {
+                                a[b] = $fma(xv, wv[b], a[b]);
+                            }
+                        }
+                    }
+                }
+            }
+            let (zero, six) = ($set1(0.0), $set1(6.0));
+            for b in 0..NB {
+                let bv = $load(t.bias.add(cb + b * L));
+                for (q, a) in acc.iter().enumerate() {
+                    let v = $add(a[b], bv);
+                    // max/min with the constant first: a NaN stays NaN, like `clamp`.
+                    let v = match t.act {
+                        Activation::Linear => v,
+                        Activation::Relu => $max(zero, v),
+                        Activation::Relu6 => $min(six, $max(zero, v)),
+                    };
+                    $store(out.add(q * cout + b * L), v);
+                }
+            }
+        }
+
         /// One output row `row` (image-major) of `act(conv(x, w) + bias)`.
         ///
         /// # Safety
@@ -29,7 +93,7 @@ macro_rules! row_kernel {
         ) {
             use std::arch::x86_64::*;
             const L: usize = $lanes;
-            const P: usize = 4;
+            const P: usize = $pixels;
             let (cin, cout, oh, iw, s) = (g.cin, g.cout, g.rows.out, g.cols.input, g.stride);
             let (ow, kw) = (g.cols.out, g.kw);
             let img_in = g.rows.input * iw * cin;
@@ -52,25 +116,32 @@ macro_rules! row_kernel {
             let mut ox = 0;
             while ox < ow {
                 if ox + P <= ow && inside(ox) && inside(ox + P - 1) {
-                    for cb in (0..cout).step_by(L) {
-                        let mut acc = [$zero(); P];
-                        for &(ky, iy) in rows {
-                            let xr = img.add((iy * iw + ox * s) * cin - before * cin);
-                            for kx in 0..kw {
-                                for ci in 0..cin {
-                                    let k = ((ky * kw + kx) * cin + ci) * cout + cb;
-                                    let wv = $load(w.as_ptr().add(k));
-                                    for q in 0..P {
-                                        let xv = $set1(*xr.add((q * s + kx) * cin + ci));
-                                        acc[q] = $fma(xv, wv, acc[q]);
-                                    }
-                                }
-                            }
+                    // Input column of the tile's first pixel, as an offset into a row.
+                    let col = (ox * s - before) * cin;
+                    let o = out.as_mut_ptr().add(ox * cout);
+                    let t = Tile {
+                        img,
+                        rows,
+                        col,
+                        iw,
+                        cin,
+                        kw,
+                        s,
+                        cout,
+                        w: w.as_ptr(),
+                        bias: bias.as_ptr(),
+                        act,
+                    };
+                    // SAFETY: the features are this function's own; `inside` holds for the tile's
+                    // first and last pixel, so every tap reads inside the image; `ox + P <= ow`
+                    // and `cb + NB * L <= cout`, so the stores stay in `out`.
+                    if cout % (2 * L) == 0 {
+                        for cb in (0..cout).step_by(2 * L) {
+                            $tile::<P, 2>(&t, cb, o.add(cb));
                         }
-                        let b = $load(bias.as_ptr().add(cb));
-                        for q in 0..P {
-                            let v = finish($add(acc[q], b));
-                            $store(out.as_mut_ptr().add((ox + q) * cout + cb), v);
+                    } else {
+                        for cb in (0..cout).step_by(L) {
+                            $tile::<P, 1>(&t, cb, o.add(cb));
                         }
                     }
                     ox += P;
@@ -101,8 +172,10 @@ macro_rules! row_kernel {
 
 row_kernel!(
     row_avx512,
+    tile_avx512,
     "avx512f",
     16,
+    8,
     __m512,
     _mm512_loadu_ps,
     _mm512_storeu_ps,
@@ -115,8 +188,10 @@ row_kernel!(
 );
 row_kernel!(
     row_avx2,
+    tile_avx2,
     "avx2,fma",
     8,
+    4,
     __m256,
     _mm256_loadu_ps,
     _mm256_storeu_ps,
