@@ -54,11 +54,11 @@ pub fn forward(isa: Isa, a: &[u8], b: &[u8], p: &AddParams, out: &mut [u8]) -> R
             Isa::Avx512Vnni if Isa::Avx512Vnni.supported() => unsafe {
                 super::x86::add_avx512(a, b, p, o)
             },
-            _ => {
+            _ => crate::simd::vectorised(|| {
                 for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                     *o = p.apply(a, b);
                 }
-            }
+            }),
         });
     Ok(())
 }

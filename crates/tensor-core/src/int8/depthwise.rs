@@ -63,13 +63,14 @@ impl Rows<'_> {
             },
             Kernel::Portable => {
                 let _ = scratch;
-                self.portable_row(row, out)
+                portable_row(self, row, out)
             }
         }
     }
 
     /// Plain Rust, channels innermost.
-    fn portable_row(&self, row: usize, out: &mut [u8]) {
+    #[inline(always)]
+    fn portable_row_body(&self, row: usize, out: &mut [u8]) {
         let g = self.g;
         let (c, iw) = (g.cin, g.cols.input);
         let (n, oy) = (row / g.rows.out, row % g.rows.out);
@@ -98,6 +99,11 @@ impl Rows<'_> {
         }
     }
 }
+
+// The portable row compiled again for AVX2 / AVX-512 where the CPU has them: the channel loop
+// vectorises and rounding is one instruction (integer sums and the same float operations: the
+// same codes on every build).
+crate::multiversion!(fn portable_row(rows: &Rows, row: usize, out: &mut [u8]) => Rows::portable_row_body);
 
 fn check(
     g: &ConvGeom,

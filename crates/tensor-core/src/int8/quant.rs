@@ -137,11 +137,11 @@ pub fn quantize_slice(isa: super::Isa, x: &[f32], q: QParams, out: &mut [u8]) ->
             super::Isa::Avx512Vnni if super::Isa::Avx512Vnni.supported() => unsafe {
                 super::x86::quantize_avx512(x, q, o)
             },
-            _ => {
+            _ => crate::simd::vectorised(|| {
                 for (o, &v) in o.iter_mut().zip(x) {
                     *o = q.quantize(v);
                 }
-            }
+            }),
         });
     Ok(())
 }

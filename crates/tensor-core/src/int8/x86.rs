@@ -177,34 +177,49 @@ unsafe fn avx2_tile<const M: usize>(t: &Tile, a: *const u8, out: *mut u8, b: usi
         }
         for (r, row) in acc.iter_mut().enumerate() {
             let at = a.add(r * k + g * GROUP);
-            let mut bytes = [0u8; GROUP];
-            std::ptr::copy_nonoverlapping(
-                at,
-                bytes.as_mut_ptr(),
-                if g < full { GROUP } else { k - g * GROUP },
-            );
-            let wide = bytes.iter().rev().fold(0i64, |s, &v| (s << 16) | v as i64);
-            let av = _mm256_set1_epi64x(wide);
+            // The group's four codes widened to `u16` and repeated in every 64-bit lane.
+            let av = if g < full {
+                let four = at.cast::<i32>().read_unaligned();
+                _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(four)))
+            } else {
+                let mut bytes = [0u8; GROUP];
+                std::ptr::copy_nonoverlapping(at, bytes.as_mut_ptr(), k - g * GROUP);
+                let wide = bytes.iter().rev().fold(0i64, |s, &v| (s << 16) | v as i64);
+                _mm256_set1_epi64x(wide)
+            };
             for (s, &v) in row.iter_mut().zip(&wv) {
                 *s = _mm256_add_epi32(*s, _mm256_madd_epi16(av, v));
             }
         }
     }
     let (lo, hi) = t.rq.bounds();
+    let (lo, hi, zp) = (
+        _mm256_set1_ps(lo),
+        _mm256_set1_ps(hi),
+        _mm256_set1_epi32(t.rq.zero_point),
+    );
     let col = b * BLOCK;
     let valid = (n - col).min(BLOCK);
     for (r, row) in acc.iter().enumerate() {
-        let mut sums = [0i32; BLOCK];
+        let mut codes = [0i32; BLOCK];
         for h in 0..2 {
             // hadd gives columns [0 1 4 5 | 2 3 6 7] of the half; the permute puts them in order.
             let s = _mm256_hadd_epi32(row[2 * h], row[2 * h + 1]);
             let s = _mm256_permute4x64_epi64::<0b11_01_10_00>(s);
-            _mm256_storeu_si256(sums.as_mut_ptr().add(8 * h).cast(), s);
+            // `requantize`, eight columns at once: the bias added in integers, then the same
+            // float operations (`cvtps` rounds half to even, as `round_ties_even`).
+            let c = col + 8 * h;
+            let s = _mm256_add_epi32(s, _mm256_loadu_si256(t.bias.as_ptr().add(c).cast()));
+            let y = _mm256_mul_ps(
+                _mm256_cvtepi32_ps(s),
+                _mm256_loadu_ps(t.mult.as_ptr().add(c)),
+            );
+            let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+            let q = _mm256_add_epi32(_mm256_cvtps_epi32(y), zp);
+            _mm256_storeu_si256(codes.as_mut_ptr().add(8 * h).cast(), q);
         }
-        for (lane, s) in sums.iter().enumerate().take(valid) {
-            let c = col + lane;
-            *out.add(r * n + c) =
-                super::quant::requantize(s + t.bias[c], t.mult[c], lo, hi, t.rq.zero_point);
+        for (lane, &q) in codes.iter().enumerate().take(valid) {
+            *out.add(r * n + col + lane) = q as u8;
         }
     }
 }
