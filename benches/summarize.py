@@ -23,14 +23,21 @@ MEM_ROWS = [("infer", 32), ("infer", 1), ("traina", 32), ("trainb", 32), ("train
 
 
 def cpu_name():
+    """The CPU's name, family/model and the vector features the kernels choose between (results on
+    an AVX2-only CPU and on one with AVX-512 VNNI are not comparable)."""
+    info = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor()
+    flags = info.get("flags", "").split()
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni"]
+    have = [f for f in wanted if f in flags] or ["none of " + ", ".join(wanted)]
+    return (f"{info.get('model name', platform.processor())} (family {info.get('cpu family', '?')}, "
+            f"model {info.get('model', '?')}; {' '.join(have)})")
 
 
 RUNTIMES = [  # (peer, heading)
