@@ -16,7 +16,7 @@ use mobilenet::folded::{compile_steps, Op, Options as PlanOptions, Step};
 use nn::graph::INPUT;
 use nn::{Graph, LayerSpec, NodeId};
 use std::collections::HashMap;
-use tensor_core::{Activation, Padding};
+use tensor_core::Activation;
 
 /// The ONNX operator set the exported model declares (all operators used exist unchanged in it).
 pub const OPSET: i64 = 17;
@@ -132,18 +132,21 @@ impl Exporter<'_> {
         self.hw.insert(s.out, hw);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn conv(
-        &mut self,
-        s: &Step,
-        w: &ndarray::Array4<f32>,
-        bias: &[f32],
-        stride: usize,
-        padding: Padding,
-        act: Activation,
-        depthwise: bool,
-    ) -> Result<()> {
+    /// A convolution step (`s.op` is an [`Op::Conv`]): weights to OIHW, its padding resolved.
+    fn conv(&mut self, s: &Step) -> Result<()> {
         let name = self.name(s.layer);
+        let Op::Conv {
+            w,
+            bias,
+            stride,
+            padding,
+            act,
+            depthwise,
+        } = &s.op
+        else {
+            return Err(Error::Model(format!("{name}: not a convolution step")));
+        };
+        let (stride, padding, act, depthwise) = (*stride, *padding, *act, *depthwise);
         let (x, (h, wd)) = self.input(s, 0)?;
         let (kh, kw, cin, cm) = w.dim();
         let cout = if depthwise { cin } else { cm };
@@ -244,14 +247,7 @@ impl Exporter<'_> {
     fn step(&mut self, s: &Step) -> Result<()> {
         let name = self.name(s.layer);
         match &s.op {
-            Op::Conv {
-                w,
-                bias,
-                stride,
-                padding,
-                act,
-                depthwise,
-            } => self.conv(s, w, bias, *stride, *padding, *act, *depthwise)?,
+            Op::Conv { .. } => self.conv(s)?,
             Op::Scale { act, .. } => self.batch_norm(s, *act)?,
             Op::Act(a) => {
                 let (x, hw) = self.input(s, 0)?;
