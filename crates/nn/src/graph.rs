@@ -126,7 +126,8 @@ impl Graph {
     ///
     /// A node with nothing of its own to compute may be fused into its neighbour for this run, as
     /// [`fusion::rule`] pairs them and the neighbour can (a `ReLU` into the batch-norm before it, a
-    /// `ZeroPadding2D` into the depthwise convolution after it; batch-norms are never folded here). The fused node then passes its input through, forward and backward.
+    /// `ZeroPadding2D` into the depthwise convolution after it; batch-norms are never folded here).
+    /// The fused node then passes its input through, forward and backward.
     /// Only a node whose output goes to that neighbour alone, and is not captured, is fused.
     pub fn run(
         &mut self,
@@ -250,12 +251,12 @@ impl Graph {
         if self.passthrough[i] {
             return;
         }
-        let (into, fused) = match self.fusion_at(i, range.end, capture, false) {
-            Some(f @ Fusion::Padding(_)) => ((i + 1, f), i),
-            Some(f @ Fusion::Activation(_)) => ((i, f), i + 1),
+        let (into, fused, f) = match self.fusion_at(i, range.end, capture, false) {
+            Some(f @ Fusion::Padding(_)) => (i + 1, i, f),
+            Some(f @ Fusion::Activation(_)) => (i, i + 1, f),
             _ => return,
         };
-        if self.nodes[into.0].layer.fuse(Some(into.1)) {
+        if self.nodes[into].layer.fuse(Some(f)) {
             self.passthrough[fused] = true;
         }
     }
