@@ -219,7 +219,7 @@ pub fn run(args: QuantizeArgs) -> Result<i32> {
 fn warn_without_vnni() {
     use tensor_core::int8::Isa;
     let isa = Isa::detect();
-    if isa != Isa::Avx512Vnni {
+    if !isa.runs_vnni() {
         eprintln!(
             "note: this CPU has no AVX-512 VNNI, so int8 runs on its {isa:?} kernels here, which are \
              slower than the f32 model on such a CPU (on an AVX2 AMD Zen 2: about half its speed); \

@@ -17,6 +17,12 @@ fn requant(n: usize, seed: &[f32], zp: i32, lo: u8, hi: u8) -> Requant {
 
 fn isas() -> Vec<Isa> {
     let v = Isa::available().to_vec();
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let all = [Isa::Portable, Isa::Avx2, Isa::Avx512Vnni, Isa::Amx];
+        let absent: Vec<Isa> = all.into_iter().filter(|i| !v.contains(i)).collect();
+        eprintln!("int8 kernels checked on {v:?}; not on this CPU: {absent:?}");
+    });
     // The tiers this CPU claims must include the one in use.
     assert!(
         v.contains(&Isa::detect()),
@@ -24,6 +30,32 @@ fn isas() -> Vec<Isa> {
         Isa::detect()
     );
     v
+}
+
+/// One pointwise case on every instruction set against the reference.
+fn pointwise_case(
+    [rows, k, n]: [usize; 3],
+    [zp_a, zp_o]: [i32; 2],
+    lo: u8,
+    hi: u8,
+    mult: &[f32],
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let a: Vec<u8> = (0..rows * k).map(|_| rng.gen()).collect();
+    let w: Vec<i8> = (0..k * n).map(|_| rng.gen()).collect();
+    let bias: Vec<i32> = (0..n).map(|_| rng.gen_range(-50_000..50_000)).collect();
+    let rq = requant(n, mult, zp_o, lo, hi);
+    let mut want = vec![0u8; rows * n];
+    reference::pointwise(&a, rows, k, zp_a, &w, n, &bias, &rq, &mut want);
+    let packed = PackedWeights::pack(&w, k, n).unwrap();
+    for isa in isas() {
+        let mut got = vec![7u8; rows * n];
+        pointwise::forward(isa, &a, rows, zp_a, &packed, &bias, &rq, &mut got).unwrap();
+        prop_assert_eq!(&got, &want, "{:?} rows {} k {} n {}", isa, rows, k, n);
+    }
+    Ok(())
 }
 
 proptest! {
@@ -37,20 +69,19 @@ proptest! {
         mult in prop::collection::vec(prop_oneof![3 => 1e-4f32..0.05, 1 => 0.5f32..3.0], 1..8),
         seed in any::<u64>(),
     ) {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let a: Vec<u8> = (0..rows * k).map(|_| rng.gen()).collect();
-        let w: Vec<i8> = (0..k * n).map(|_| rng.gen()).collect();
-        let bias: Vec<i32> = (0..n).map(|_| rng.gen_range(-50_000..50_000)).collect();
-        let rq = requant(n, &mult, zp_o, lo, hi);
-        let mut want = vec![0u8; rows * n];
-        reference::pointwise(&a, rows, k, zp_a, &w, n, &bias, &rq, &mut want);
-        let packed = PackedWeights::pack(&w, k, n).unwrap();
-        for isa in isas() {
-            let mut got = vec![7u8; rows * n];
-            pointwise::forward(isa, &a, rows, zp_a, &packed, &bias, &rq, &mut got).unwrap();
-            prop_assert_eq!(&got, &want, "{:?} rows {} k {} n {}", isa, rows, k, n);
-        }
+        pointwise_case([rows, k, n], [zp_a, zp_o], lo, hi, &mult, seed)?;
+    }
+
+    /// Sizes past one AMX tile in every direction (32-row panels, 64-channel chunks, column
+    /// pairs), so that every tail of the tiled kernels is crossed.
+    #[test]
+    fn pointwise_equals_reference_past_a_tile(
+        rows in 1usize..120, k in 1usize..300, n in 1usize..100,
+        zp_a in 0i32..256, zp_o in 0i32..256,
+        mult in prop::collection::vec(1e-6f32..1e-3, 1..8),
+        seed in any::<u64>(),
+    ) {
+        pointwise_case([rows, k, n], [zp_a, zp_o], 0, 255, &mult, seed)?;
     }
 
     #[test]

@@ -50,10 +50,8 @@ pub fn forward(isa: Isa, a: &[u8], b: &[u8], p: &AddParams, out: &mut [u8]) -> R
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `supported` detected the tier's features; the chunks have equal lengths.
-            Isa::Avx512Vnni if Isa::Avx512Vnni.supported() => unsafe {
-                super::x86::add_avx512(a, b, p, o)
-            },
+            // SAFETY: `runs_vnni` detected AVX-512 F, BW, VL and VNNI; the chunks have equal lengths.
+            _ if isa.runs_vnni() => unsafe { super::x86::add_avx512(a, b, p, o) },
             _ => crate::simd::vectorised(|| {
                 for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                     *o = p.apply(a, b);

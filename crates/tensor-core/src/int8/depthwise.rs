@@ -19,11 +19,7 @@ enum Kernel {
 impl Kernel {
     fn choose(isa: Isa, d: &Rows) -> Kernel {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx512Vnni
-            && Isa::Avx512Vnni.supported()
-            && d.g.kw == 3
-            && d.g.kh <= super::depthwise_vnni::MAX_KH
-        {
+        if isa.runs_vnni() && d.g.kw == 3 && d.g.kh <= super::depthwise_vnni::MAX_KH {
             return Kernel::Vnni3(super::depthwise_vnni::Interleaved::new(d));
         }
         let _ = (isa, d);
@@ -54,7 +50,7 @@ impl Rows<'_> {
     fn row(&self, kernel: &Kernel, row: usize, out: &mut [u8], scratch: &mut Vec<u8>) {
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Kernel::choose` picked this one only after `supported` detected every
+            // SAFETY: `Kernel::choose` picked this one only after `runs_vnni` detected every
             // feature of the tier (AVX-512 F, BW, VL, VNNI) and for a 3-column kernel of at most
             // three rows; `forward` checked the extents, `p` was made from `self`, `out` is one
             // output row.

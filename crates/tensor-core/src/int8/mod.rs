@@ -2,11 +2,14 @@
 //! weights are `i8` (symmetric, per output channel), sums are exact `i32`, and each output is
 //! requantized once, with its bias and ReLU6 folded into the clamp ([`Requant`]).
 //!
-//! Every kernel has a plain twin in [`reference`]; the fast versions (AVX-512 VNNI `vpdpbusd`,
-//! AVX2 `vpmaddwd` on widened bytes, a portable loop over the packed layout) must equal it exactly
+//! Every kernel has a plain twin in [`reference`]; the fast versions (AMX `tdpbusd` tiles for the
+//! 1x1 convolutions, AVX-512 VNNI `vpdpbusd`, AVX2 `vpmaddwd` on widened bytes, a portable loop
+//! over the packed layout) must equal it exactly
 //! (tests/int8_proptest.rs). Which one runs is detected once ([`Isa::detect`]).
 
 pub mod add;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod conv;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
@@ -32,6 +35,9 @@ pub enum Isa {
     Avx2,
     /// AVX-512 with VNNI: `vpdpbusd` multiplies four `u8 x i8` pairs and adds them to an `i32`.
     Avx512Vnni,
+    /// AVX-512 VNNI, with the 1x1 convolutions on AMX tiles (`tdpbusd`: 16 x 16 sums of 64
+    /// products an instruction).
+    Amx,
 }
 
 impl Isa {
@@ -58,6 +64,12 @@ impl Isa {
         Isa::available().contains(&self)
     }
 
+    /// Whether `self` includes AVX-512 VNNI and this CPU has it (the kernels other than the 1x1
+    /// convolution run the same code on `Avx512Vnni` and `Amx`).
+    pub fn runs_vnni(self) -> bool {
+        matches!(self, Isa::Avx512Vnni | Isa::Amx) && Isa::Avx512Vnni.supported()
+    }
+
     fn probe() -> Vec<Isa> {
         #[allow(unused_mut)]
         let mut v = vec![Isa::Portable];
@@ -72,6 +84,9 @@ impl Isa {
                 && is_x86_feature_detected!("avx512vnni")
             {
                 v.push(Isa::Avx512Vnni);
+                if amx::enable() {
+                    v.push(Isa::Amx);
+                }
             }
         }
         v

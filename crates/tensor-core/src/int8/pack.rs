@@ -8,6 +8,9 @@ use crate::{Error, Result};
 pub const BLOCK: usize = 16;
 /// Input channels per group (the bytes one `vpdpbusd` lane sums).
 pub const GROUP: usize = 4;
+/// Zero bytes after the last block: an AMX weight tile (16 groups) may start at any group of a
+/// block and so reach 15 groups past the last one.
+pub const TAIL_BYTES: usize = 16 * BLOCK * GROUP;
 
 /// `[k, n]` `i8` weights in blocks; missing channels and columns are zero.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,7 +21,8 @@ pub struct PackedWeights {
     pub groups: usize,
     /// `ceil(n / 16)`.
     pub blocks: usize,
-    /// `data[((block * groups + group) * 16 + lane) * 4 + j] = w[4 * group + j, 16 * block + lane]`.
+    /// `data[((block * groups + group) * 16 + lane) * 4 + j] = w[4 * group + j, 16 * block + lane]`,
+    /// then [`TAIL_BYTES`] zeros.
     pub data: Vec<i8>,
     /// `sum_k w[k, c]`: with it a kernel sums raw codes and subtracts `zp * col_sums[c]` once.
     pub col_sums: Vec<i32>,
@@ -35,7 +39,7 @@ impl PackedWeights {
             });
         }
         let (groups, blocks) = (k.div_ceil(GROUP), n.div_ceil(BLOCK));
-        let mut data = vec![0i8; blocks * groups * BLOCK * GROUP];
+        let mut data = vec![0i8; blocks * groups * BLOCK * GROUP + TAIL_BYTES];
         for i in 0..k {
             let (g, j) = (i / GROUP, i % GROUP);
             for c in 0..n {

@@ -1,13 +1,13 @@
 //! The 1x1 convolution (a GEMM over pixels) in integers: `u8` codes times packed `i8` weights,
 //! exact `i32` sums, requantized once with bias and activation into `u8` codes.
 
-use super::pack::{PackedWeights, BLOCK, GROUP};
+use super::pack::{PackedWeights, BLOCK, GROUP, TAIL_BYTES};
 use super::{Isa, Requant};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
 /// Fewest rows one task takes: a few microkernel tiles.
-const MIN_ROWS_PER_TASK: usize = 48;
+const MIN_ROWS_PER_TASK: usize = 64;
 
 /// `out[r, c] = requant(bias[c] + sum_k (a[r, k] - zp_a) * w[k, c])`: `a` is `[rows, w.k]` codes,
 /// `out` is `[rows, w.n]`. Every extent is checked here; rows are split over the thread pool.
@@ -42,9 +42,11 @@ pub fn forward(
         return Ok(());
     }
     // About four tasks a thread: enough to balance, few enough that scheduling costs nothing.
+    // Whole panels of 32 rows (the AMX kernel's; 16 rows of the VNNI kernel's 6-row tiles too).
     let per_task = rows
         .div_ceil(4 * rayon::current_num_threads())
-        .max(MIN_ROWS_PER_TASK);
+        .max(MIN_ROWS_PER_TASK)
+        .next_multiple_of(32);
     out.par_chunks_mut(per_task * w.n)
         .zip(a.par_chunks(per_task * w.k))
         .for_each(|(o, a)| tile.rows(isa, a, o));
@@ -77,7 +79,7 @@ fn check(
             got: vec![bias.len(), rq.channels(), w.col_sums.len()],
         });
     }
-    if w.data.len() != w.blocks * w.groups * BLOCK * GROUP
+    if w.data.len() != w.blocks * w.groups * BLOCK * GROUP + TAIL_BYTES
         || w.groups != w.k.div_ceil(GROUP)
         || w.blocks != w.n.div_ceil(BLOCK)
         || w.col_sums
@@ -116,6 +118,12 @@ impl Tile<'_> {
     /// All rows of `a` (whole rows of `w.k` codes) into `out`.
     fn rows(&self, isa: Isa, a: &[u8], out: &mut [u8]) {
         match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `supported` detected AMX-TILE, AMX-INT8 with the tile data permitted and
+            // AVX-512 F, BW, VL, VNNI (`Isa::probe`); `forward` checked every extent the kernel
+            // reads (`a` whole rows, `w.data` the blocks and their tail, `bias` and `mult` whole
+            // blocks) or writes (`out` the same rows).
+            Isa::Amx if Isa::Amx.supported() => unsafe { super::amx::pointwise_amx(self, a, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `supported` detected AVX-512 F, BW, VL and VNNI; `forward` checked every
             // extent the kernel reads or writes (`a`, `out` whole rows; `bias`, `mult` whole blocks).

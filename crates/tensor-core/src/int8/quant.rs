@@ -133,10 +133,8 @@ pub fn quantize_slice(isa: super::Isa, x: &[f32], q: QParams, out: &mut [u8]) ->
         .zip(x.par_chunks(CHUNK))
         .for_each(|(o, x)| match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `supported` detected the tier's features; the chunks have equal lengths.
-            super::Isa::Avx512Vnni if super::Isa::Avx512Vnni.supported() => unsafe {
-                super::x86::quantize_avx512(x, q, o)
-            },
+            // SAFETY: `runs_vnni` detected AVX-512 F, BW, VL and VNNI; the chunks have equal lengths.
+            _ if isa.runs_vnni() => unsafe { super::x86::quantize_avx512(x, q, o) },
             _ => crate::simd::vectorised(|| {
                 for (o, &v) in o.iter_mut().zip(x) {
                     *o = q.quantize(v);

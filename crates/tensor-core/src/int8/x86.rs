@@ -117,23 +117,50 @@ unsafe fn vnni_tile<const M: usize, const N: usize>(
             }
         }
     }
-    let (lo, hi) = t.rq.bounds();
-    let (lo, hi, zp) = (
-        _mm512_set1_ps(lo),
-        _mm512_set1_ps(hi),
-        _mm512_set1_epi32(t.rq.zero_point),
-    );
+    let e = Epilogue::new(t.rq);
     for j in 0..N {
         let col = (b0 + j) * BLOCK;
         let m = _mm512_loadu_ps(t.mult.as_ptr().add(col));
-        let valid = (n - col).min(BLOCK);
-        let mask = first_lanes(valid);
         for (r, row) in acc.iter().enumerate() {
-            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(row[j]), m);
-            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-            let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
-            _mm512_mask_cvtusepi32_storeu_epi8(out.add(r * n + col).cast(), mask, q);
+            e.store(row[j], m, out.add(r * n + col), n - col);
         }
+    }
+}
+
+/// The requantization of 16 sums of one row (bias included) into codes, shared by the VNNI and
+/// AMX kernels: the reference's operations in its order.
+pub(super) struct Epilogue {
+    lo: __m512,
+    hi: __m512,
+    zp: __m512i,
+}
+
+impl Epilogue {
+    /// # Safety
+    /// AVX-512 F must be present.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn new(rq: &super::Requant) -> Epilogue {
+        let (lo, hi) = rq.bounds();
+        Epilogue {
+            lo: _mm512_set1_ps(lo),
+            hi: _mm512_set1_ps(hi),
+            zp: _mm512_set1_epi32(rq.zero_point),
+        }
+    }
+
+    /// `acc` times the multipliers `m`, clamped, rounded (to nearest even), plus the zero point;
+    /// the first `valid` (at most 16) codes stored at `out`.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW must be present; `out` writable for `valid.min(16)` bytes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) unsafe fn store(&self, acc: __m512i, m: __m512, out: *mut u8, valid: usize) {
+        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
+        let y = _mm512_min_ps(_mm512_max_ps(y, self.lo), self.hi);
+        let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), self.zp);
+        _mm512_mask_cvtusepi32_storeu_epi8(out.cast(), first_lanes(valid), q);
     }
 }
 

@@ -1,0 +1,226 @@
+//! The 1x1 convolution on Intel AMX (`tdpbusd`): tiles of 16 rows x 64 bytes, one instruction
+//! multiplying a 16 x 64 block of `u8` codes by a 64 x 16 block of `i8` weights into 16 x 16
+//! exact `i32` sums (oneDNN's brgemm and XNNPACK's AMX kernels work the same way).
+//!
+//! The packed weights ([`super::pack`]) are already in the layout AMX reads: within a block of 16
+//! columns, each group of four input channels is one 64-byte row, so 16 consecutive groups are one
+//! weight tile read with a 64-byte stride. Rows of codes are copied into a panel padded with zeros
+//! to whole tiles (64 channels, 32 rows); a zero code adds nothing whatever weight it meets, so
+//! weight rows past `k` (the next block's, or the packing's zero tail) do not change a sum. The
+//! sums leave the tiles through a small buffer and are requantized by the AVX-512 epilogue the
+//! VNNI kernel uses, so every output equals [`super::reference`] bit for bit.
+//!
+//! Tile registers are not known to the compiler: each `asm!` block below zeroes, fills and stores
+//! the tiles it uses, so no tile data lives from one block to the next; only the configuration
+//! (loaded once per call, released at its end) does, and no other code on the thread touches it.
+
+use super::pack::{BLOCK, GROUP, TAIL_BYTES};
+use super::pointwise::Tile;
+use std::arch::asm;
+use std::arch::x86_64::{_mm512_add_epi32, _mm512_loadu_ps, _mm512_loadu_si512};
+
+/// Rows of one tile, and bytes of one tile row.
+const ROWS: usize = 16;
+const ROW_BYTES: usize = 64;
+/// Groups of four channels in one tile row.
+const GROUPS_PER_TILE: usize = ROW_BYTES / GROUP;
+
+// The weights' zero tail covers a whole weight tile past the last group.
+const _: () = assert!(TAIL_BYTES >= GROUPS_PER_TILE * BLOCK * GROUP);
+
+/// Whether this CPU has AMX with `tdpbusd` and the kernel lets this process use its tile data
+/// (Linux: `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); asked once by the caller.
+pub(super) fn enable() -> bool {
+    // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+    let max_leaf = std::arch::x86_64::__cpuid(0).eax;
+    let cpu = max_leaf >= 7 && (leaf7.edx >> 24) & 1 == 1 && (leaf7.edx >> 25) & 1 == 1;
+    cpu && request_tile_data()
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn request_tile_data() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: `arch_prctl` with these arguments only changes this process's permission to use the
+    // AMX state; it reads and writes no memory of ours. It fails (returns -1) where unsupported.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn request_tile_data() -> bool {
+    false
+}
+
+/// The tile configuration (palette 1): every tile 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct Config([u8; 64]);
+
+impl Config {
+    fn all_full() -> Config {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        for t in 0..8 {
+            c[16 + 2 * t] = ROW_BYTES as u8; // colsb, little-endian u16
+            c[48 + t] = ROWS as u8;
+        }
+        Config(c)
+    }
+}
+
+/// Rows of codes for two tiles, padded with zeros to whole tile rows.
+struct Panel {
+    bytes: Vec<u8>,
+    /// Bytes from one row to the next (`k` rounded up to 64).
+    stride: usize,
+}
+
+impl Panel {
+    fn new(k: usize) -> Panel {
+        let stride = k.next_multiple_of(ROW_BYTES);
+        Panel {
+            bytes: vec![0; 2 * ROWS * stride],
+            stride,
+        }
+    }
+
+    /// Copies `rows` (whole rows of `k` codes, at most 32 of them) in; the rest stays zero.
+    fn fill(&mut self, rows: &[u8], k: usize) {
+        let n = rows.len() / k;
+        for (dst, src) in self
+            .bytes
+            .chunks_exact_mut(self.stride)
+            .zip(rows.chunks_exact(k))
+        {
+            dst[..k].copy_from_slice(src);
+        }
+        // Rows left over from a fuller panel must not be summed again.
+        self.bytes[n * self.stride..].fill(0);
+    }
+}
+
+/// `out = requant(a x w)` on AMX tiles: 32 rows by 32 columns (four sum tiles) at a time.
+///
+/// # Safety
+/// AMX-TILE and AMX-INT8 must be present with the tile data permitted ([`enable`]), and AVX-512
+/// F, BW, VL and VNNI (the epilogue). `a` must hold whole rows of `t.w.k` codes and `out` the same
+/// number of rows of `t.w.n`; `t.bias` and `t.mult` must hold `t.w.blocks * 16` values; `t.w.data`
+/// must be the packed layout followed by its [`TAIL_BYTES`] tail (any values).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn pointwise_amx(t: &Tile, a: &[u8], out: &mut [u8]) {
+    let (k, n, groups, blocks) = (t.w.k, t.w.n, t.w.groups, t.w.blocks);
+    let rows = a.len() / k;
+    assert!(a.len() == rows * k && out.len() == rows * n);
+    assert!(t.bias.len() == blocks * BLOCK && t.mult.len() == blocks * BLOCK);
+    assert!(t.w.data.len() == blocks * groups * BLOCK * GROUP + TAIL_BYTES);
+    let mut panel = Panel::new(k);
+    let chunks = panel.stride / ROW_BYTES;
+    let mut sums = Sums([0; 2 * ROWS * 2 * BLOCK]);
+    let config = Config::all_full();
+    // SAFETY: `config` is a valid palette-1 configuration, 64-byte aligned.
+    asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+    for (a, out) in a.chunks(2 * ROWS * k).zip(out.chunks_mut(2 * ROWS * n)) {
+        panel.fill(a, k);
+        let mut b = 0;
+        while b < blocks {
+            // An odd last block is multiplied twice; its second copy is not stored.
+            let b1 = (b + 1).min(blocks - 1);
+            let w = |block: usize| t.w.data.as_ptr().add(block * groups * BLOCK * GROUP);
+            // SAFETY: the panel holds 32 rows of `chunks * 64` bytes; each block's weights start
+            // at `w(block)` and the loop reads `chunks * 16` groups of 64 bytes from there, at
+            // most 15 past the block's last (`chunks * 16 < groups + 16`), which lie in the next
+            // block or the zero tail (the assertion above).
+            multiply(&panel, chunks, w(b), w(b1), &mut sums);
+            let cols = if b1 > b { 2 } else { 1 };
+            requantize(t, &sums, out, b, cols);
+            b += 2;
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+/// The sums of 32 rows x 32 columns: tile `(i, j)` at row `16 i`, column `16 j`.
+#[repr(C, align(64))]
+struct Sums([i32; 2 * ROWS * 2 * BLOCK]);
+
+/// Both 16-row halves of `panel` times the weight blocks at `w0` and `w1`, over `chunks` tiles of
+/// 64 input bytes, into `sums`.
+///
+/// # Safety
+/// The tile configuration must be [`Config::all_full`]; `panel` holds `chunks` tile columns; `w0`
+/// and `w1` are readable for `chunks * 1024` bytes.
+#[inline]
+unsafe fn multiply(panel: &Panel, chunks: usize, w0: *const i8, w1: *const i8, sums: &mut Sums) {
+    let a0 = panel.bytes.as_ptr();
+    let a1 = a0.add(ROWS * panel.stride);
+    let c = sums.0.as_mut_ptr();
+    let row = 2 * BLOCK * 4; // bytes from one row of sums to the next
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        "2:",
+        "tileloadd tmm4, [{a0} + {sa}*1]",
+        "tileloadd tmm5, [{a1} + {sa}*1]",
+        "tileloadd tmm6, [{w0} + {sw}*1]",
+        "tileloadd tmm7, [{w1} + {sw}*1]",
+        "tdpbusd tmm0, tmm4, tmm6",
+        "tdpbusd tmm1, tmm4, tmm7",
+        "tdpbusd tmm2, tmm5, tmm6",
+        "tdpbusd tmm3, tmm5, tmm7",
+        "add {a0}, 64",
+        "add {a1}, 64",
+        "add {w0}, 1024",
+        "add {w1}, 1024",
+        "dec {n}",
+        "jnz 2b",
+        "tilestored [{c} + {sc}*1], tmm0",
+        "tilestored [{c1} + {sc}*1], tmm1",
+        "tilestored [{c2} + {sc}*1], tmm2",
+        "tilestored [{c3} + {sc}*1], tmm3",
+        a0 = inout(reg) a0 => _,
+        a1 = inout(reg) a1 => _,
+        w0 = inout(reg) w0 => _,
+        w1 = inout(reg) w1 => _,
+        n = inout(reg) chunks => _,
+        sa = in(reg) panel.stride,
+        sw = in(reg) BLOCK * GROUP,
+        c = in(reg) c,
+        c1 = in(reg) c.byte_add(BLOCK * 4),
+        c2 = in(reg) c.byte_add(ROWS * row),
+        c3 = in(reg) c.byte_add(ROWS * row + BLOCK * 4),
+        sc = in(reg) row,
+        options(nostack),
+    );
+}
+
+/// The valid rows of `sums` (as many as `out` holds, at most 32) and `cols` of its two column
+/// blocks, starting at block `b`, requantized into `out`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn requantize(t: &Tile, sums: &Sums, out: &mut [u8], b: usize, cols: usize) {
+    let n = t.w.n;
+    let rows = out.len() / n;
+    let e = super::x86::Epilogue::new(t.rq);
+    for j in 0..cols {
+        let col = (b + j) * BLOCK;
+        let bias = _mm512_loadu_si512(t.bias.as_ptr().add(col).cast());
+        let m = _mm512_loadu_ps(t.mult.as_ptr().add(col));
+        for r in 0..rows {
+            let s = _mm512_loadu_si512(sums.0.as_ptr().add(r * 2 * BLOCK + j * BLOCK).cast());
+            e.store(
+                _mm512_add_epi32(s, bias),
+                m,
+                out.as_mut_ptr().add(r * n + col),
+                n - col,
+            );
+        }
+    }
+}
