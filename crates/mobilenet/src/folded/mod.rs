@@ -8,9 +8,11 @@
 mod blocks;
 mod compile;
 mod exec;
+mod pool;
 
 pub use compile::{compile_steps, Options};
 pub(crate) use exec::exec;
+pub(crate) use pool::{in_micro_batches, on_pool};
 
 use crate::{Error, Result};
 pub(crate) use blocks::as_pointwise;
@@ -175,33 +177,4 @@ impl FoldedPlan {
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }
-}
-
-/// `f` run on a thread of the pool (`rayon::scope` runs its body there), for a batch too small to
-/// split into micro-batches: each layer's parallel loop then splits among the pool's threads
-/// directly, instead of being handed to the pool and waited for by the caller (two thread switches
-/// a layer; 1.15x at batch 1, `e2e infer --batch 1`).
-pub(crate) fn on_pool<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    rayon::scope(|_| f())
-}
-
-/// `f` on consecutive slices of `size` images of `x`, side by side on the thread pool, results in
-/// order.
-pub(crate) fn in_micro_batches<T: Send>(
-    x: &Tensor,
-    size: usize,
-    f: impl Fn(&Tensor) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    use rayon::prelude::*;
-    let n = x.shape().first().copied().unwrap_or(0);
-    (0..n)
-        .step_by(size.max(1))
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|start| {
-            let end = (start + size).min(n);
-            f(&x.slice_axis(ndarray::Axis(0), (start..end).into())
-                .to_shared())
-        })
-        .collect()
 }
