@@ -64,8 +64,10 @@ pub(crate) fn in_micro_batches<T: Send>(
         .into_par_iter()
         .map(|start| {
             let end = (start + size).min(n);
-            f(&x.slice_axis(ndarray::Axis(0), (start..end).into())
-                .to_shared())
+            // The shared array sliced in place: no copy of the images.
+            let mut chunk = x.clone();
+            chunk.slice_axis_inplace(ndarray::Axis(0), (start..end).into());
+            f(&chunk)
         })
         .collect()
 }

@@ -7,6 +7,7 @@
 //!   convolution on the image, pooling, the dense head) get dequantized inputs.
 //! - [`file`] stores the result as one self-describing file.
 
+mod buffers;
 mod calibrate;
 pub mod file;
 mod lower;

@@ -1,6 +1,7 @@
 //! Running a quantized plan: values are f32 tensors or `u8` codes with their encoding, converted
 //! only where an op of the other kind reads them.
 
+use super::buffers::{buffer, recycle, CodeBuf};
 use super::{QOp, QStep, QuantizedPlan};
 use crate::folded::{exec, in_micro_batches, last_uses, on_pool};
 use crate::{Error, Result};
@@ -23,7 +24,7 @@ fn micro_batch(isa: Isa) -> usize {
 
 /// `[N, H, W, C]` codes.
 pub(crate) struct Codes {
-    pub data: Vec<u8>,
+    pub data: CodeBuf,
     pub shape: [usize; 4],
     pub q: QParams,
 }
@@ -56,42 +57,6 @@ impl Value {
             }
         }
     }
-}
-
-thread_local! {
-    /// Code buffers of values no longer needed, kept for the next steps and calls on this thread.
-    static FREE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Buffers kept per thread (a step's inputs and output, and a few in flight).
-const KEPT: usize = 6;
-
-/// A buffer of `len` codes for a kernel to overwrite entirely. A recycled one is truncated
-/// (its bytes stay as they were: initialised, and about to be overwritten), so the output of
-/// every step is not zeroed first; only growth is zero-filled.
-fn buffer(len: usize) -> Vec<u8> {
-    let mut v = FREE
-        .with(|f| {
-            let mut f = f.borrow_mut();
-            let best = (0..f.len()).max_by_key(|&i| f[i].len().min(len))?;
-            Some(f.swap_remove(best))
-        })
-        .unwrap_or_default();
-    if v.len() >= len {
-        v.truncate(len);
-    } else {
-        v.resize(len, 0);
-    }
-    v
-}
-
-fn recycle(v: Vec<u8>) {
-    FREE.with(|f| {
-        let mut f = f.borrow_mut();
-        if f.len() < KEPT {
-            f.push(v);
-        }
-    });
 }
 
 fn quantize(t: &Tensor, q: QParams) -> Result<Codes> {
@@ -175,7 +140,7 @@ fn joined(parts: Vec<Value>) -> Result<Value> {
             }
             let n = data.len() / (h * w * c).max(1);
             Ok(Value::Q(Codes {
-                data,
+                data: data.into(),
                 shape: [n, h, w, c],
                 q,
             }))
@@ -329,7 +294,7 @@ fn add_step(
     name: &str,
     ins: &[&Value],
     p: &int8::add::AddParams,
-) -> Result<(Vec<u8>, [usize; 4])> {
+) -> Result<(CodeBuf, [usize; 4])> {
     let (a, b) = match ins {
         [a, b] => (a.codes(name)?, b.codes(name)?),
         _ => return Err(Error::Config(format!("int8 plan: {name} adds two inputs"))),

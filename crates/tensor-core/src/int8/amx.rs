@@ -17,7 +17,10 @@
 use super::pack::{BLOCK, GROUP, TAIL_BYTES};
 use super::pointwise::Tile;
 use std::arch::asm;
-use std::arch::x86_64::{_mm512_add_epi32, _mm512_loadu_ps, _mm512_loadu_si512};
+use std::arch::x86_64::{
+    _mm512_add_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_maskz_loadu_epi8,
+    _mm512_storeu_si512,
+};
 
 /// Rows of one tile, and bytes of one tile row.
 const ROWS: usize = 16;
@@ -90,18 +93,35 @@ impl Panel {
         }
     }
 
-    /// Copies `rows` (whole rows of `k` codes, at most 32 of them) in; the rest stays zero.
-    fn fill(&mut self, rows: &[u8], k: usize) {
+    /// Copies `rows` (whole rows of `k` codes, at most 32 of them) in, 64 bytes at a time by
+    /// masked loads: the bytes past `k` load as zeros, so each row's padding is rewritten with it.
+    /// Rows past the last stay zero.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW must be present.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn fill(&mut self, rows: &[u8], k: usize) {
         let n = rows.len() / k;
-        for (dst, src) in self
-            .bytes
-            .chunks_exact_mut(self.stride)
-            .zip(rows.chunks_exact(k))
-        {
-            dst[..k].copy_from_slice(src);
+        assert!(n <= 2 * ROWS && rows.len() == n * k && k <= self.stride);
+        for (r, dst) in self.bytes.chunks_exact_mut(self.stride).enumerate() {
+            if r >= n {
+                dst.fill(0);
+                continue;
+            }
+            let src = rows.as_ptr().add(r * k);
+            for c in (0..self.stride).step_by(ROW_BYTES) {
+                // `c < k` (the stride is `k` rounded up to 64), so `src + c` is inside the row;
+                // lanes past its end are masked off, and masked-off lanes are never read.
+                let left = k - c;
+                let mask = if left >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << left) - 1
+                };
+                let v = _mm512_maskz_loadu_epi8(mask, src.add(c).cast());
+                _mm512_storeu_si512(dst.as_mut_ptr().add(c).cast(), v);
+            }
         }
-        // Rows left over from a fuller panel must not be summed again.
-        self.bytes[n * self.stride..].fill(0);
     }
 }
 
@@ -121,7 +141,14 @@ pub(super) unsafe fn pointwise_amx(t: &Tile, a: &[u8], out: &mut [u8]) {
     assert!(t.w.data.len() == blocks * groups * BLOCK * GROUP + TAIL_BYTES);
     let mut panel = Panel::new(k);
     let chunks = panel.stride / ROW_BYTES;
-    let mut sums = Sums([0; 2 * ROWS * 2 * BLOCK]);
+    // Two sets of sums: the tiles fill one while the previous unit's are requantized from the
+    // other (the tile instructions and the vector epilogue then overlap in the core).
+    let mut sums = [
+        Sums([0; 2 * ROWS * 2 * BLOCK]),
+        Sums([0; 2 * ROWS * 2 * BLOCK]),
+    ];
+    let mut pending: Option<(Unit, usize)> = None;
+    let mut cur = 0;
     let config = Config::all_full();
     // SAFETY: `config` is a valid palette-1 configuration, 64-byte aligned.
     asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
@@ -135,14 +162,31 @@ pub(super) unsafe fn pointwise_amx(t: &Tile, a: &[u8], out: &mut [u8]) {
             // SAFETY: the panel holds 32 rows of `chunks * 64` bytes; each block's weights start
             // at `w(block)` and the loop reads `chunks * 16` groups of 64 bytes from there, at
             // most 15 past the block's last (`chunks * 16 < groups + 16`), which lie in the next
-            // block or the zero tail (the assertion above).
-            multiply(&panel, chunks, w(b), w(b1), &mut sums);
-            let cols = if b1 > b { 2 } else { 1 };
-            requantize(t, &sums, out, b, cols);
+            // block or the tail (the assertion above).
+            multiply(&panel, chunks, w(b), w(b1), &mut sums[cur]);
+            if let Some((unit, which)) = pending.take() {
+                requantize(t, &sums[which], unit);
+            }
+            let (rows, cols) = (out.len() / n, if b1 > b { 2 } else { 1 });
+            let out = out.as_mut_ptr();
+            pending = Some((Unit { out, rows, b, cols }, cur));
+            cur ^= 1;
             b += 2;
         }
     }
+    if let Some((unit, which)) = pending {
+        requantize(t, &sums[which], unit);
+    }
     asm!("tilerelease", options(nostack, nomem));
+}
+
+/// Where one 32 x 32 unit of sums goes: `rows` rows of `out` (`n` codes each), the `cols` column
+/// blocks from block `b` on.
+struct Unit {
+    out: *mut u8,
+    rows: usize,
+    b: usize,
+    cols: usize,
 }
 
 /// The sums of 32 rows x 32 columns: tile `(i, j)` at row `16 i`, column `16 j`.
@@ -201,24 +245,26 @@ unsafe fn multiply(panel: &Panel, chunks: usize, w0: *const i8, w1: *const i8, s
     );
 }
 
-/// The valid rows of `sums` (as many as `out` holds, at most 32) and `cols` of its two column
-/// blocks, starting at block `b`, requantized into `out`.
+/// The unit's rows and column blocks of `sums` requantized into its place in `out`.
+///
+/// # Safety
+/// AVX-512 F, BW must be present; `unit.out` writable for `unit.rows` rows of `t.w.n` codes, and
+/// its blocks within `t.w.blocks` (so `t.bias` and `t.mult` hold their 16 values each).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn requantize(t: &Tile, sums: &Sums, out: &mut [u8], b: usize, cols: usize) {
+unsafe fn requantize(t: &Tile, sums: &Sums, unit: Unit) {
     let n = t.w.n;
-    let rows = out.len() / n;
     let e = super::x86::Epilogue::new(t.rq);
-    for j in 0..cols {
-        let col = (b + j) * BLOCK;
+    for j in 0..unit.cols {
+        let col = (unit.b + j) * BLOCK;
         let bias = _mm512_loadu_si512(t.bias.as_ptr().add(col).cast());
         let m = _mm512_loadu_ps(t.mult.as_ptr().add(col));
-        for r in 0..rows {
+        for r in 0..unit.rows {
             let s = _mm512_loadu_si512(sums.0.as_ptr().add(r * 2 * BLOCK + j * BLOCK).cast());
             e.store(
                 _mm512_add_epi32(s, bias),
                 m,
-                out.as_mut_ptr().add(r * n + col),
+                unit.out.add(r * n + col),
                 n - col,
             );
         }
