@@ -34,7 +34,7 @@ def cpu_name():
     except OSError:
         return platform.processor()
     flags = info.get("flags", "").split()
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni"]
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"]
     have = [f for f in wanted if f in flags] or ["none of " + ", ".join(wanted)]
     return (f"{info.get('model name', platform.processor())} (family {info.get('cpu family', '?')}, "
             f"model {info.get('model', '?')}; {' '.join(have)})")
