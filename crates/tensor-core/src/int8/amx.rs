@@ -4,9 +4,11 @@
 //!
 //! The packed weights ([`super::pack`]) are already in the layout AMX reads: within a block of 16
 //! columns, each group of four input channels is one 64-byte row, so 16 consecutive groups are one
-//! weight tile read with a 64-byte stride. Rows of codes are copied into a panel padded with zeros
-//! to whole tiles (64 channels, 32 rows); a zero code adds nothing whatever weight it meets, so
-//! weight rows past `k` (the next block's, or the packing's zero tail) do not change a sum. The
+//! weight tile read with a 64-byte stride. The `k` input channels are cut into as few tile columns
+//! as fit, of equal width ([`Cut`]: 96 channels are two of 48, not 64 and 32 of padding), and rows
+//! of codes are copied into a panel padded with zeros to whole tiles (32 rows, the cut's width); a
+//! zero code adds nothing whatever weight it meets, so weight rows past `k` (the next block's, or
+//! the packing's tail) do not change a sum. The
 //! sums leave the tiles through a small buffer and are requantized by the AVX-512 epilogue the
 //! VNNI kernel uses, so every output equals [`super::reference`] bit for bit.
 //!
@@ -61,57 +63,89 @@ fn request_tile_data() -> bool {
     false
 }
 
-/// The tile configuration (palette 1): every tile 16 rows of 64 bytes.
+/// How a call cuts the `k` input channels into tile columns: `chunks` of `width` bytes each (a
+/// multiple of 4, at most 64), as even as possible, so that a tile multiplies little padding.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Cut {
+    chunks: usize,
+    width: usize,
+}
+
+impl Cut {
+    fn of(k: usize) -> Cut {
+        let chunks = k.div_ceil(ROW_BYTES).max(1);
+        Cut {
+            chunks,
+            width: k.div_ceil(chunks).next_multiple_of(GROUP),
+        }
+    }
+
+    /// Bytes of a panel row: `k` and its padding.
+    fn padded(&self) -> usize {
+        self.chunks * self.width
+    }
+}
+
+/// The tile configuration (palette 1): the sums (tiles 0-3) 16 rows of 16 `i32`; the codes
+/// (4, 5) 16 rows of `width` bytes; the weights (6, 7) `width / 4` rows of 16 x 4 bytes.
 #[repr(C, align(64))]
 struct Config([u8; 64]);
 
 impl Config {
-    fn all_full() -> Config {
+    fn for_cut(cut: Cut) -> Config {
         let mut c = [0u8; 64];
         c[0] = 1;
-        for t in 0..8 {
-            c[16 + 2 * t] = ROW_BYTES as u8; // colsb, little-endian u16
-            c[48 + t] = ROWS as u8;
+        let shapes = [(ROWS, ROW_BYTES); 4]
+            .into_iter()
+            .chain([(ROWS, cut.width); 2])
+            .chain([(cut.width / GROUP, ROW_BYTES); 2]);
+        for (t, (rows, bytes)) in shapes.enumerate() {
+            c[16 + 2 * t] = bytes as u8; // colsb, a little-endian u16 (at most 64)
+            c[48 + t] = rows as u8;
         }
         Config(c)
     }
 }
 
-/// Rows of codes for two tiles, padded with zeros to whole tile rows.
+/// Rows of codes for two tiles, padded with zeros to the cut's width.
 struct Panel {
+    /// 32 rows of `stride` bytes, then 64 bytes a fill may write past the last row.
     bytes: Vec<u8>,
-    /// Bytes from one row to the next (`k` rounded up to 64).
+    /// Bytes from one row to the next ([`Cut::padded`]).
     stride: usize,
 }
 
 impl Panel {
-    fn new(k: usize) -> Panel {
-        let stride = k.next_multiple_of(ROW_BYTES);
+    fn new(cut: Cut) -> Panel {
+        let stride = cut.padded();
         Panel {
-            bytes: vec![0; 2 * ROWS * stride],
+            bytes: vec![0; 2 * ROWS * stride + ROW_BYTES],
             stride,
         }
     }
 
     /// Copies `rows` (whole rows of `k` codes, at most 32 of them) in, 64 bytes at a time by
-    /// masked loads: the bytes past `k` load as zeros, so each row's padding is rewritten with it.
-    /// Rows past the last stay zero.
+    /// masked loads: the bytes past `k` load as zeros, so each row's padding is rewritten with it
+    /// (a store past the row's end lands in the next row, written after it, or the slack). Rows
+    /// past the last are zero.
     ///
     /// # Safety
     /// AVX-512 F and BW must be present.
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn fill(&mut self, rows: &[u8], k: usize) {
         let n = rows.len() / k;
-        assert!(n <= 2 * ROWS && rows.len() == n * k && k <= self.stride);
-        for (r, dst) in self.bytes.chunks_exact_mut(self.stride).enumerate() {
-            if r >= n {
-                dst.fill(0);
-                continue;
-            }
-            let src = rows.as_ptr().add(r * k);
-            for c in (0..self.stride).step_by(ROW_BYTES) {
-                // `c < k` (the stride is `k` rounded up to 64), so `src + c` is inside the row;
-                // lanes past its end are masked off, and masked-off lanes are never read.
+        let stride = self.stride;
+        assert!(n <= 2 * ROWS && rows.len() == n * k && k <= stride && stride <= k + ROW_BYTES);
+        assert!(self.bytes.len() == 2 * ROWS * stride + ROW_BYTES);
+        for r in 0..n {
+            let (src, dst) = (
+                rows.as_ptr().add(r * k),
+                self.bytes.as_mut_ptr().add(r * stride),
+            );
+            // `c < k` (`stride` is less than `k` rounded up to 64), so `src + c` is inside the
+            // row; lanes past its end are masked off, and masked-off lanes are never read. The
+            // store ends at most 63 bytes past the row, inside the next row or the slack.
+            for c in (0..stride).step_by(ROW_BYTES) {
                 let left = k - c;
                 let mask = if left >= 64 {
                     u64::MAX
@@ -119,9 +153,10 @@ impl Panel {
                     (1u64 << left) - 1
                 };
                 let v = _mm512_maskz_loadu_epi8(mask, src.add(c).cast());
-                _mm512_storeu_si512(dst.as_mut_ptr().add(c).cast(), v);
+                _mm512_storeu_si512(dst.add(c).cast(), v);
             }
         }
+        self.bytes[n * stride..].fill(0);
     }
 }
 
@@ -139,8 +174,11 @@ pub(super) unsafe fn pointwise_amx(t: &Tile, a: &[u8], out: &mut [u8]) {
     assert!(a.len() == rows * k && out.len() == rows * n);
     assert!(t.bias.len() == blocks * BLOCK && t.mult.len() == blocks * BLOCK);
     assert!(t.w.data.len() == blocks * groups * BLOCK * GROUP + TAIL_BYTES);
-    let mut panel = Panel::new(k);
-    let chunks = panel.stride / ROW_BYTES;
+    let cut = Cut::of(k);
+    // Each block's weight tiles read `cut.padded() / 4` groups from its start: at most 15 past
+    // its last, inside the next block or the tail.
+    assert!(cut.padded() / GROUP < groups + GROUPS_PER_TILE);
+    let mut panel = Panel::new(cut);
     // Two sets of sums: the tiles fill one while the previous unit's are requantized from the
     // other (the tile instructions and the vector epilogue then overlap in the core).
     let mut sums = [
@@ -149,8 +187,9 @@ pub(super) unsafe fn pointwise_amx(t: &Tile, a: &[u8], out: &mut [u8]) {
     ];
     let mut pending: Option<(Unit, usize)> = None;
     let mut cur = 0;
-    let config = Config::all_full();
-    // SAFETY: `config` is a valid palette-1 configuration, 64-byte aligned.
+    let config = Config::for_cut(cut);
+    // SAFETY: `config` is a valid palette-1 configuration (no tile over 16 rows or 64 bytes), 64-byte
+    // aligned.
     asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
     for (a, out) in a.chunks(2 * ROWS * k).zip(out.chunks_mut(2 * ROWS * n)) {
         panel.fill(a, k);
@@ -159,11 +198,11 @@ pub(super) unsafe fn pointwise_amx(t: &Tile, a: &[u8], out: &mut [u8]) {
             // An odd last block is multiplied twice; its second copy is not stored.
             let b1 = (b + 1).min(blocks - 1);
             let w = |block: usize| t.w.data.as_ptr().add(block * groups * BLOCK * GROUP);
-            // SAFETY: the panel holds 32 rows of `chunks * 64` bytes; each block's weights start
-            // at `w(block)` and the loop reads `chunks * 16` groups of 64 bytes from there, at
-            // most 15 past the block's last (`chunks * 16 < groups + 16`), which lie in the next
-            // block or the tail (the assertion above).
-            multiply(&panel, chunks, w(b), w(b1), &mut sums[cur]);
+            // SAFETY: the panel holds 32 rows of `cut.padded()` bytes; each block's weights start
+            // at `w(block)` and the loop reads `cut.padded() / 4` groups of 64 bytes from there,
+            // at most 15 past the block's last, which lie in the next block or the tail (the
+            // assertions above).
+            multiply(&panel, cut, w(b), w(b1), &mut sums[cur]);
             if let Some((unit, which)) = pending.take() {
                 requantize(t, &sums[which], unit);
             }
@@ -193,14 +232,14 @@ struct Unit {
 #[repr(C, align(64))]
 struct Sums([i32; 2 * ROWS * 2 * BLOCK]);
 
-/// Both 16-row halves of `panel` times the weight blocks at `w0` and `w1`, over `chunks` tiles of
-/// 64 input bytes, into `sums`.
+/// Both 16-row halves of `panel` times the weight blocks at `w0` and `w1`, over the cut's
+/// chunks, into `sums`.
 ///
 /// # Safety
-/// The tile configuration must be [`Config::all_full`]; `panel` holds `chunks` tile columns; `w0`
-/// and `w1` are readable for `chunks * 1024` bytes.
+/// The tile configuration must be [`Config::for_cut`] of `cut`; `panel` made for `cut`; `w0` and
+/// `w1` readable for `cut.padded() * 16` bytes.
 #[inline]
-unsafe fn multiply(panel: &Panel, chunks: usize, w0: *const i8, w1: *const i8, sums: &mut Sums) {
+unsafe fn multiply(panel: &Panel, cut: Cut, w0: *const i8, w1: *const i8, sums: &mut Sums) {
     let a0 = panel.bytes.as_ptr();
     let a1 = a0.add(ROWS * panel.stride);
     let c = sums.0.as_mut_ptr();
@@ -219,10 +258,10 @@ unsafe fn multiply(panel: &Panel, chunks: usize, w0: *const i8, w1: *const i8, s
         "tdpbusd tmm1, tmm4, tmm7",
         "tdpbusd tmm2, tmm5, tmm6",
         "tdpbusd tmm3, tmm5, tmm7",
-        "add {a0}, 64",
-        "add {a1}, 64",
-        "add {w0}, 1024",
-        "add {w1}, 1024",
+        "add {a0}, {da}",
+        "add {a1}, {da}",
+        "add {w0}, {dw}",
+        "add {w1}, {dw}",
         "dec {n}",
         "jnz 2b",
         "tilestored [{c} + {sc}*1], tmm0",
@@ -233,9 +272,12 @@ unsafe fn multiply(panel: &Panel, chunks: usize, w0: *const i8, w1: *const i8, s
         a1 = inout(reg) a1 => _,
         w0 = inout(reg) w0 => _,
         w1 = inout(reg) w1 => _,
-        n = inout(reg) chunks => _,
+        n = inout(reg) cut.chunks => _,
         sa = in(reg) panel.stride,
         sw = in(reg) BLOCK * GROUP,
+        // A chunk is `width` bytes of each row of codes, `width / 4` groups of the weights.
+        da = in(reg) cut.width,
+        dw = in(reg) cut.width / GROUP * BLOCK * GROUP,
         c = in(reg) c,
         c1 = in(reg) c.byte_add(BLOCK * 4),
         c2 = in(reg) c.byte_add(ROWS * row),
@@ -266,6 +308,59 @@ unsafe fn requantize(t: &Tile, sums: &Sums, unit: Unit) {
                 m,
                 unit.out.add(r * n + col),
                 n - col,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_are_even_whole_groups_of_at_most_64_bytes_that_cover_k() {
+        assert_eq!(
+            Cut::of(16),
+            Cut {
+                chunks: 1,
+                width: 16
+            }
+        );
+        assert_eq!(
+            Cut::of(27),
+            Cut {
+                chunks: 1,
+                width: 28
+            }
+        );
+        assert_eq!(
+            Cut::of(96),
+            Cut {
+                chunks: 2,
+                width: 48
+            }
+        );
+        assert_eq!(
+            Cut::of(144),
+            Cut {
+                chunks: 3,
+                width: 48
+            }
+        );
+        assert_eq!(
+            Cut::of(960),
+            Cut {
+                chunks: 15,
+                width: 64
+            }
+        );
+        for k in 1..=super::super::quant::MAX_K {
+            let cut = Cut::of(k);
+            assert!(cut.width % GROUP == 0 && cut.width <= ROW_BYTES && cut.padded() >= k);
+            assert!(cut.padded() < k + ROW_BYTES, "k {k}: {cut:?}");
+            assert!(
+                cut.padded() / GROUP < k.div_ceil(GROUP) + GROUPS_PER_TILE,
+                "k {k}"
             );
         }
     }
