@@ -356,7 +356,7 @@ mod tests {
         );
         for k in 1..=super::super::quant::MAX_K {
             let cut = Cut::of(k);
-            assert!(cut.width % GROUP == 0 && cut.width <= ROW_BYTES && cut.padded() >= k);
+            assert!(cut.width.is_multiple_of(GROUP) && cut.width <= ROW_BYTES && cut.padded() >= k);
             assert!(cut.padded() < k + ROW_BYTES, "k {k}: {cut:?}");
             assert!(
                 cut.padded() / GROUP < k.div_ceil(GROUP) + GROUPS_PER_TILE,
