@@ -68,6 +68,9 @@ fn kernels(c: &mut Criterion) {
     }
     for (name, hw, k, n) in [
         ("pw_112x112_16to96", 112, 16, 96),
+        ("pw_56x56_24to144", 56, 24, 144),
+        ("pw_28x28_32to192", 28, 32, 192),
+        ("pw_14x14_64to384", 14, 64, 384),
         ("pw_56x56_144to24", 56, 144, 24),
         ("pw_7x7_320to1280", 7, 320, 1280),
     ] {
@@ -78,13 +81,16 @@ fn kernels(c: &mut Criterion) {
         let r = rq(n);
         let mut out = vec![0u8; rows * n];
         g.throughput(Throughput::Elements((rows * k * n) as u64));
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                pool.install(|| {
-                    pointwise::forward(isa, &a, rows, 5, &w, &bias, &r, &mut out).unwrap()
+        // Every tier this CPU has at or above the detected one's neighbour (VNNI beside AMX).
+        for &isa in Isa::available().iter().rev().take(2) {
+            g.bench_function(format!("{name}/{isa:?}"), |b| {
+                b.iter(|| {
+                    pool.install(|| {
+                        pointwise::forward(isa, &a, rows, 5, &w, &bias, &r, &mut out).unwrap()
+                    })
                 })
-            })
-        });
+            });
+        }
     }
     {
         let geom =

@@ -6,6 +6,12 @@ use super::{Isa, Requant};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
+/// Widest products (`k`) left to the VNNI kernel on an AMX CPU: a tile multiplies so few
+/// products per instruction there that the sums' trip through memory costs more than it saves
+/// (`cargo bench -p tensor-core --bench int8 -- pw_`, AMX / VNNI time: 16 -> 96 1.19x, 24 -> 144
+/// 1.06x, 32 -> 192 0.99x, 64 -> 384 0.78x, 144 -> 24 0.76x, 320 -> 1280 0.51x).
+const AMX_MIN_K: usize = 32;
+
 /// Fewest rows one task takes: a few microkernel tiles.
 const MIN_ROWS_PER_TASK: usize = 64;
 
@@ -123,11 +129,13 @@ impl Tile<'_> {
             // AVX-512 F, BW, VL, VNNI (`Isa::probe`); `forward` checked every extent the kernel
             // reads (`a` whole rows, `w.data` the blocks and their tail, `bias` and `mult` whole
             // blocks) or writes (`out` the same rows).
-            Isa::Amx if Isa::Amx.supported() => unsafe { super::amx::pointwise_amx(self, a, out) },
+            Isa::Amx if Isa::Amx.supported() && self.w.k > AMX_MIN_K => unsafe {
+                super::amx::pointwise_amx(self, a, out)
+            },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `supported` detected AVX-512 F, BW, VL and VNNI; `forward` checked every
             // extent the kernel reads or writes (`a`, `out` whole rows; `bias`, `mult` whole blocks).
-            Isa::Avx512Vnni if Isa::Avx512Vnni.supported() => unsafe {
+            Isa::Avx512Vnni | Isa::Amx if Isa::Avx512Vnni.supported() => unsafe {
                 super::x86::pointwise_vnni(self, a, out)
             },
             #[cfg(target_arch = "x86_64")]
