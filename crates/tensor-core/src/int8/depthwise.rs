@@ -17,6 +17,15 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// Whether this kernel computes rows `row` and `row + 1` in one call.
+    fn pairs(&self, d: &Rows, row: usize) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Vnni3(_) => super::depthwise_vnni::pairs(d, row),
+            Kernel::Portable => false,
+        }
+    }
+
     fn choose(isa: Isa, d: &Rows) -> Kernel {
         #[cfg(target_arch = "x86_64")]
         if isa.runs_vnni() && d.g.kw == 3 && d.g.kh <= super::depthwise_vnni::MAX_KH {
@@ -47,19 +56,27 @@ impl Rows<'_> {
         ConvGeom::tap(&self.g.rows, self.g.stride, oy, ky)
     }
 
+    /// Output row `row` into `out`, or with two rows in `out` (only where [`Kernel::pairs`]) rows
+    /// `row` and `row + 1`.
     fn row(&self, kernel: &Kernel, row: usize, out: &mut [u8], scratch: &mut Vec<u8>) {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Kernel::choose` picked this one only after `runs_vnni` detected every
             // feature of the tier (AVX-512 F, BW, VL, VNNI) and for a 3-column kernel of at most
             // three rows; `forward` checked the extents, `p` was made from `self`, `out` is one
-            // output row.
+            // output row, or two only where `Kernel::pairs` said so (the kernel asserts both).
             Kernel::Vnni3(p) => unsafe {
-                super::depthwise_vnni::row::<3>(self, p, row, out, scratch)
+                match out.len() / (self.g.cols.out * self.g.cin) {
+                    2 => super::depthwise_vnni::row::<3, true>(self, p, row, out, scratch),
+                    _ => super::depthwise_vnni::row::<3, false>(self, p, row, out, scratch),
+                }
             },
             Kernel::Portable => {
                 let _ = scratch;
-                portable_row(self, row, out)
+                let len = self.g.cols.out * self.g.cin;
+                for (i, o) in out.chunks_exact_mut(len).enumerate() {
+                    portable_row(self, row + i, o)
+                }
             }
         }
     }
@@ -178,8 +195,18 @@ pub fn forward(
         .enumerate()
         .for_each(|(t, o)| {
             let mut scratch = Vec::new();
-            for (i, row) in o.chunks_exact_mut(cols * c).enumerate() {
-                d.row(&kernel, t * per_task + i, row, &mut scratch);
+            let (first, len) = (t * per_task, cols * c);
+            let mut r = 0;
+            while r * len < o.len() {
+                let both = (r + 2) * len <= o.len() && kernel.pairs(&d, first + r);
+                let count = if both { 2 } else { 1 };
+                d.row(
+                    &kernel,
+                    first + r,
+                    &mut o[r * len..(r + count) * len],
+                    &mut scratch,
+                );
+                r += count;
             }
         });
     Ok(())

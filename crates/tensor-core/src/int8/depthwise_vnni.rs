@@ -14,6 +14,11 @@
 //! and weights are stored in that order, and two in-lane saturating packs (exact: requantized
 //! codes are in `0..=255`) put the output codes back in channel order.
 //!
+//! At stride 1 with three kernel rows, two output rows are computed together: output row `oy + 1`
+//! reads input rows `oy..oy + 3`, `oy` reads `oy - 1..oy + 2`, so one interleave of the four rows
+//! `[oy - 1, oy, oy + 1, oy + 2]` serves both, with the taps `[w0, w1, w2, 0]` for the first and
+//! `[0, w0, w1, w2]` for the second (the interleave is done once for two rows).
+//!
 //! A layer narrower than a block at stride 1 (`C` dividing 64: MobileNetV2's first depthwise has
 //! 32 channels, 16 at alpha 0.35) fills a block with `64 / C` neighbouring pixels instead: their
 //! taps are neighbouring columns too, so the same two passes compute that many outputs at once.
@@ -41,6 +46,9 @@ pub(super) struct Interleaved {
     pixels: usize,
     /// `[KW][blocks][64][4]`: the taps `(0..3, kx)` of a channel and a zero, in lane order.
     w: Vec<i8>,
+    /// The same taps one byte later (`[0, w0, w1, w2]`): the next output row's, over the four
+    /// input rows interleaved for a pair of rows.
+    w_next: Vec<i8>,
     /// `[blocks][64]` in lane order (zero past the last channel).
     bias: Vec<i32>,
     mult: Vec<f32>,
@@ -60,6 +68,7 @@ impl Interleaved {
         };
         let blocks = c.div_ceil(BLOCK);
         let mut w = vec![0i8; kw * blocks * BLOCK * 4];
+        let mut w_next = vec![0i8; kw * blocks * BLOCK * 4];
         let mut bias = vec![0i32; blocks * BLOCK];
         let mut mult = vec![0f32; blocks * BLOCK];
         for b in 0..blocks {
@@ -77,8 +86,12 @@ impl Interleaved {
                 for kx in 0..kw {
                     for ky in 0..kh {
                         // The widened weights came from `i8`, so this narrowing is exact.
-                        w[((kx * blocks + b) * BLOCK + p) * 4 + ky] =
-                            d.w[(ky * kw + kx) * c + ch] as i8;
+                        let v = d.w[(ky * kw + kx) * c + ch] as i8;
+                        let at = ((kx * blocks + b) * BLOCK + p) * 4;
+                        w[at + ky] = v;
+                        if ky + 1 < 4 {
+                            w_next[at + ky + 1] = v;
+                        }
                     }
                 }
             }
@@ -87,6 +100,7 @@ impl Interleaved {
             blocks,
             pixels,
             w,
+            w_next,
             bias,
             mult,
         }
@@ -102,14 +116,22 @@ fn first_bytes(n: usize) -> __mmask64 {
     }
 }
 
-/// One output row of a depthwise convolution with `KW` kernel columns and at most three rows.
+/// Whether rows `row` and `row + 1` can be computed as a pair: stride 1, three kernel rows, and
+/// both in one image.
+pub(super) fn pairs(d: &Rows, row: usize) -> bool {
+    let g = d.g;
+    g.stride == 1 && g.kh == MAX_KH && (row % g.rows.out) + 1 < g.rows.out
+}
+
+/// One output row of a depthwise convolution with `KW` kernel columns and at most three rows, or
+/// with `PAIR` the two rows `row`, `row + 1` (where [`pairs`]); `out` holds that many rows.
 /// `scratch` is the caller's, reused between rows.
 ///
 /// # Safety
 /// AVX-512 F, BW, VL and VNNI must be present (the tier's features); the extents of `d` must be as
 /// `depthwise::forward` checked them, and `p` made from `d` (both asserted again here).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn row<const KW: usize>(
+pub(super) unsafe fn row<const KW: usize, const PAIR: bool>(
     d: &Rows,
     p: &Interleaved,
     row: usize,
@@ -119,8 +141,11 @@ pub(super) unsafe fn row<const KW: usize>(
     let g = d.g;
     let (c, s, iw, ow) = (g.cin, g.stride, g.cols.input, g.cols.out);
     let (n, oy) = (row / g.rows.out, row % g.rows.out);
-    assert!(KW == g.kw && g.kh <= MAX_KH && n < g.n && ow > 0 && out.len() == ow * c);
+    let count = if PAIR { 2 } else { 1 };
+    assert!(KW == g.kw && g.kh <= MAX_KH && n < g.n && ow > 0 && out.len() == count * ow * c);
+    assert!(!PAIR || pairs(d, row));
     assert!(p.blocks == c.div_ceil(BLOCK) && p.w.len() == KW * p.blocks * BLOCK * 4);
+    assert!(p.w_next.len() == p.w.len());
     assert!(p.bias.len() == p.blocks * BLOCK && p.mult.len() == p.blocks * BLOCK);
     assert!(d.x.len() == g.n * g.rows.input * iw * c && d.zp_row.len() >= c);
     // Padded input columns the outputs read: `(ow - 1) * s + KW`.
@@ -128,15 +153,18 @@ pub(super) unsafe fn row<const KW: usize>(
     scratch.resize(pw * BLOCK * 4, 0);
     let img = d.x.as_ptr().add(n * g.rows.input * iw * c);
     // Per kernel row, where its input row starts; a row in the padding (or past the kernel's
-    // rows) has none.
-    let mut rows = [None; MAX_KH];
+    // rows) has none. A pair reads a fourth row: the next output row's last.
+    let mut rows = [None; 4];
     for (ky, r) in rows.iter_mut().enumerate().take(g.kh) {
         *r = d.in_row(oy, ky).map(|iy| img.add(iy * iw * c));
     }
+    if PAIR {
+        rows[3] = d.in_row(oy + 1, g.kh - 1).map(|iy| img.add(iy * iw * c));
+    }
     assert!(p.pixels == 1 || (s == 1 && p.blocks == 1 && p.pixels * c == BLOCK));
     for b in 0..p.blocks {
-        interleave_columns(d, p, &rows, b, pw, scratch);
-        sum_outputs::<KW>(d, p, b, scratch, out);
+        interleave_columns::<PAIR>(d, p, &rows, b, pw, scratch);
+        sum_outputs::<KW, PAIR>(d, p, b, scratch, out);
     }
 }
 
@@ -156,12 +184,13 @@ fn inside(d: &Rows, p: &Interleaved, b: usize, xp: usize) -> __mmask64 {
 }
 
 /// The padded input columns `0..pw` of block `b`, interleaved into `scratch` (`[pw][4 vectors]
-/// [16 lanes][4 taps]`); padding reads the zero point, the fourth tap is zero.
+/// [16 lanes][4 taps]`); padding reads the zero point, the fourth tap is `rows[3]` with `FOURTH`,
+/// else zero.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn interleave_columns(
+unsafe fn interleave_columns<const FOURTH: bool>(
     d: &Rows,
     p: &Interleaved,
-    rows: &[Option<*const u8>; MAX_KH],
+    rows: &[Option<*const u8>; 4],
     b: usize,
     pw: usize,
     scratch: &mut [u8],
@@ -184,8 +213,9 @@ unsafe fn interleave_columns(
         let (r0, r1, r2) = (load(rows[0]), load(rows[1]), load(rows[2]));
         let lo01 = _mm512_unpacklo_epi8(r0, r1);
         let hi01 = _mm512_unpackhi_epi8(r0, r1);
-        let lo2z = _mm512_unpacklo_epi8(r2, zero);
-        let hi2z = _mm512_unpackhi_epi8(r2, zero);
+        let r3 = if FOURTH { load(rows[3]) } else { zero };
+        let lo2z = _mm512_unpacklo_epi8(r2, r3);
+        let hi2z = _mm512_unpackhi_epi8(r2, r3);
         let at = dst.add(xp * BLOCK * 4);
         _mm512_storeu_si512(at.cast(), _mm512_unpacklo_epi16(lo01, lo2z));
         _mm512_storeu_si512(at.add(64).cast(), _mm512_unpackhi_epi16(lo01, lo2z));
@@ -194,9 +224,10 @@ unsafe fn interleave_columns(
     }
 }
 
-/// Every output of the row for channel block `b`, from the interleaved columns.
+/// Every output of the row (of both rows with `PAIR`: the second's taps are `w_next`) for channel
+/// block `b`, from the interleaved columns.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn sum_outputs<const KW: usize>(
+unsafe fn sum_outputs<const KW: usize, const PAIR: bool>(
     d: &Rows,
     p: &Interleaved,
     b: usize,
@@ -204,23 +235,20 @@ unsafe fn sum_outputs<const KW: usize>(
     out: &mut [u8],
 ) {
     let (c, s, ow) = (d.g.cin, d.g.stride, d.g.cols.out);
-    assert!(scratch.len() >= ((ow - 1) * s + KW) * BLOCK * 4 && out.len() == ow * c);
-    let mut w = [[_mm512_setzero_si512(); 4]; KW];
-    for (kx, wk) in w.iter_mut().enumerate() {
-        for (j, v) in wk.iter_mut().enumerate() {
-            let at = ((kx * p.blocks + b) * BLOCK + 16 * j) * 4;
-            *v = _mm512_loadu_si512(p.w.as_ptr().add(at).cast());
+    let count = if PAIR { 2 } else { 1 };
+    assert!(scratch.len() >= ((ow - 1) * s + KW) * BLOCK * 4 && out.len() == count * ow * c);
+    let taps = |w: &[i8]| {
+        let mut t = [[_mm512_setzero_si512(); 4]; KW];
+        for (kx, wk) in t.iter_mut().enumerate() {
+            for (j, v) in wk.iter_mut().enumerate() {
+                let at = ((kx * p.blocks + b) * BLOCK + 16 * j) * 4;
+                *v = _mm512_loadu_si512(w.as_ptr().add(at).cast());
+            }
         }
-    }
-    let mut bias = [_mm512_setzero_si512(); 4];
-    let mut mult = [_mm512_setzero_ps(); 4];
-    for j in 0..4 {
-        bias[j] = _mm512_loadu_si512(p.bias.as_ptr().add(b * BLOCK + 16 * j).cast());
-        mult[j] = _mm512_loadu_ps(p.mult.as_ptr().add(b * BLOCK + 16 * j));
-    }
-    let (lo, hi) = d.rq.bounds();
-    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-    let zp = _mm512_set1_epi32(d.rq.zero_point);
+        t
+    };
+    let (w, w_next) = (taps(&p.w), taps(if PAIR { &p.w_next } else { &p.w }));
+    let e = Requantize::new(d, p, b);
     let cols = scratch.as_ptr();
     // One output block: a pixel's channels `64 b..`, or `pixels` neighbouring pixels (stride 1:
     // their taps are neighbouring columns too, so one interleaved column serves them all).
@@ -229,27 +257,69 @@ unsafe fn sum_outputs<const KW: usize>(
             1 => first_bytes(c - b * BLOCK),
             _ => first_bytes((ow - ox).min(p.pixels) * c),
         };
-        let mut acc = bias;
-        for (kx, wk) in w.iter().enumerate() {
+        let (mut acc, mut acc_next) = (e.bias, e.bias);
+        for kx in 0..KW {
             let at = cols.add((ox * s + kx) * BLOCK * 4);
             for j in 0..4 {
                 let x = _mm512_loadu_si512(at.add(64 * j).cast());
-                acc[j] = _mm512_dpbusd_epi32(acc[j], x, wk[j]);
+                acc[j] = _mm512_dpbusd_epi32(acc[j], x, w[kx][j]);
+                if PAIR {
+                    acc_next[j] = _mm512_dpbusd_epi32(acc_next[j], x, w_next[kx][j]);
+                }
             }
         }
+        let at = ox * c + b * BLOCK;
+        _mm512_mask_storeu_epi8(out.as_mut_ptr().add(at).cast(), mask, e.codes(acc));
+        if PAIR {
+            let at = at + ow * c;
+            _mm512_mask_storeu_epi8(out.as_mut_ptr().add(at).cast(), mask, e.codes(acc_next));
+        }
+    }
+}
+
+/// The requantization of one block's 64 sums (in lane order) into codes in channel order.
+struct Requantize {
+    bias: [__m512i; 4],
+    mult: [__m512; 4],
+    lo: __m512,
+    hi: __m512,
+    zp: __m512i,
+}
+
+impl Requantize {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn new(d: &Rows, p: &Interleaved, b: usize) -> Requantize {
+        let mut bias = [_mm512_setzero_si512(); 4];
+        let mut mult = [_mm512_setzero_ps(); 4];
+        for j in 0..4 {
+            bias[j] = _mm512_loadu_si512(p.bias.as_ptr().add(b * BLOCK + 16 * j).cast());
+            mult[j] = _mm512_loadu_ps(p.mult.as_ptr().add(b * BLOCK + 16 * j));
+        }
+        let (lo, hi) = d.rq.bounds();
+        Requantize {
+            bias,
+            mult,
+            lo: _mm512_set1_ps(lo),
+            hi: _mm512_set1_ps(hi),
+            zp: _mm512_set1_epi32(d.rq.zero_point),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn codes(&self, acc: [__m512i; 4]) -> __m512i {
         let mut q = [_mm512_setzero_si512(); 4];
         for j in 0..4 {
-            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[j]), mult[j]);
-            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
-            q[j] = _mm512_add_epi32(_mm512_cvtps_epi32(y), zp);
+            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[j]), self.mult[j]);
+            let y = _mm512_min_ps(_mm512_max_ps(y, self.lo), self.hi);
+            q[j] = _mm512_add_epi32(_mm512_cvtps_epi32(y), self.zp);
         }
         // Codes are in 0..=255, so both saturating packs are exact; being in-lane, they undo the
         // unpacks' order.
-        let codes = _mm512_packus_epi16(
+        _mm512_packus_epi16(
             _mm512_packs_epi32(q[0], q[1]),
             _mm512_packs_epi32(q[2], q[3]),
-        );
-        _mm512_mask_storeu_epi8(out.as_mut_ptr().add(ox * c + b * BLOCK).cast(), mask, codes);
+        )
     }
 }
 
