@@ -6,11 +6,15 @@ use super::{Isa, Requant};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
-/// Widest products (`k`) left to the VNNI kernel on an AMX CPU: a tile multiplies so few
-/// products per instruction there that the sums' trip through memory costs more than it saves
-/// (`cargo bench -p tensor-core --bench int8 -- pw_`, AMX / VNNI time: 16 -> 96 1.19x, 24 -> 144
-/// 1.06x, 32 -> 192 0.99x, 64 -> 384 0.78x, 144 -> 24 0.76x, 320 -> 1280 0.51x).
-const AMX_MIN_K: usize = 32;
+/// Whether a product over `k` channels runs faster on AMX tiles than on the VNNI kernel. Over
+/// few whole groups of four a tile multiplies so little per instruction that the sums' trip
+/// through memory costs more than it saves; a partial last group is where the VNNI kernel is slow
+/// (`cargo bench -p tensor-core --bench int8 -- pw_`, AMX / VNNI time: 16 -> 96 1.20x, 32 -> 16
+/// 1.22x, 24 -> 144 1.06x, 32 -> 192 0.99x, 27 -> 32 0.55x, 64 -> 384 0.78x, 144 -> 24 0.76x,
+/// 320 -> 1280 0.51x).
+fn amx_pays(k: usize) -> bool {
+    k > 32 || !k.is_multiple_of(GROUP)
+}
 
 /// Fewest rows one task takes: a few microkernel tiles.
 const MIN_ROWS_PER_TASK: usize = 64;
@@ -129,7 +133,7 @@ impl Tile<'_> {
             // AVX-512 F, BW, VL, VNNI (`Isa::probe`); `forward` checked every extent the kernel
             // reads (`a` whole rows, `w.data` the blocks and their tail, `bias` and `mult` whole
             // blocks) or writes (`out` the same rows).
-            Isa::Amx if Isa::Amx.supported() && self.w.k > AMX_MIN_K => unsafe {
+            Isa::Amx if Isa::Amx.supported() && amx_pays(self.w.k) => unsafe {
                 super::amx::pointwise_amx(self, a, out)
             },
             #[cfg(target_arch = "x86_64")]
