@@ -319,41 +319,15 @@ mod tests {
 
     #[test]
     fn cuts_are_even_whole_groups_of_at_most_64_bytes_that_cover_k() {
-        assert_eq!(
-            Cut::of(16),
-            Cut {
-                chunks: 1,
-                width: 16
-            }
-        );
-        assert_eq!(
-            Cut::of(27),
-            Cut {
-                chunks: 1,
-                width: 28
-            }
-        );
-        assert_eq!(
-            Cut::of(96),
-            Cut {
-                chunks: 2,
-                width: 48
-            }
-        );
-        assert_eq!(
-            Cut::of(144),
-            Cut {
-                chunks: 3,
-                width: 48
-            }
-        );
-        assert_eq!(
-            Cut::of(960),
-            Cut {
-                chunks: 15,
-                width: 64
-            }
-        );
+        for (k, chunks, width) in [
+            (16, 1, 16),
+            (27, 1, 28),
+            (96, 2, 48),
+            (144, 3, 48),
+            (960, 15, 64),
+        ] {
+            assert_eq!(Cut::of(k), Cut { chunks, width }, "k {k}");
+        }
         for k in 1..=super::super::quant::MAX_K {
             let cut = Cut::of(k);
             assert!(cut.width.is_multiple_of(GROUP) && cut.width <= ROW_BYTES && cut.padded() >= k);
