@@ -6,11 +6,12 @@ use super::{Isa, Requant};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
-/// Whether a product over `k` channels runs faster on AMX tiles than on the VNNI kernel. Over
+/// Whether a product over `k` channels runs faster on AMX tiles than on the VNNI kernel: over
 /// few whole groups of four a tile multiplies so little per instruction that the sums' trip
-/// through memory costs more than it saves; a partial last group is where the VNNI kernel is slow
+/// through memory costs more than it saves; over a partial last group the VNNI kernel broadcasts
+/// bytes past `k` (or, in the last row, copies the group) and AMX still wins
 /// (`cargo bench -p tensor-core --bench int8 -- pw_`, AMX / VNNI time: 16 -> 96 1.20x, 32 -> 16
-/// 1.22x, 24 -> 144 1.06x, 32 -> 192 0.99x, 27 -> 32 0.55x, 64 -> 384 0.78x, 144 -> 24 0.76x,
+/// 1.22x, 24 -> 144 1.06x, 32 -> 192 0.99x, 27 -> 32 0.89x, 64 -> 384 0.78x, 144 -> 24 0.76x,
 /// 320 -> 1280 0.51x).
 fn amx_pays(k: usize) -> bool {
     k > 32 || !k.is_multiple_of(GROUP)

@@ -36,11 +36,12 @@ pub(super) unsafe fn pointwise_vnni(t: &Tile, a: &[u8], out: &mut [u8]) {
         while b < t.w.blocks {
             let nr = (t.w.blocks - b).min(NR);
             let (ap, op) = (a.as_ptr().add(r * k), out.as_mut_ptr().add(r * n));
+            let room = a.len() - r * k;
             match nr {
-                4 => vnni_rows::<4>(t, ap, op, b, mr),
-                3 => vnni_rows::<3>(t, ap, op, b, mr),
-                2 => vnni_rows::<2>(t, ap, op, b, mr),
-                _ => vnni_rows::<1>(t, ap, op, b, mr),
+                4 => vnni_rows::<4>(t, ap, op, b, mr, room),
+                3 => vnni_rows::<3>(t, ap, op, b, mr, room),
+                2 => vnni_rows::<2>(t, ap, op, b, mr, room),
+                _ => vnni_rows::<1>(t, ap, op, b, mr, room),
             }
             b += nr;
         }
@@ -51,18 +52,26 @@ pub(super) unsafe fn pointwise_vnni(t: &Tile, a: &[u8], out: &mut [u8]) {
 /// `mr <= MR` rows times blocks `b0..b0 + N`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
-unsafe fn vnni_rows<const N: usize>(t: &Tile, a: *const u8, out: *mut u8, b0: usize, mr: usize) {
+unsafe fn vnni_rows<const N: usize>(
+    t: &Tile,
+    a: *const u8,
+    out: *mut u8,
+    b0: usize,
+    mr: usize,
+    room: usize,
+) {
     match mr {
-        6 => vnni_tile::<6, N>(t, a, out, b0),
-        5 => vnni_tile::<5, N>(t, a, out, b0),
-        4 => vnni_tile::<4, N>(t, a, out, b0),
-        3 => vnni_tile::<3, N>(t, a, out, b0),
-        2 => vnni_tile::<2, N>(t, a, out, b0),
-        _ => vnni_tile::<1, N>(t, a, out, b0),
+        6 => vnni_tile::<6, N>(t, a, out, b0, room),
+        5 => vnni_tile::<5, N>(t, a, out, b0, room),
+        4 => vnni_tile::<4, N>(t, a, out, b0, room),
+        3 => vnni_tile::<3, N>(t, a, out, b0, room),
+        2 => vnni_tile::<2, N>(t, a, out, b0, room),
+        _ => vnni_tile::<1, N>(t, a, out, b0, room),
     }
 }
 
-/// `M` rows from `a` times blocks `b0..b0 + N`, requantized into `out`.
+/// `M` rows from `a` times blocks `b0..b0 + N`, requantized into `out`; `room` bytes are readable
+/// from `a` (whole rows of `k`, at least `M` of them).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn vnni_tile<const M: usize, const N: usize>(
@@ -70,6 +79,7 @@ unsafe fn vnni_tile<const M: usize, const N: usize>(
     a: *const u8,
     out: *mut u8,
     b0: usize,
+    room: usize,
 ) {
     let (k, n, groups) = (t.w.k, t.w.n, t.w.groups);
     let w = t.w.data.as_ptr();
@@ -108,10 +118,18 @@ unsafe fn vnni_tile<const M: usize, const N: usize>(
         for (v, p) in bv.iter_mut().zip(&blocks) {
             *v = _mm512_loadu_si512(p.add(full * BLOCK * GROUP).cast());
         }
-        for (row, p) in acc.iter_mut().zip(&rows) {
-            let mut bytes = [0u8; GROUP];
-            std::ptr::copy_nonoverlapping(p.add(full * GROUP), bytes.as_mut_ptr(), k % GROUP);
-            let av = _mm512_set1_epi32(i32::from_le_bytes(bytes));
+        for (r, (row, p)) in acc.iter_mut().zip(&rows).enumerate() {
+            // Four bytes from the group on: past `k` they are the next row's codes, and their
+            // weights are zero, so they add nothing; only where they would pass the end of `a`
+            // (its last row) are the group's bytes copied out instead.
+            let at = p.add(full * GROUP);
+            let av = if r * k + (full + 1) * GROUP <= room {
+                _mm512_set1_epi32(at.cast::<i32>().read_unaligned())
+            } else {
+                let mut bytes = [0u8; GROUP];
+                std::ptr::copy_nonoverlapping(at, bytes.as_mut_ptr(), k % GROUP);
+                _mm512_set1_epi32(i32::from_le_bytes(bytes))
+            };
             for (s, &b) in row.iter_mut().zip(&bv) {
                 *s = _mm512_dpbusd_epi32(*s, av, b);
             }
