@@ -83,7 +83,7 @@ fn kernels(c: &mut Criterion) {
         let r = rq(n);
         let mut out = vec![0u8; rows * n];
         g.throughput(Throughput::Elements((rows * k * n) as u64));
-        // Every tier this CPU has at or above the detected one's neighbour (VNNI beside AMX).
+        // The CPU's two best tiers, side by side (VNNI beside AMX, AVX2 beside VNNI).
         for &isa in Isa::available().iter().rev().take(2) {
             g.bench_function(format!("{name}/{isa:?}"), |b| {
                 b.iter(|| {

@@ -8,9 +8,9 @@
 //! as fit, of equal width ([`Cut`]: 96 channels are two of 48, not 64 and 32 of padding), and rows
 //! of codes are copied into a panel padded with zeros to whole tiles (32 rows, the cut's width); a
 //! zero code adds nothing whatever weight it meets, so weight rows past `k` (the next block's, or
-//! the packing's tail) do not change a sum. The
-//! sums leave the tiles through a small buffer and are requantized by the AVX-512 epilogue the
-//! VNNI kernel uses, so every output equals [`super::reference`] bit for bit.
+//! the packing's tail) do not change a sum. The sums leave the tiles through a small buffer and are
+//! requantized by the AVX-512 epilogue the VNNI kernel uses, so every output equals
+//! [`super::reference`] bit for bit.
 //!
 //! Tile registers are not known to the compiler: each `asm!` block below zeroes, fills and stores
 //! the tiles it uses, so no tile data lives from one block to the next; only the configuration

@@ -24,6 +24,7 @@
 //! taps are neighbouring columns too, so the same two passes compute that many outputs at once.
 
 use super::depthwise::Rows;
+use super::x86::Epilogue;
 use std::arch::x86_64::*;
 
 /// Channels a block (one 64-byte vector of codes).
@@ -247,7 +248,8 @@ unsafe fn sum_outputs<const KW: usize, const PAIR: bool>(
         }
         t
     };
-    let (w, w_next) = (taps(&p.w), taps(if PAIR { &p.w_next } else { &p.w }));
+    let w = taps(&p.w);
+    let w_next = if PAIR { taps(&p.w_next) } else { w };
     let e = Requantize::new(d, p, b);
     let cols = scratch.as_ptr();
     // One output block: a pixel's channels `64 b..`, or `pixels` neighbouring pixels (stride 1:
@@ -277,13 +279,13 @@ unsafe fn sum_outputs<const KW: usize, const PAIR: bool>(
     }
 }
 
-/// The requantization of one block's 64 sums (in lane order) into codes in channel order.
+/// The requantization of one block's 64 sums (in lane order) into codes in channel order: the
+/// pointwise kernels' [`Epilogue`] on each of its four vectors, with the block's bias and
+/// multipliers.
 struct Requantize {
     bias: [__m512i; 4],
     mult: [__m512; 4],
-    lo: __m512,
-    hi: __m512,
-    zp: __m512i,
+    e: Epilogue,
 }
 
 impl Requantize {
@@ -295,13 +297,10 @@ impl Requantize {
             bias[j] = _mm512_loadu_si512(p.bias.as_ptr().add(b * BLOCK + 16 * j).cast());
             mult[j] = _mm512_loadu_ps(p.mult.as_ptr().add(b * BLOCK + 16 * j));
         }
-        let (lo, hi) = d.rq.bounds();
         Requantize {
             bias,
             mult,
-            lo: _mm512_set1_ps(lo),
-            hi: _mm512_set1_ps(hi),
-            zp: _mm512_set1_epi32(d.rq.zero_point),
+            e: Epilogue::new(d.rq),
         }
     }
 
@@ -310,9 +309,7 @@ impl Requantize {
     unsafe fn codes(&self, acc: [__m512i; 4]) -> __m512i {
         let mut q = [_mm512_setzero_si512(); 4];
         for j in 0..4 {
-            let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[j]), self.mult[j]);
-            let y = _mm512_min_ps(_mm512_max_ps(y, self.lo), self.hi);
-            q[j] = _mm512_add_epi32(_mm512_cvtps_epi32(y), self.zp);
+            q[j] = self.e.codes(acc[j], self.mult[j]);
         }
         // Codes are in 0..=255, so both saturating packs are exact; being in-lane, they undo the
         // unpacks' order.

@@ -138,11 +138,9 @@ impl Tile<'_> {
                 super::amx::pointwise_amx(self, a, out)
             },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `supported` detected AVX-512 F, BW, VL and VNNI; `forward` checked every
+            // SAFETY: `runs_vnni` detected AVX-512 F, BW, VL and VNNI; `forward` checked every
             // extent the kernel reads or writes (`a`, `out` whole rows; `bias`, `mult` whole blocks).
-            Isa::Avx512Vnni | Isa::Amx if Isa::Avx512Vnni.supported() => unsafe {
-                super::x86::pointwise_vnni(self, a, out)
-            },
+            _ if isa.runs_vnni() => unsafe { super::x86::pointwise_vnni(self, a, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, with AVX2 detected.
             Isa::Avx2 if Isa::Avx2.supported() => unsafe {

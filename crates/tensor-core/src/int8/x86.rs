@@ -167,18 +167,28 @@ impl Epilogue {
         }
     }
 
-    /// `acc` times the multipliers `m`, clamped, rounded (to nearest even), plus the zero point;
-    /// the first `valid` (at most 16) codes stored at `out`.
+    /// [`Epilogue::codes`] of `acc`, the first `valid` (at most 16) stored at `out` as bytes.
     ///
     /// # Safety
     /// AVX-512 F and BW must be present; `out` writable for `valid.min(16)` bytes.
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
     pub(super) unsafe fn store(&self, acc: __m512i, m: __m512, out: *mut u8, valid: usize) {
+        let q = self.codes(acc, m);
+        _mm512_mask_cvtusepi32_storeu_epi8(out.cast(), first_lanes(valid), q);
+    }
+
+    /// `acc` times the multipliers `m`, clamped, rounded (to nearest even), plus the zero point:
+    /// 16 codes as `i32`, each in `0..=255`.
+    ///
+    /// # Safety
+    /// AVX-512 F must be present.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn codes(&self, acc: __m512i, m: __m512) -> __m512i {
         let y = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), m);
         let y = _mm512_min_ps(_mm512_max_ps(y, self.lo), self.hi);
-        let q = _mm512_add_epi32(_mm512_cvtps_epi32(y), self.zp);
-        _mm512_mask_cvtusepi32_storeu_epi8(out.cast(), first_lanes(valid), q);
+        _mm512_add_epi32(_mm512_cvtps_epi32(y), self.zp)
     }
 }
 
