@@ -6,6 +6,7 @@
 //! Forward and backward of each op sit side by side in the same file.
 
 pub mod activation;
+pub mod aligned;
 pub mod add;
 pub mod batch_norm;
 pub mod buffer;

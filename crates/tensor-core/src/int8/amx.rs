@@ -6,7 +6,7 @@
 //! columns, each group of four input channels is one 64-byte row, so 16 consecutive groups are one
 //! weight tile read with a 64-byte stride. The `k` input channels are cut into as few tile columns
 //! as fit, of equal width ([`Cut`]: 96 channels are two of 48, not 64 and 32 of padding), and rows
-//! of codes are copied into a panel padded with zeros to whole tiles (32 rows, the cut's width); a
+//! of codes are copied into a panel of 32 rows, each chunk in a 64-byte slot padded with zeros; a
 //! zero code adds nothing whatever weight it meets, so weight rows past `k` (the next block's, or
 //! the packing's tail) do not change a sum. The sums leave the tiles through a small buffer and are
 //! requantized by the AVX-512 epilogue the VNNI kernel uses, so every output equals
@@ -18,6 +18,7 @@
 
 use super::pack::{BLOCK, GROUP, TAIL_BYTES};
 use super::pointwise::Tile;
+use crate::aligned::Aligned;
 use std::arch::asm;
 use std::arch::x86_64::{
     _mm512_add_epi32, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_maskz_loadu_epi8,
@@ -107,53 +108,51 @@ impl Config {
     }
 }
 
-/// Rows of codes for two tiles, padded with zeros to the cut's width.
+/// Rows of codes for two tiles: each chunk of a row (the cut's width) in its own 64-byte slot,
+/// padded with zeros, from a cache line, so that no tile row straddles two lines.
 struct Panel {
-    /// 32 rows of `stride` bytes, then 64 bytes a fill may write past the last row.
-    bytes: Vec<u8>,
-    /// Bytes from one row to the next ([`Cut::padded`]).
+    /// 32 rows of `stride` bytes.
+    bytes: Aligned<u8>,
+    /// Bytes from one row to the next: a slot for each chunk.
     stride: usize,
 }
 
 impl Panel {
     fn new(cut: Cut) -> Panel {
-        let stride = cut.padded();
+        let stride = cut.chunks * ROW_BYTES;
         Panel {
-            bytes: vec![0; 2 * ROWS * stride + ROW_BYTES],
+            bytes: Aligned::zeroed(2 * ROWS * stride),
             stride,
         }
     }
 
-    /// Copies `rows` (whole rows of `k` codes, at most 32 of them) in, 64 bytes at a time by
-    /// masked loads: the bytes past `k` load as zeros, so each row's padding is rewritten with it
-    /// (a store past the row's end lands in the next row, written after it, or the slack). Rows
-    /// past the last are zero.
+    /// Copies `rows` (whole rows of `k` codes, at most 32 of them) in, each chunk of `cut.width`
+    /// codes by one masked load into its slot: the bytes past the chunk (or past `k`) load as
+    /// zeros. Rows past the last are zero.
     ///
     /// # Safety
-    /// AVX-512 F and BW must be present.
+    /// AVX-512 F and BW must be present; the panel made for `cut`, and `cut` [`Cut::of`] `k`.
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn fill(&mut self, rows: &[u8], k: usize) {
+    unsafe fn fill(&mut self, rows: &[u8], k: usize, cut: Cut) {
         let n = rows.len() / k;
         let stride = self.stride;
-        assert!(n <= 2 * ROWS && rows.len() == n * k && k <= stride && stride <= k + ROW_BYTES);
-        assert!(self.bytes.len() == 2 * ROWS * stride + ROW_BYTES);
+        assert!(n <= 2 * ROWS && rows.len() == n * k && k <= cut.padded());
+        assert!(stride == cut.chunks * ROW_BYTES && self.bytes.len() == 2 * ROWS * stride);
         for r in 0..n {
             let (src, dst) = (
                 rows.as_ptr().add(r * k),
                 self.bytes.as_mut_ptr().add(r * stride),
             );
-            // `c < k` (`stride` is less than `k` rounded up to 64), so `src + c` is inside the
-            // row; lanes past its end are masked off, and masked-off lanes are never read. The
-            // store ends at most 63 bytes past the row, inside the next row or the slack.
-            for c in (0..stride).step_by(ROW_BYTES) {
-                let left = k - c;
-                let mask = if left >= 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << left) - 1
+            for c in 0..cut.chunks {
+                // `c * width < k` (the cut covers `k` with no empty chunk), so `src + c * width`
+                // is inside the row; lanes past the chunk or the row are masked off (never read).
+                let left = (k - c * cut.width).min(cut.width);
+                let mask = match left {
+                    64.. => u64::MAX,
+                    _ => (1u64 << left) - 1,
                 };
-                let v = _mm512_maskz_loadu_epi8(mask, src.add(c).cast());
-                _mm512_storeu_si512(dst.add(c).cast(), v);
+                let v = _mm512_maskz_loadu_epi8(mask, src.add(c * cut.width).cast());
+                _mm512_storeu_si512(dst.add(c * ROW_BYTES).cast(), v);
             }
         }
         self.bytes[n * stride..].fill(0);
@@ -192,16 +191,16 @@ pub(super) unsafe fn pointwise_amx(t: &Tile, a: &[u8], out: &mut [u8]) {
     // aligned.
     asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
     for (a, out) in a.chunks(2 * ROWS * k).zip(out.chunks_mut(2 * ROWS * n)) {
-        panel.fill(a, k);
+        panel.fill(a, k, cut);
         let mut b = 0;
         while b < blocks {
             // An odd last block is multiplied twice; its second copy is not stored.
             let b1 = (b + 1).min(blocks - 1);
             let w = |block: usize| t.w.data.as_ptr().add(block * groups * BLOCK * GROUP);
-            // SAFETY: the panel holds 32 rows of `cut.padded()` bytes; each block's weights start
-            // at `w(block)` and the loop reads `cut.padded() / 4` groups of 64 bytes from there,
-            // at most 15 past the block's last, which lie in the next block or the tail (the
-            // assertions above).
+            // SAFETY: the panel holds 32 rows of a 64-byte slot per chunk; each block's weights
+            // start at `w(block)` and the loop reads `cut.padded() / 4` groups of 64 bytes from
+            // there, at most 15 past the block's last, which lie in the next block or the tail
+            // (the assertions above).
             multiply(&panel, cut, w(b), w(b1), &mut sums[cur]);
             if let Some((unit, which)) = pending.take() {
                 requantize(t, &sums[which], unit);
@@ -275,8 +274,8 @@ unsafe fn multiply(panel: &Panel, cut: Cut, w0: *const i8, w1: *const i8, sums: 
         n = inout(reg) cut.chunks => _,
         sa = in(reg) panel.stride,
         sw = in(reg) BLOCK * GROUP,
-        // A chunk is `width` bytes of each row of codes, `width / 4` groups of the weights.
-        da = in(reg) cut.width,
+        // A chunk is a 64-byte slot of each row of codes, `width / 4` groups of the weights.
+        da = in(reg) ROW_BYTES,
         dw = in(reg) cut.width / GROUP * BLOCK * GROUP,
         c = in(reg) c,
         c1 = in(reg) c.byte_add(BLOCK * 4),
@@ -332,6 +331,7 @@ mod tests {
             let cut = Cut::of(k);
             assert!(cut.width.is_multiple_of(GROUP) && cut.width <= ROW_BYTES && cut.padded() >= k);
             assert!(cut.padded() < k + ROW_BYTES, "k {k}: {cut:?}");
+            assert!((cut.chunks - 1) * cut.width < k, "k {k}: an empty chunk");
             assert!(
                 cut.padded() / GROUP < k.div_ceil(GROUP) + GROUPS_PER_TILE,
                 "k {k}"

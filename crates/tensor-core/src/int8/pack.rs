@@ -2,6 +2,7 @@
 //! columns in blocks of 16, and within a block, for each group of 4 input channels, 16 lanes of
 //! 4 bytes, so one 64-byte load feeds one `vpdpbusd` (16 columns x 4 channels).
 
+use crate::aligned::Aligned;
 use crate::{Error, Result};
 
 /// Output columns per block (one 512-bit register of `i32` sums).
@@ -22,8 +23,8 @@ pub struct PackedWeights {
     /// `ceil(n / 16)`.
     pub blocks: usize,
     /// `data[((block * groups + group) * 16 + lane) * 4 + j] = w[4 * group + j, 16 * block + lane]`,
-    /// then [`TAIL_BYTES`] zeros.
-    pub data: Vec<i8>,
+    /// then [`TAIL_BYTES`] zeros; from a cache line, so every block's 64-byte group is one line.
+    pub data: Aligned<i8>,
     /// `sum_k w[k, c]`: with it a kernel sums raw codes and subtracts `zp * col_sums[c]` once.
     pub col_sums: Vec<i32>,
 }
@@ -39,7 +40,7 @@ impl PackedWeights {
             });
         }
         let (groups, blocks) = (k.div_ceil(GROUP), n.div_ceil(BLOCK));
-        let mut data = vec![0i8; blocks * groups * BLOCK * GROUP + TAIL_BYTES];
+        let mut data = Aligned::zeroed(blocks * groups * BLOCK * GROUP + TAIL_BYTES);
         for i in 0..k {
             let (g, j) = (i / GROUP, i % GROUP);
             for c in 0..n {
