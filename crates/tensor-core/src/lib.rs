@@ -6,8 +6,8 @@
 //! Forward and backward of each op sit side by side in the same file.
 
 pub mod activation;
-pub mod aligned;
 pub mod add;
+pub mod aligned;
 pub mod batch_norm;
 pub mod buffer;
 pub mod conv;

@@ -129,18 +129,22 @@ fn joined(parts: Vec<Value>) -> Result<Value> {
     match parts.first() {
         Some(Value::Q(first)) => {
             let (q, [_, h, w, c]) = (first.q, first.shape);
-            let mut data = Vec::new();
+            let mut codes = Vec::new();
             for p in &parts {
                 match p {
-                    Value::Q(p) if p.q == q && p.shape[1..] == [h, w, c] => {
-                        data.extend_from_slice(&p.data)
-                    }
+                    Value::Q(p) if p.q == q && p.shape[1..] == [h, w, c] => codes.push(&p.data),
                     _ => return Err(mismatch()),
                 }
             }
+            let mut data = buffer(codes.iter().map(|d| d.len()).sum());
+            let mut at = 0;
+            for d in codes {
+                data[at..at + d.len()].copy_from_slice(d);
+                at += d.len();
+            }
             let n = data.len() / (h * w * c).max(1);
             Ok(Value::Q(Codes {
-                data: data.into(),
+                data,
                 shape: [n, h, w, c],
                 q,
             }))

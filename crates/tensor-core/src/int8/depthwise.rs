@@ -4,6 +4,7 @@
 //! into the bias, and the kernels sum raw codes. Runs of output rows are the parallel tasks.
 
 use super::{Isa, Requant};
+use crate::aligned::Aligned;
 use crate::conv::ConvGeom;
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -58,7 +59,7 @@ impl Rows<'_> {
 
     /// Output row `row` into `out`, or with two rows in `out` (only where [`Kernel::pairs`]) rows
     /// `row` and `row + 1`.
-    fn row(&self, kernel: &Kernel, row: usize, out: &mut [u8], scratch: &mut Vec<u8>) {
+    fn row(&self, kernel: &Kernel, row: usize, out: &mut [u8], scratch: &mut Aligned<u8>) {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Kernel::choose` picked this one only after `runs_vnni` detected every
@@ -194,7 +195,7 @@ pub fn forward(
     out.par_chunks_mut(per_task * cols * c)
         .enumerate()
         .for_each(|(t, o)| {
-            let mut scratch = Vec::new();
+            let mut scratch = Aligned::zeroed(0);
             let (first, len) = (t * per_task, cols * c);
             let mut r = 0;
             while r * len < o.len() {

@@ -25,6 +25,7 @@
 
 use super::depthwise::Rows;
 use super::x86::Epilogue;
+use crate::aligned::Aligned;
 use std::arch::x86_64::*;
 
 /// Channels a block (one 64-byte vector of codes).
@@ -46,13 +47,13 @@ pub(super) struct Interleaved {
     /// dividing 64), whose pixels then fill the vector instead of leaving lanes empty.
     pixels: usize,
     /// `[KW][blocks][64][4]`: the taps `(0..3, kx)` of a channel and a zero, in lane order.
-    w: Vec<i8>,
+    w: Aligned<i8>,
     /// The same taps one byte later (`[0, w0, w1, w2]`): the next output row's, over the four
     /// input rows interleaved for a pair of rows.
-    w_next: Vec<i8>,
+    w_next: Aligned<i8>,
     /// `[blocks][64]` in lane order (zero past the last channel).
-    bias: Vec<i32>,
-    mult: Vec<f32>,
+    bias: Aligned<i32>,
+    mult: Aligned<f32>,
 }
 
 impl Interleaved {
@@ -68,10 +69,10 @@ impl Interleaved {
             false => 1,
         };
         let blocks = c.div_ceil(BLOCK);
-        let mut w = vec![0i8; kw * blocks * BLOCK * 4];
-        let mut w_next = vec![0i8; kw * blocks * BLOCK * 4];
-        let mut bias = vec![0i32; blocks * BLOCK];
-        let mut mult = vec![0f32; blocks * BLOCK];
+        let mut w = Aligned::zeroed(kw * blocks * BLOCK * 4);
+        let mut w_next = Aligned::zeroed(kw * blocks * BLOCK * 4);
+        let mut bias = Aligned::zeroed(blocks * BLOCK);
+        let mut mult = Aligned::zeroed(blocks * BLOCK);
         for b in 0..blocks {
             for p in 0..BLOCK {
                 // With several pixels a block, each pixel's lanes repeat the channels.
@@ -137,7 +138,7 @@ pub(super) unsafe fn row<const KW: usize, const PAIR: bool>(
     p: &Interleaved,
     row: usize,
     out: &mut [u8],
-    scratch: &mut Vec<u8>,
+    scratch: &mut Aligned<u8>,
 ) {
     let g = d.g;
     let (c, s, iw, ow) = (g.cin, g.stride, g.cols.input, g.cols.out);
@@ -151,7 +152,9 @@ pub(super) unsafe fn row<const KW: usize, const PAIR: bool>(
     assert!(d.x.len() == g.n * g.rows.input * iw * c && d.zp_row.len() >= c);
     // Padded input columns the outputs read: `(ow - 1) * s + KW`.
     let pw = (ow - 1) * s + KW;
-    scratch.resize(pw * BLOCK * 4, 0);
+    if scratch.len() < pw * BLOCK * 4 {
+        *scratch = Aligned::zeroed(pw * BLOCK * 4);
+    }
     let img = d.x.as_ptr().add(n * g.rows.input * iw * c);
     // Per kernel row, where its input row starts; a row in the padding (or past the kernel's
     // rows) has none. A pair reads a fourth row: the next output row's last.

@@ -3,6 +3,7 @@
 
 use super::pack::{PackedWeights, BLOCK, GROUP, TAIL_BYTES};
 use super::{Isa, Requant};
+use crate::aligned::Aligned;
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -35,14 +36,14 @@ pub fn forward(
 ) -> Result<()> {
     check(a, rows, zp_a, w, bias, rq, out)?;
     // Raw codes are summed; the zero point's share is one term per column.
-    let bias: Vec<i32> = (0..w.blocks * BLOCK)
-        .map(|c| match c < w.n {
-            true => bias[c] - zp_a * w.col_sums[c],
-            false => 0,
-        })
-        .collect();
-    let mut mult = rq.multiplier.clone();
-    mult.resize(w.blocks * BLOCK, 0.0);
+    // Both padded to whole blocks with zeros, and on cache lines (a block's 16 values are one).
+    let mut padded_bias = Aligned::zeroed(w.blocks * BLOCK);
+    let mut mult = Aligned::zeroed(w.blocks * BLOCK);
+    for c in 0..w.n {
+        padded_bias[c] = bias[c] - zp_a * w.col_sums[c];
+        mult[c] = rq.multiplier[c];
+    }
+    let bias = padded_bias;
     let tile = Tile {
         w,
         bias: &bias,
