@@ -9,11 +9,12 @@ use rayon::prelude::*;
 
 /// Whether a product over `k` channels runs faster on AMX tiles than on the VNNI kernel: over
 /// few whole groups of four a tile multiplies so little per instruction that the sums' trip
-/// through memory costs more than it saves; over a partial last group the VNNI kernel broadcasts
-/// bytes past `k` (or, in the last row, copies the group) and AMX still wins
-/// (`cargo bench -p tensor-core --bench int8 -- pw_`, AMX / VNNI time: 16 -> 96 1.20x, 32 -> 16
-/// 1.22x, 24 -> 144 1.06x, 32 -> 192 0.99x, 27 -> 32 0.89x, 64 -> 384 0.78x, 144 -> 24 0.76x,
-/// 320 -> 1280 0.51x).
+/// through memory costs as much as it saves; over a partial last group the VNNI kernel broadcasts
+/// bytes past `k` (or, in the last row, copies the group) and AMX wins. Alone, on data from memory
+/// (`cargo bench -p tensor-core --bench int8 -- pw_`, AMX / VNNI time): 16 -> 96 0.96x, 32 -> 16
+/// 0.96x, 24 -> 144 0.96x, 32 -> 192 1.00x, 27 -> 32 0.87x, 64 -> 384 0.71x, 144 -> 24 0.73x,
+/// 320 -> 1280 0.37x; in the network, with the codes in cache, AMX for every `k` made
+/// `e2e infer --int8` 0.97x as fast, so the VNNI kernel keeps the short whole-group products.
 fn amx_pays(k: usize) -> bool {
     k > 32 || !k.is_multiple_of(GROUP)
 }
