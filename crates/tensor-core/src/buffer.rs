@@ -64,6 +64,22 @@ pub fn filled(v: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     unsafe { assume_init_mut(v) }
 }
 
+/// `len` slots of `buf` (grown as needed, never filled) starting on a cache line (64 bytes), for
+/// a kernel that reads or writes them in 64-byte vectors: at multiples of 64 bytes from the start
+/// these never straddle two lines.
+pub fn cache_aligned(buf: &mut Vec<MaybeUninit<f32>>, len: usize) -> &mut [MaybeUninit<f32>] {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    if buf.len() < len + LINE {
+        buf.resize(len + LINE, MaybeUninit::uninit());
+    }
+    // At most `LINE - 1` floats on from a float's (4-byte) alignment; otherwise unaligned.
+    let skip = match buf.as_ptr().align_offset(64) {
+        s if s < LINE => s,
+        _ => 0,
+    };
+    &mut buf[skip..skip + len]
+}
+
 /// Writes `src` into the slots `dst` (as long as `src`), each once.
 pub fn write_from(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     assert_eq!(dst.len(), src.len(), "write_from: lengths differ");

@@ -284,10 +284,12 @@ fn row_tile(
     let image = &xs[img * h * w * cin..][..h * w * cin];
     let xin = &image[first * w * cin..][..rows_in * w * cin];
     let ein: &[f32] = match b.expand {
-        Some(e) => {
-            ebuf.resize(rows_in * w * cexp, MaybeUninit::uninit());
-            e.apply(xin, cin, cexp, ebuf)
-        }
+        Some(e) => e.apply(
+            xin,
+            cin,
+            cexp,
+            crate::buffer::cache_aligned(ebuf, rows_in * w * cexp),
+        ),
         None => xin,
     };
     let tg = ConvGeom {
@@ -300,12 +302,12 @@ fn row_tile(
         },
         ..*g
     };
-    dbuf.resize(rows_out * ow * cexp, MaybeUninit::uninit());
-    for (r, drow) in dbuf.chunks_exact_mut(ow * cexp).enumerate() {
+    let d = crate::buffer::cache_aligned(dbuf, rows_out * ow * cexp);
+    for (r, drow) in d.chunks_exact_mut(ow * cexp).enumerate() {
         conv::depthwise::forward_row(&tg, ein, b.dw.w, b.dw.bias, b.dw.act, r, drow);
     }
-    // SAFETY: `forward_row` wrote each row's slots, and the rows cover `dbuf`.
-    let filtered = unsafe { crate::buffer::assume_init_mut(dbuf) };
+    // SAFETY: `forward_row` wrote each row's slots, and the rows cover `d`.
+    let filtered = unsafe { crate::buffer::assume_init_mut(d) };
     let out = b.project.apply(filtered, cexp, cout, out);
     b.add_residual(image, oy0 * ow, out);
 }
@@ -356,7 +358,8 @@ fn by_channel_groups(xs: &[f32], b: &Block, groups: usize, y: &mut [MaybeUninit<
 fn expand_and_filter(image: &[f32], b: &Block, r: Range<usize>) -> Vec<f32> {
     let (g, cin, cexp, width) = (&b.g, b.cin, b.cexp(), r.len());
     let pixels = g.rows.input * g.cols.input;
-    let mut e = crate::buffer::uninit(pixels * width);
+    let mut slots = Vec::new();
+    let e = crate::buffer::cache_aligned(&mut slots, pixels * width);
     match b.expand {
         Some(p) => {
             // Columns `r` of the `[cin, cexp]` kernel: rows `cexp` apart from column `r.start`.
@@ -365,7 +368,7 @@ fn expand_and_filter(image: &[f32], b: &Block, r: Range<usize>) -> Vec<f32> {
                 bias: Some(&p.bias[r.clone()]),
                 act: p.act,
             };
-            gemm_into_with(pixels, cin, width, Mat::rows(image, cin), w, &mut e, epi);
+            gemm_into_with(pixels, cin, width, Mat::rows(image, cin), w, e, epi);
         }
         None => {
             for (e, px) in e.chunks_exact_mut(width).zip(image.chunks_exact(cin)) {
@@ -375,7 +378,7 @@ fn expand_and_filter(image: &[f32], b: &Block, r: Range<usize>) -> Vec<f32> {
     }
     // SAFETY: `gemm_into_with` wrote all `pixels * width` slots, or the copy did (`pixels` pixels of
     // `width` channels each).
-    let e = unsafe { crate::buffer::assume_init(e) };
+    let e = unsafe { crate::buffer::assume_init_mut(e) };
     let taps: Vec<f32> =
         b.dw.w
             .chunks_exact(cexp)
@@ -392,7 +395,7 @@ fn expand_and_filter(image: &[f32], b: &Block, r: Range<usize>) -> Vec<f32> {
     let mut out = crate::buffer::uninit(g.rows.out * row);
     for (oy, o) in out.chunks_exact_mut(row.max(1)).enumerate() {
         let bias = &b.dw.bias[r.clone()];
-        conv::depthwise::forward_row(&tg, &e, &taps, bias, b.dw.act, oy, o);
+        conv::depthwise::forward_row(&tg, e, &taps, bias, b.dw.act, oy, o);
     }
     // SAFETY: `forward_row` wrote each output row's slots, and the rows cover `out`.
     unsafe { crate::buffer::assume_init(out) }

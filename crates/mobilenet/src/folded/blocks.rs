@@ -4,6 +4,7 @@
 use super::{Block, Op, Pw, Step};
 use nn::NodeId;
 use std::collections::HashMap;
+use tensor_core::aligned::Aligned;
 use tensor_core::Padding;
 
 /// The parts of a folded convolution step, when it is a 1x1 stride-1 unpadded one.
@@ -17,7 +18,7 @@ pub(crate) fn as_pointwise(op: &Op) -> Option<Pw> {
             act,
             depthwise: false,
         } if w.dim().0 == 1 && w.dim().1 == 1 && no_padding(*padding) => Some(Pw {
-            w: w.iter().copied().collect(),
+            w: Aligned::from_slice(&w.iter().copied().collect::<Vec<_>>()),
             bias: bias.clone(),
             act: *act,
         }),
@@ -112,7 +113,7 @@ pub(crate) fn fuse_blocks(steps: Vec<Step>, keep: &[NodeId]) -> Vec<Step> {
         let block = Block {
             expand,
             dw: Pw {
-                w: w.iter().copied().collect(),
+                w: Aligned::from_slice(&w.iter().copied().collect::<Vec<_>>()),
                 bias: bias.clone(),
                 act: *act,
             },

@@ -21,6 +21,7 @@ pub(crate) use nn::graph::last_uses;
 use nn::graph::INPUT;
 use nn::{Graph, NodeId, Tensor};
 use std::collections::HashMap;
+use tensor_core::aligned::Aligned;
 use tensor_core::{Activation, Padding};
 
 /// Images per pass of [`FoldedPlan::run`].
@@ -62,7 +63,8 @@ pub enum Op {
 /// A 1x1 convolution's folded weights `[cin, cout]`, bias and activation.
 #[derive(Clone, Debug)]
 pub struct Pw {
-    pub w: Vec<f32>,
+    /// On a cache line: the kernels read its rows in 64-byte vectors.
+    pub w: Aligned<f32>,
     pub bias: Vec<f32>,
     pub act: Activation,
 }
