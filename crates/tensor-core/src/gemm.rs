@@ -4,6 +4,7 @@
 //! expressed through its strides (no copies).
 
 use crate::activation::kind::Kind;
+use crate::panels::Panels;
 use crate::Activation;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -180,17 +181,9 @@ pub fn gemm_into_with(
     #[cfg(target_arch = "x86_64")]
     if k > 0 && unpacked_applies(m, k, n, &a, &b) {
         let (lda, ldb) = (a.rs as usize, b.rs as usize);
-        use crate::gemm_x86::{gemm_avx2, gemm_avx512};
-        // SAFETY: `unpacked_applies` found AVX-512 (with AVX2 and FMA) or AVX2 and FMA, the
-        // features of the kernel each branch calls; extents checked inside.
-        return unsafe {
-            match crate::simd::level() {
-                crate::simd::Level::Avx512 => {
-                    gemm_avx512(m, k, n, a.data, lda, b.data, ldb, c, epi)
-                }
-                _ => gemm_avx2(m, k, n, a.data, lda, b.data, ldb, c, epi),
-            }
-        };
+        let layout = crate::gemm_x86::Layout::Rows { ldb };
+        // SAFETY: `unpacked_applies` found AVX-512 (with AVX2 and FMA) or AVX2 and FMA.
+        return unsafe { unpacked(m, k, n, a.data, lda, b.data, layout, c, epi) };
     }
     if k == 0 {
         c.fill(MaybeUninit::new(0.0));
@@ -201,6 +194,98 @@ pub fn gemm_into_with(
         unsafe { sgemm(m, k, n, a, b, 0.0, c.as_mut_ptr().cast()) }
     }
     // SAFETY: every slot was written just above (zeros, or matrixmultiply's product).
+    epi.apply(unsafe { crate::buffer::assume_init_mut(c) }, n);
+}
+
+/// The unpacked kernel of the SIMD level in use (AVX-512, else AVX2).
+///
+/// # Safety
+/// The level must be AVX-512 (with AVX2 and FMA) or AVX2 with FMA; the kernel checks the extents.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn unpacked(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    layout: crate::gemm_x86::Layout,
+    c: &mut [MaybeUninit<f32>],
+    epi: Epilogue,
+) {
+    use crate::gemm_x86::{gemm_avx2, gemm_avx512};
+    // SAFETY: as the caller guarantees, the features of the kernel each branch calls.
+    unsafe {
+        match crate::simd::level() {
+            crate::simd::Level::Avx512 => gemm_avx512(m, k, n, a, lda, b, layout, c, epi),
+            _ => gemm_avx2(m, k, n, a, lda, b, layout, c, epi),
+        }
+    }
+}
+
+/// [`gemm_into_with`] with `B` packed in panels ([`crate::panels`]): on return the first `m * n`
+/// slots of `c` hold `act(A * B + bias)`, bit for bit what the row-major `B` gives.
+pub fn gemm_panels_into_with(
+    m: usize,
+    a: Mat,
+    b: Panels,
+    c: &mut [MaybeUninit<f32>],
+    epi: Epilogue,
+) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= m * n, "gemm: output too small");
+    assert!(
+        epi.bias.is_none_or(|b| b.len() == n),
+        "gemm: bias is not n long"
+    );
+    a.check(m, k, "A");
+    let c = &mut c[..m * n];
+    #[cfg(target_arch = "x86_64")]
+    if k > 0 && k <= UNPACKED_MAX_K && a.cs == 1 && b.width == crate::panels::native_width() {
+        use crate::simd::{level, Level};
+        if matches!(level(), Level::Avx512 | Level::Avx2) {
+            let layout = crate::gemm_x86::Layout::Panels;
+            // SAFETY: AVX-512 (with AVX2 and FMA) or AVX2 and FMA detected just above; the
+            // panels are the kernel's vector wide (`native_width`); extents checked inside.
+            return unsafe { unpacked(m, k, n, a.data, a.rs as usize, b.data(), layout, c, epi) };
+        }
+    }
+    if k == 0 {
+        c.fill(MaybeUninit::new(0.0));
+    }
+    for p in 0..n.div_ceil(b.width) {
+        if k == 0 {
+            break;
+        }
+        let cols = p * b.width..n.min((p + 1) * b.width);
+        let panel = Mat::rows(&b.data()[p * k * b.width..][..k * b.width], b.width);
+        panel.check(k, cols.len(), "B");
+        // SAFETY: `A` (m x k) and the panel (k x its columns) were checked; `C` holds `m` rows of
+        // `n` from `cols.start`, row stride `n`; with beta = 0 matrixmultiply only stores to it.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                cols.len(),
+                1.0,
+                a.data.as_ptr(),
+                a.rs,
+                a.cs,
+                panel.data.as_ptr(),
+                panel.rs,
+                panel.cs,
+                0.0,
+                c.as_mut_ptr().add(cols.start).cast(),
+                n as isize,
+                1,
+            )
+        };
+    }
+    // SAFETY: every slot was written just above (zeros, or a panel's product).
     epi.apply(unsafe { crate::buffer::assume_init_mut(c) }, n);
 }
 

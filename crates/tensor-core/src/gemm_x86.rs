@@ -13,6 +13,17 @@
 /// default; the bit-for-bit test below holds the two to the same order for `K` above it).
 const KC: usize = 256;
 
+/// Where the kernel finds `B` (`k x n`) in its slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Row-major with row stride `ldb` (a block of columns of a wider matrix when `ldb > n`).
+    Rows { ldb: usize },
+    /// Column panels of one vector's width (the kernel's `L`; the last zero-padded), each `k`
+    /// rows front to back: panel `p` holds columns `p * L..` at `p * k * L`
+    /// ([`crate::panels::PackedB`]).
+    Panels,
+}
+
 /// AVX-512F: 16 lanes, 32 registers, tails by `__mmask16`.
 mod v512 {
     use crate::Activation;
@@ -176,14 +187,14 @@ macro_rules! unpacked_kernel {
     ($module:ident, $name:ident, $isa:ident, $feat:literal) => {
         mod $module {
             use super::$isa::{self as v, Mask, L, NB_MAX, V};
-            use super::KC;
+            use super::{Layout, KC};
             use crate::gemm::Epilogue;
             use crate::Activation;
             use std::mem::MaybeUninit;
 
-            /// `C = A * B`, all row-major: `A` is `m x k` with row stride `lda`, `B` is `k x n`
-            /// with row stride `ldb` (a block of columns of a wider matrix when `ldb > n`), `C`
-            /// is `m x n` (row stride `n`), then `epi` (bias, activation) applied in registers.
+            /// `C = A * B`: `A` is `m x k` row-major with row stride `lda`, `B` is `k x n` as
+            /// `layout` says, `C` is `m x n` (row stride `n`), then `epi` (bias, activation)
+            /// applied in registers.
             /// `C` is only stored to, never read before it is written, so its slots need not be
             /// initialised: on return the first `m * n` are.
             ///
@@ -199,19 +210,30 @@ macro_rules! unpacked_kernel {
                 a: &[f32],
                 lda: usize,
                 b: &[f32],
-                ldb: usize,
+                layout: Layout,
                 c: &mut [MaybeUninit<f32>],
                 epi: Epilogue,
             ) {
                 if m == 0 || n == 0 {
                     return;
                 }
+                // Floats from one row of `B` to the next, and from one vector of a row to the
+                // next; where the vectors of column block `cb` start.
+                let (row, vector, start): (usize, usize, fn(usize, usize) -> usize) = match layout {
+                    Layout::Rows { ldb } => {
+                        assert!(ldb >= n && (k == 0 || b.len() >= (k - 1) * ldb + n));
+                        (ldb, L, |cb, _| cb)
+                    }
+                    Layout::Panels => {
+                        assert!(b.len() >= n.div_ceil(L) * k * L);
+                        (L, k * L, |cb, k| cb / L * k * L)
+                    }
+                };
                 assert!(lda >= k && a.len() >= (m - 1) * lda + k && c.len() >= m * n);
                 assert!(
                     epi.bias.is_none_or(|b| b.len() == n),
                     "gemm: bias is not n long"
                 );
-                assert!(ldb >= n && (k == 0 || b.len() >= (k - 1) * ldb + n));
                 let mut cb = 0;
                 while cb < n {
                     let width = (n - cb).min(NB_MAX * L);
@@ -221,7 +243,9 @@ macro_rules! unpacked_kernel {
                         k,
                         n,
                         lda,
-                        ldb,
+                        row,
+                        vector,
+                        b0: start(cb, k),
                         cb,
                         mask: v::mask(tail),
                         bias: epi.bias.map_or(std::ptr::null(), |b| b.as_ptr()),
@@ -249,7 +273,10 @@ macro_rules! unpacked_kernel {
                 k: usize,
                 n: usize,
                 lda: usize,
-                ldb: usize,
+                /// `B`'s strides ([`Layout`]) and the block's first float in it.
+                row: usize,
+                vector: usize,
+                b0: usize,
                 cb: usize,
                 mask: Mask,
                 /// The bias (`n` floats) or null, and the activation: applied as the last chunk
@@ -292,13 +319,15 @@ macro_rules! unpacked_kernel {
                     k,
                     n,
                     lda,
-                    ldb,
+                    row,
+                    vector,
+                    b0,
                     cb,
                     mask,
                     bias,
                     act,
                 } = *blk;
-                let bp = b.as_ptr().add(cb);
+                let bp = b.as_ptr().add(b0);
                 let ap = a.as_ptr().add(r0 * lda);
                 let cp = c.as_mut_ptr().cast::<f32>().add(r0 * n + cb);
                 // `K` in chunks of `KC`, as matrixmultiply: the first chunk's sums are stored,
@@ -308,8 +337,8 @@ macro_rules! unpacked_kernel {
                 let mut k0 = 0;
                 loop {
                     let kc = (k - k0).min(KC);
-                    let acc =
-                        chunk::<NB, RR, MASKED>(ap.add(k0), lda, bp.add(k0 * ldb), ldb, kc, mask);
+                    let bk = bp.add(k0 * row);
+                    let acc = chunk::<NB, RR, MASKED>(ap.add(k0), lda, bk, row, vector, kc, mask);
                     let last = k0 + kc >= k;
                     for (q, row) in acc.iter().enumerate() {
                         for (j, &s) in row.iter().enumerate() {
@@ -344,27 +373,29 @@ macro_rules! unpacked_kernel {
             }
 
             /// The sums over `kc` values of `K` (from zero, in order) of `RR` rows of `A` at `ap`
-            /// (row stride `lda`) times the `NB` vectors of `B`'s rows at `bp` (row stride
-            /// `ldb`), the last one masked.
+            /// (row stride `lda`) times the `NB` vectors of `B`'s rows at `bp` (rows `row`
+            /// floats apart, vectors `vector`), the last one masked.
             #[target_feature(enable = $feat)]
             #[inline]
+            #[allow(clippy::too_many_arguments)]
             unsafe fn chunk<const NB: usize, const RR: usize, const MASKED: bool>(
                 ap: *const f32,
                 lda: usize,
                 bp: *const f32,
-                ldb: usize,
+                row: usize,
+                vector: usize,
                 kc: usize,
                 mask: Mask,
             ) -> [[V; NB]; RR] {
                 let mut acc = [[v::zero(); NB]; RR];
                 for kk in 0..kc {
-                    let brow = bp.add(kk * ldb);
+                    let brow = bp.add(kk * row);
                     let mut bv = [v::zero(); NB];
                     for (j, b) in bv.iter_mut().enumerate() {
                         *b = if MASKED && j + 1 == NB {
-                            v::load_masked(brow.add(j * L), mask)
+                            v::load_masked(brow.add(j * vector), mask)
                         } else {
-                            v::load(brow.add(j * L))
+                            v::load(brow.add(j * vector))
                         };
                     }
                     for (q, row) in acc.iter_mut().enumerate() {
@@ -460,12 +491,13 @@ mod tests {
             let run = |wide: bool, epi| {
                 let mut c = vec![f32::NAN; m * n];
                 let slots = crate::buffer::as_uninit(&mut c);
+                let rows = Layout::Rows { ldb };
                 if wide {
                     // SAFETY: AVX-512 detected above.
-                    unsafe { gemm_avx512(m, k, n, &a, lda, &b, ldb, slots, epi) };
+                    unsafe { gemm_avx512(m, k, n, &a, lda, &b, rows, slots, epi) };
                 } else {
                     // SAFETY: AVX2 and FMA detected above.
-                    unsafe { gemm_avx2(m, k, n, &a, lda, &b, ldb, slots, epi) };
+                    unsafe { gemm_avx2(m, k, n, &a, lda, &b, rows, slots, epi) };
                 }
                 c
             };
@@ -484,6 +516,21 @@ mod tests {
                 assert_eq!(run(wide, Epilogue::NONE), want, "{isa} {at}");
                 // The fused epilogue equals the separate pass over the product.
                 assert_eq!(run(wide, epi), fused, "{isa} {at} {act:?}");
+                // And `B` packed in panels of the kernel's vector width gives the same.
+                let dense: Vec<f32> = b.chunks(ldb).flat_map(|r| &r[..n]).copied().collect();
+                let width = if wide { 16 } else { 8 };
+                let packed = crate::panels::PackedB::pack_at(&dense, k, n, width).unwrap();
+                let mut c = vec![f32::NAN; m * n];
+                let slots = crate::buffer::as_uninit(&mut c);
+                let (p, layout) = (packed.view().data(), Layout::Panels);
+                if wide {
+                    // SAFETY: AVX-512 detected above.
+                    unsafe { gemm_avx512(m, k, n, &a, lda, p, layout, slots, epi) };
+                } else {
+                    // SAFETY: AVX2 and FMA detected above.
+                    unsafe { gemm_avx2(m, k, n, &a, lda, p, layout, slots, epi) };
+                }
+                assert_eq!(c, fused, "{isa} {at} panels");
             }
         }
     }

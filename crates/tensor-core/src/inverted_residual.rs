@@ -13,17 +13,18 @@
 //! element is still the same dot product in the same order, so both splits are bit-identical too.
 
 use crate::conv::{self, ConvGeom};
-use crate::gemm::{gemm_into_with, Epilogue, Mat};
+use crate::gemm::{gemm_panels_into_with, Epilogue, Mat};
+use crate::panels::Panels;
 use crate::{check_shape, Activation, Error, PadDim, Padding, Result};
 use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-/// A 1x1 convolution: `w` is `[cin, cout]` row-major, `bias` `[cout]`.
+/// A 1x1 convolution: `w` is `[cin, cout]` packed in panels, `bias` `[cout]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Pointwise<'a> {
-    pub w: &'a [f32],
+    pub w: Panels<'a>,
     pub bias: &'a [f32],
     pub act: Activation,
 }
@@ -44,15 +45,8 @@ impl Pointwise<'_> {
             bias: Some(self.bias),
             act: self.act,
         };
-        gemm_into_with(
-            pixels,
-            cin,
-            cout,
-            Mat::rows(x, cin),
-            Mat::rows(self.w, cout),
-            out,
-            epi,
-        );
+        debug_assert!(self.w.k == cin && self.w.n == cout);
+        gemm_panels_into_with(pixels, Mat::rows(x, cin), self.w, out, epi);
         // SAFETY: `gemm_into_with` wrote all `pixels * cout` slots, which is all of `out` (the
         // callers size it so).
         unsafe { crate::buffer::assume_init_mut(out) }
@@ -83,6 +77,16 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     Err(Error::Invalid {
         op: OP,
         msg: format!("{what} has {got} values, expected {want}"),
+    })
+}
+
+fn check_dims(what: &str, w: &Panels, k: usize, n: usize) -> Result<()> {
+    if (w.k, w.n) == (k, n) {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        op: OP,
+        msg: format!("{what} is {} x {}, expected {k} x {n}", w.k, w.n),
     })
 }
 
@@ -151,7 +155,7 @@ impl<'a> Block<'a> {
         let [n, h, w, cin] = x;
         let cexp = expand.map_or(cin, |e| e.bias.len());
         if let Some(e) = expand {
-            check_len("expand kernel", e.w.len(), cin * cexp)?;
+            check_dims("expand kernel", &e.w, cin, cexp)?;
         }
         let g = ConvGeom::depthwise(
             OP,
@@ -163,7 +167,7 @@ impl<'a> Block<'a> {
         check_len("depthwise kernel", dw.w.len(), dw.kh * dw.kw * cexp)?;
         check_len("depthwise bias", dw.bias.len(), cexp)?;
         let cout = project.bias.len();
-        check_len("project kernel", project.w.len(), cexp * cout)?;
+        check_dims("project kernel", &project.w, cexp, cout)?;
         if residual {
             check_shape(OP, &[n, h, w, cin], &[n, g.rows.out, g.cols.out, cout])?;
         }
@@ -362,13 +366,14 @@ fn expand_and_filter(image: &[f32], b: &Block, r: Range<usize>) -> Vec<f32> {
     let e = crate::buffer::cache_aligned(&mut slots, pixels * width);
     match b.expand {
         Some(p) => {
-            // Columns `r` of the `[cin, cexp]` kernel: rows `cexp` apart from column `r.start`.
-            let w = Mat::strided(&p.w[r.start..], cexp, 1);
+            // Columns `r` of the `[cin, cexp]` kernel (`r` starts at a multiple of 16, and so of
+            // a panel's width: 8 or 16).
+            let w = p.w.columns(r.clone()).expect("groups start on a panel");
             let epi = Epilogue {
                 bias: Some(&p.bias[r.clone()]),
                 act: p.act,
             };
-            gemm_into_with(pixels, cin, width, Mat::rows(image, cin), w, e, epi);
+            gemm_panels_into_with(pixels, Mat::rows(image, cin), w, e, epi);
         }
         None => {
             for (e, px) in e.chunks_exact_mut(width).zip(image.chunks_exact(cin)) {

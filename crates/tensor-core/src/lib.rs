@@ -20,6 +20,7 @@ pub mod gemm_x86;
 pub mod int8;
 pub mod inverted_residual;
 pub mod padding;
+pub mod panels;
 pub mod pool;
 pub mod simd;
 pub mod softmax;

@@ -5,6 +5,7 @@
 use ndarray::{Array1, Array4};
 use proptest::prelude::*;
 use tensor_core::inverted_residual::{forward_split, Depthwise, Pointwise, Split};
+use tensor_core::panels::PackedB;
 use tensor_core::{add, conv, Activation, Padding};
 
 fn ints(len: usize, seed: u64) -> Vec<f32> {
@@ -88,8 +89,12 @@ fn check(b: &Block, residual: bool) -> Result<(), TestCaseError> {
     let dwb = ints(cexp, b.seed ^ 4);
     let pw = ints(cexp * cout, b.seed ^ 5);
     let pb = ints(cout, b.seed ^ 6);
+    let (ewp, pwp) = (
+        PackedB::pack(&ew, b.cin, cexp).unwrap(),
+        PackedB::pack(&pw, cexp, cout).unwrap(),
+    );
     let expand = b.cexp.map(|_| Pointwise {
-        w: &ew,
+        w: ewp.view(),
         bias: &eb,
         act: act(b.acts[0]),
     });
@@ -103,14 +108,14 @@ fn check(b: &Block, residual: bool) -> Result<(), TestCaseError> {
         padding: b.padding,
     };
     let project = Pointwise {
-        w: &pw,
+        w: pwp.view(),
         bias: &pb,
         act: Activation::Linear,
     };
     // The reference: the layers one after another.
     let e = match expand {
         Some(e) => {
-            let k = Array4::from_shape_vec((1, 1, b.cin, cexp), e.w.to_vec()).unwrap();
+            let k = Array4::from_shape_vec((1, 1, b.cin, cexp), ew.clone()).unwrap();
             conv::conv2d(x.view(), k.view(), Some(e.bias), 1, Padding::Valid, e.act).unwrap()
         }
         None => x.clone(),
@@ -219,12 +224,17 @@ fn mobilenet_block_shapes_pinned() {
 #[test]
 fn mis_sized_weights_are_an_error_naming_what() {
     let x = Array4::<f32>::zeros((1, 4, 4, 3));
-    let (w, b) = (vec![0.0; 5], Array1::<f32>::zeros(6));
+    let b = Array1::<f32>::zeros(6);
+    // A 5 x 6 expand kernel for 3 input channels.
+    let (w, pw) = (
+        PackedB::pack(&[0.0; 30], 5, 6).unwrap(),
+        PackedB::pack(&[0.0; 12], 6, 2).unwrap(),
+    );
     let dww = vec![0.0; 54];
     let err = tensor_core::inverted_residual::forward(
         x.view(),
         Some(Pointwise {
-            w: &w,
+            w: w.view(),
             bias: b.as_slice().unwrap(),
             act: Activation::Relu6,
         }),
@@ -238,7 +248,7 @@ fn mis_sized_weights_are_an_error_naming_what() {
             padding: Padding::Same,
         },
         Pointwise {
-            w: &[0.0; 12],
+            w: pw.view(),
             bias: &[0.0; 2],
             act: Activation::Linear,
         },
@@ -247,7 +257,7 @@ fn mis_sized_weights_are_an_error_naming_what() {
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "inverted_residual: expand kernel has 5 values, expected 18"
+        "inverted_residual: expand kernel is 5 x 6, expected 3 x 6"
     );
 }
 
@@ -263,8 +273,12 @@ fn splits_agree_bit_for_bit_on_real_values() {
     let (ew, eb) = (floats(cin * cexp, 2), floats(cexp, 3));
     let (dww, dwb) = (floats(9 * cexp, 4), floats(cexp, 5));
     let (pw, pb) = (floats(cexp * cin, 6), floats(cin, 7));
+    let (ewp, pwp) = (
+        PackedB::pack(&ew, cin, cexp).unwrap(),
+        PackedB::pack(&pw, cexp, cin).unwrap(),
+    );
     let expand = Pointwise {
-        w: &ew,
+        w: ewp.view(),
         bias: &eb,
         act: Activation::Relu6,
     };
@@ -278,7 +292,7 @@ fn splits_agree_bit_for_bit_on_real_values() {
         padding: Padding::Same,
     };
     let project = Pointwise {
-        w: &pw,
+        w: pwp.view(),
         bias: &pb,
         act: Activation::Linear,
     };

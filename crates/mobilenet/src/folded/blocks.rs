@@ -1,7 +1,7 @@
 //! Inverted-residual fusion: `[expand 1x1 ->] depthwise -> project 1x1 [-> add input]` runs of
 //! folded steps become one tiled [`Block`] step.
 
-use super::{Block, Op, Pw, Step};
+use super::{Block, Op, PackedPw, Pw, Step};
 use nn::NodeId;
 use std::collections::HashMap;
 use tensor_core::aligned::Aligned;
@@ -81,7 +81,18 @@ pub(crate) fn fuse_blocks(steps: Vec<Step>, keep: &[NodeId]) -> Vec<Step> {
             i += 1;
             continue;
         };
-        let project = as_pointwise(&pj_step.op);
+        let project = as_pointwise(&pj_step.op).and_then(PackedPw::new);
+        let expand = match expand {
+            Some(e) => match PackedPw::new(e) {
+                Some(e) => Some(e),
+                None => {
+                    fused.push(out[i].take().expect("each step moved once"));
+                    i += 1;
+                    continue;
+                }
+            },
+            None => None,
+        };
         if project.is_none() || !private(dw_step, pj_step) {
             fused.push(out[i].take().expect("each step moved once"));
             i += 1;

@@ -1,6 +1,6 @@
 //! One step of a plan, run on its inputs with the f32 kernels.
 
-use super::{Op, Pw};
+use super::{Op, PackedPw};
 use crate::{Error, Result};
 use nn::Tensor;
 use tensor_core::conv;
@@ -76,9 +76,9 @@ pub(crate) fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
         Op::Identity => x.clone(),
         Op::Block(b) => {
             use tensor_core::inverted_residual::{forward, Depthwise, Pointwise};
-            fn pw(p: &Pw) -> Pointwise<'_> {
+            fn pw(p: &PackedPw) -> Pointwise<'_> {
                 Pointwise {
-                    w: &p.w,
+                    w: p.w.view(),
                     bias: &p.bias,
                     act: p.act,
                 }

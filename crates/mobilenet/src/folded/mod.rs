@@ -22,6 +22,7 @@ use nn::graph::INPUT;
 use nn::{Graph, NodeId, Tensor};
 use std::collections::HashMap;
 use tensor_core::aligned::Aligned;
+use tensor_core::panels::PackedB;
 use tensor_core::{Activation, Padding};
 
 /// Images per pass of [`FoldedPlan::run`].
@@ -60,25 +61,46 @@ pub enum Op {
     Block(Box<Block>),
 }
 
-/// A 1x1 convolution's folded weights `[cin, cout]`, bias and activation.
+/// A 1x1 convolution's folded weights `[cin, cout]` (row-major), bias and activation; or a
+/// depthwise convolution's `[kh, kw, C]`, on a cache line (its kernel reads 64-byte vectors).
 #[derive(Clone, Debug)]
 pub struct Pw {
-    /// On a cache line: the kernels read its rows in 64-byte vectors.
     pub w: Aligned<f32>,
     pub bias: Vec<f32>,
     pub act: Activation,
 }
 
+/// A 1x1 convolution of a block: its weights packed in panels ([`tensor_core::panels`]).
+#[derive(Clone, Debug)]
+pub struct PackedPw {
+    pub w: PackedB,
+    pub bias: Vec<f32>,
+    pub act: Activation,
+}
+
+impl PackedPw {
+    /// `p` with its `[cin, cout]` weights packed; `None` if they are not `cin x cout`.
+    fn new(p: Pw) -> Option<PackedPw> {
+        let cout = p.bias.len();
+        let cin = p.w.len() / cout.max(1);
+        Some(PackedPw {
+            w: PackedB::pack(&p.w, cin, cout).ok()?,
+            bias: p.bias,
+            act: p.act,
+        })
+    }
+}
+
 /// An inverted-residual block compiled from its folded steps.
 #[derive(Clone, Debug)]
 pub struct Block {
-    expand: Option<Pw>,
+    expand: Option<PackedPw>,
     dw: Pw,
     kh: usize,
     kw: usize,
     stride: usize,
     padding: Padding,
-    project: Pw,
+    project: PackedPw,
     residual: bool,
 }
 
