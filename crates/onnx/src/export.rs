@@ -282,9 +282,10 @@ impl Exporter<'_> {
                 let (x, hw) = self.input(s, 0)?;
                 self.finish(s, x, "", Activation::Linear, hw);
             }
-            Op::Block(_) => {
+            Op::Block(_) | Op::Packed(_) => {
                 return Err(Error::Model(format!(
-                    "{name}: fused blocks are not exported (compile without block fusion)"
+                    "{name}: fused blocks and packed products are not exported (compile without \
+                     block fusion)"
                 )))
             }
         }

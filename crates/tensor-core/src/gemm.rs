@@ -363,7 +363,10 @@ pub fn par_gemm_into_with(
 ) {
     if let Some(width) = col_blocks(m, k, n) {
         assert!(c.len() >= m * n, "gemm: output too small");
-        return par_gemm_cols_into(m, k, n, a, b, width, &mut c[..m * n], epi);
+        return par_cols(m, n, width, &mut c[..m * n], &|c0, w, out| {
+            let b = b.starting_at(c0 * b.cs as usize);
+            gemm_into_with(m, k, w, a, b, out, epi.columns(c0..c0 + w));
+        });
     }
     par_rows(m, k, n, c, &|r0, chunk| {
         let a = a.starting_at(r0 * a.rs as usize);
@@ -384,30 +387,23 @@ fn col_blocks(m: usize, k: usize, n: usize) -> Option<usize> {
         .then(|| n.div_ceil(threads).next_multiple_of(16))
 }
 
-/// `C = act(A * B + bias)` (`c` is `m x n`) with the columns of `C` in blocks of `width`, one a
-/// task: each block is computed into a buffer of its own (the same products, in the same order, as
-/// over all columns at once) and copied into its columns of every row, so every slot is written.
-#[allow(clippy::too_many_arguments)]
-fn par_gemm_cols_into(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: Mat,
-    b: Mat,
-    width: usize,
-    c: &mut [MaybeUninit<f32>],
-    epi: Epilogue,
-) {
+/// Computes columns `c0..c0 + w` of `C` into its `m x w` slots: `(c0, w, slots)`.
+type ColumnBlock<'a> = dyn Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync + 'a;
+
+/// `C` (`m x n`) in column blocks of `width`, one a task: `block(c0, w, out)` computes columns
+/// `c0..c0 + w` of every row into a buffer of its own (`m x w`, every slot written: the same
+/// products, in the same order, as over all columns at once), which is then copied into its
+/// columns of every row, so every slot of `c` is written.
+fn par_cols(m: usize, n: usize, width: usize, c: &mut [MaybeUninit<f32>], block: &ColumnBlock) {
     let starts: Vec<usize> = (0..n).step_by(width).collect();
     let blocks: Vec<Vec<f32>> = starts
         .par_iter()
         .map(|&c0| {
             let w = width.min(n - c0);
-            let mut block = crate::buffer::uninit(m * w);
-            let b = b.starting_at(c0 * b.cs as usize);
-            gemm_into_with(m, k, w, a, b, &mut block, epi.columns(c0..c0 + w));
-            // SAFETY: `gemm_into` wrote all `m * w` slots.
-            unsafe { crate::buffer::assume_init(block) }
+            let mut out = crate::buffer::uninit(m * w);
+            block(c0, w, &mut out);
+            // SAFETY: `block` wrote all `m * w` slots.
+            unsafe { crate::buffer::assume_init(out) }
         })
         .collect();
     for (&c0, block) in starts.iter().zip(&blocks) {
@@ -418,6 +414,29 @@ fn par_gemm_cols_into(
             });
         }
     }
+}
+
+/// [`par_gemm_into_with`] with `B` packed in panels: `C = act(A * B + bias)` into `c`'s slots
+/// (each written), split over rows, or over columns (whole panels) for a short product.
+pub fn par_gemm_panels_into_with(
+    m: usize,
+    a: Mat,
+    b: Panels,
+    c: &mut [MaybeUninit<f32>],
+    epi: Epilogue,
+) {
+    let (k, n) = (b.k, b.n);
+    if let Some(width) = col_blocks(m, k, n).filter(|w| w.is_multiple_of(b.width)) {
+        assert!(c.len() >= m * n, "gemm: output too small");
+        return par_cols(m, n, width, &mut c[..m * n], &|c0, w, out| {
+            let cols = b.columns(c0..c0 + w).expect("blocks start on a panel");
+            gemm_panels_into_with(m, a, cols, out, epi.columns(c0..c0 + w));
+        });
+    }
+    par_rows(m, k, n, c, &|r0, chunk| {
+        let a = a.starting_at(r0 * a.rs as usize);
+        gemm_panels_into_with(chunk.len() / n, a, b, chunk, epi);
+    });
 }
 
 /// `block(first row, rows of C)` over blocks of at most 256 rows on the thread pool (the finished
@@ -489,6 +508,37 @@ pub fn par_gemm_split_k(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Packed panels give what row-major `B` gives, bit for bit: split over columns (a short
+    /// product: batch-1 dense layer and 7x7 convolution), over rows, and serial; on whichever
+    /// kernel this CPU (or TENSOR_CORE_SIMD=generic) runs.
+    #[test]
+    fn panels_equal_row_major_weights_bit_for_bit() {
+        let val = |i: usize, s: usize| (((i * s + 5) % 23) as f32 - 11.0) * 0.173;
+        for (m, k, n) in [(1, 1280, 256), (49, 320, 1280), (300, 64, 40), (7, 9, 5)] {
+            let a: Vec<f32> = (0..m * k).map(|i| val(i, 7)).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| val(i, 3)).collect();
+            let bias: Vec<f32> = (0..n).map(|i| val(i, 11)).collect();
+            let epi = Epilogue {
+                bias: Some(&bias),
+                act: Activation::Relu,
+            };
+            let mut want = crate::buffer::uninit(m * n);
+            par_gemm_into_with(m, k, n, Mat::rows(&a, k), Mat::rows(&b, n), &mut want, epi);
+            // SAFETY: every slot written.
+            let want = unsafe { crate::buffer::assume_init(want) };
+            let packed = crate::panels::PackedB::pack(&b, k, n).unwrap();
+            let mut got = crate::buffer::uninit(m * n);
+            par_gemm_panels_into_with(m, Mat::rows(&a, k), packed.view(), &mut got, epi);
+            // SAFETY: every slot written.
+            let got = unsafe { crate::buffer::assume_init(got) };
+            assert!(
+                want.iter().any(|&v| v > 0.0 && v.fract() != 0.0),
+                "m {m}: values"
+            );
+            assert_eq!(got, want, "m {m} k {k} n {n}");
+        }
+    }
 
     fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
         let mut c = vec![0.0; m * n];

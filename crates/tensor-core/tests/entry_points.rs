@@ -68,7 +68,14 @@ fn short_or_long_slices_are_refused_by_every_entry_point() {
     let (x, w) = (vec![1.0f32; 6 * 6 * 3], vec![0.5f32; 9 * 3 * 16]);
     let mut y = vec![0.0f32; 3 * 3 * 16 - 1];
     panics_naming("direct forward", move || {
-        conv::direct::forward(&stem, &x, &w, None, Activation::Relu6, &mut y);
+        conv::direct::forward(
+            &stem,
+            &x,
+            &w,
+            None,
+            Activation::Relu6,
+            tensor_core::buffer::as_uninit(&mut y),
+        );
     });
     let (x, w) = (vec![1.0f32; 6 * 6 * 3], vec![0.5f32; 9 * 3 * 16 + 1]);
     let mut y = vec![0.0f32; 3 * 3 * 16];

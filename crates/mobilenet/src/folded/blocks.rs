@@ -158,3 +158,28 @@ pub(crate) fn fuse_blocks(steps: Vec<Step>, keep: &[NodeId]) -> Vec<Step> {
     }
     fused
 }
+
+/// The 1x1 convolutions and dense layers left outside the blocks, with their weights packed in
+/// panels as the blocks' are ([`PackedPw`]).
+pub(crate) fn pack_products(steps: Vec<Step>) -> Vec<Step> {
+    steps
+        .into_iter()
+        .map(|s| {
+            let product = match &s.op {
+                Op::Dense { w, b, act } => PackedPw::new(Pw {
+                    w: Aligned::from_slice(&w.iter().copied().collect::<Vec<_>>()),
+                    bias: b.to_vec(),
+                    act: *act,
+                }),
+                op => as_pointwise(op).and_then(PackedPw::new),
+            };
+            match product {
+                Some(p) => Step {
+                    op: Op::Packed(Box::new(p)),
+                    ..s
+                },
+                None => s,
+            }
+        })
+        .collect()
+}

@@ -74,6 +74,7 @@ pub(crate) fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
             y.into_dyn().into_shared()
         }
         Op::Identity => x.clone(),
+        Op::Packed(p) => packed_product(p, x)?,
         Op::Block(b) => {
             use tensor_core::inverted_residual::{forward, Depthwise, Pointwise};
             fn pw(p: &PackedPw) -> Pointwise<'_> {
@@ -103,4 +104,29 @@ pub(crate) fn exec(op: &Op, ins: &[&Tensor]) -> Result<Tensor> {
             .into_shared()
         }
     })
+}
+
+/// `act(x * w + bias)` over the rows of `x`'s last axis (`w.k` long), `w` packed in panels.
+fn packed_product(p: &PackedPw, x: &Tensor) -> Result<Tensor> {
+    let (k, n) = (p.w.view().k, p.w.view().n);
+    let mut shape = x.shape().to_vec();
+    if shape.last() != Some(&k) {
+        return Err(Error::Config(format!(
+            "folded plan: a product over {k} channels got a tensor of shape {shape:?}"
+        )));
+    }
+    let rows = x.len() / k.max(1);
+    let mut y = tensor_core::buffer::uninit(rows * n);
+    let epi = tensor_core::gemm::Epilogue {
+        bias: Some(&p.bias),
+        act: p.act,
+    };
+    let a = tensor_core::gemm::Mat::rows(slice(x)?, k);
+    tensor_core::gemm::par_gemm_panels_into_with(rows, a, p.w.view(), &mut y, epi);
+    // SAFETY: `par_gemm_panels_into_with` wrote all `rows * n` slots.
+    let y = unsafe { tensor_core::buffer::assume_init(y) };
+    *shape.last_mut().expect("checked above") = n;
+    Ok(Tensor::from_shape_vec(shape, y)
+        .map_err(|e| Error::Config(e.to_string()))?
+        .into_shared())
 }

@@ -59,6 +59,9 @@ pub enum Op {
     Identity,
     /// expand 1x1 -> depthwise -> project 1x1 [+ input], in row tiles ([`Block`]).
     Block(Box<Block>),
+    /// A 1x1 convolution or dense layer outside the blocks, its weights packed in panels: over
+    /// the rows of its input's last axis.
+    Packed(Box<PackedPw>),
 }
 
 /// A 1x1 convolution's folded weights `[cin, cout]` (row-major), bias and activation; or a
@@ -129,7 +132,7 @@ impl FoldedPlan {
     pub fn compile(g: &Graph, end: NodeId, keep: &[NodeId]) -> Result<Self> {
         let steps = compile_steps(g, end, keep, Options::default())?;
         Ok(FoldedPlan {
-            steps: blocks::fuse_blocks(steps, keep),
+            steps: blocks::pack_products(blocks::fuse_blocks(steps, keep)),
             keep: keep.to_vec(),
         })
     }

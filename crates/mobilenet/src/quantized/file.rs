@@ -329,7 +329,11 @@ fn store_float(f: &Op, w: &mut Writer) -> Result<StoredOp> {
             b: w.f32s(&b.to_vec()),
             act: act_name(*act),
         },
-        Op::Block(_) => return Err(Error::Config("a fused block cannot be stored".into())),
+        Op::Block(_) | Op::Packed(_) => {
+            return Err(Error::Config(
+                "a fused block or packed product cannot be stored".into(),
+            ))
+        }
     })
 }
 

@@ -6,6 +6,7 @@
 use super::ConvGeom;
 use crate::Activation;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Input channels up to which the direct kernel beats im2col + GEMM.
 const MAX_CIN: usize = 4;
@@ -28,14 +29,16 @@ pub fn applies(g: &ConvGeom) -> bool {
     }
 }
 
-/// `y = act(conv(x, w) + bias)`; returns `false` (and writes nothing) where [`applies`] is false.
+/// `y = act(conv(x, w) + bias)` into slots not yet written ([`crate::buffer::uninit`], or
+/// [`crate::buffer::as_uninit`] of floats): each is written. Returns `false` (and writes nothing)
+/// where [`applies`] is false.
 pub fn forward(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) -> bool {
     g.check_slices("direct forward", false, x.len(), w.len(), bias, y.len());
     if !applies(g) {

@@ -10,6 +10,7 @@
 
 use super::{ConvGeom, Taps, MAX_TAPS};
 use crate::Activation;
+use std::mem::MaybeUninit;
 
 /// What every tile of one output row reads: the image, its tap rows, the first pixel's input
 /// column offset, the sizes, the weights `[kh, kw, cin, cout]`, the bias and the activation.
@@ -76,7 +77,8 @@ macro_rules! row_kernel {
             }
         }
 
-        /// One output row `row` (image-major) of `act(conv(x, w) + bias)`.
+        /// One output row `row` (image-major) of `act(conv(x, w) + bias)` into `out`'s slots,
+        /// each written (only stored to, never read).
         ///
         /// # Safety
         /// The CPU must support the target features; `g.cout` must be a multiple of the lane
@@ -89,7 +91,7 @@ macro_rules! row_kernel {
             bias: &[f32],
             act: Activation,
             row: usize,
-            out: &mut [f32],
+            out: &mut [MaybeUninit<f32>],
         ) {
             use std::arch::x86_64::*;
             const L: usize = $lanes;
@@ -118,7 +120,7 @@ macro_rules! row_kernel {
                 if ox + P <= ow && inside(ox) && inside(ox + P - 1) {
                     // Input column of the tile's first pixel, as an offset into a row.
                     let col = (ox * s - before) * cin;
-                    let o = out.as_mut_ptr().add(ox * cout);
+                    let o = out.as_mut_ptr().cast::<f32>().add(ox * cout);
                     let t = Tile {
                         img,
                         rows,
@@ -161,7 +163,7 @@ macro_rules! row_kernel {
                             }
                         }
                         let v = finish($add(acc, $load(bias.as_ptr().add(cb))));
-                        $store(out.as_mut_ptr().add(ox * cout + cb), v);
+                        $store(out.as_mut_ptr().cast::<f32>().add(ox * cout + cb), v);
                     }
                     ox += 1;
                 }

@@ -304,8 +304,8 @@ pub fn conv2d_into(
     )
 }
 
-/// [`conv2d`] into slots not yet written: on `Ok`, every one is. The 1x1 GEMM writes them
-/// directly; the other strategies get them filled first.
+/// [`conv2d`] into slots not yet written: on `Ok`, every one is. The 1x1 GEMM and the direct
+/// kernel write them directly; im2col gets them filled first.
 fn conv2d_slots(
     x: ArrayView4<f32>,
     w: ArrayView4<f32>,
@@ -324,10 +324,10 @@ fn conv2d_slots(
         pointwise::forward(&g, &xs, &ws, bias, act, y);
         return Ok(());
     }
-    let y = crate::buffer::filled(y);
-    if strategy == ConvStrategy::Im2col || !direct::forward(&g, &xs, &ws, bias, act, y) {
-        im2col::forward(&g, &xs, &ws, bias, act, y)
+    if strategy == ConvStrategy::Direct && direct::forward(&g, &xs, &ws, bias, act, y) {
+        return Ok(());
     }
+    im2col::forward(&g, &xs, &ws, bias, act, crate::buffer::filled(y));
     Ok(())
 }
 
