@@ -138,14 +138,18 @@ impl Panel {
         let stride = self.stride;
         assert!(n <= 2 * ROWS && rows.len() == n * k && k <= cut.padded());
         assert!(stride == cut.chunks * ROW_BYTES && self.bytes.len() == 2 * ROWS * stride);
+        assert!(
+            (cut.chunks - 1) * cut.width < k,
+            "every chunk starts inside the row"
+        );
         for r in 0..n {
             let (src, dst) = (
                 rows.as_ptr().add(r * k),
                 self.bytes.as_mut_ptr().add(r * stride),
             );
             for c in 0..cut.chunks {
-                // `c * width < k` (the cut covers `k` with no empty chunk), so `src + c * width`
-                // is inside the row; lanes past the chunk or the row are masked off (never read).
+                // `c * width < k` (asserted above), so `src + c * width` is inside the row; lanes
+                // past the chunk or the row are masked off (never read).
                 let left = (k - c * cut.width).min(cut.width);
                 let mask = match left {
                     64.. => u64::MAX,
