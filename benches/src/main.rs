@@ -171,21 +171,24 @@ fn main() -> Result<()> {
     };
     clf.unfreeze_last(unfrozen);
     nn::profile::enable(args.profile.is_some());
-    let int8 = match (&args.model, &args.calib, args.task) {
-        (Some(m), _, Task::Infer) => Some(mobilenet::Predictor::from_quantized(
-            mobilenet::QuantizedPlan::load(m)?.0,
-        )),
-        (None, Some(dir), Task::Infer) if args.int8 => Some(quantized(&mut clf, dir, s)?),
-        (None, None, _) if !args.int8 => None,
+    // Inference runs what `app predict` runs: the whole network compiled once (`Predictor`), f32 or
+    // int8.
+    let (predictor, int8) = match (&args.model, &args.calib, args.task) {
+        (Some(m), _, Task::Infer) => {
+            let plan = mobilenet::QuantizedPlan::load(m)?.0;
+            (Some(mobilenet::Predictor::from_quantized(plan)), true)
+        }
+        (None, Some(dir), Task::Infer) if args.int8 => (Some(quantized(&mut clf, dir, s)?), true),
+        (None, None, Task::Infer) if !args.int8 => (
+            Some(mobilenet::Predictor::from_classifier(&mut clf)?),
+            false,
+        ),
+        (None, None, _) if !args.int8 => (None, false),
         _ => bail!("--model and --int8 go with the infer task"),
     };
-    let (t, iters) = match args.task {
-        Task::Infer if int8.is_some() => measure(&args, || {
-            int8.as_ref().map(|p| p.predict(&x)).transpose()?;
-            Ok(())
-        })?,
-        Task::Infer => measure(&args, || {
-            clf.predict(&x)?;
+    let (t, iters) = match (args.task, &predictor) {
+        (Task::Infer, Some(p)) => measure(&args, || {
+            p.predict(&x)?;
             Ok(())
         })?,
         _ => measure(&args, || {
@@ -198,8 +201,8 @@ fn main() -> Result<()> {
         std::fs::write(p, table).with_context(|| format!("writing {}", p.display()))?;
     }
     let task = match int8 {
-        Some(_) => "infer-int8".to_string(),
-        None => format!("{:?}", args.task).to_lowercase(),
+        true => "infer-int8".to_string(),
+        false => format!("{:?}", args.task).to_lowercase(),
     };
     let out = serde_json::json!({
         "peer": "this",
