@@ -1,7 +1,9 @@
 //! MobileNetV2's inverted-residual block (1x1 expand -> depthwise -> 1x1 project [+ input]) computed
 //! in tiles of output rows, so the expanded tensor (6x the channels) never leaves the cache: per
 //! tile, the input rows it needs are expanded into a small buffer, the depthwise runs on that
-//! buffer, and the projection writes the output rows directly.
+//! buffer, and the projection writes the output rows directly. Consecutive tiles of an image run
+//! in order on one thread, each keeping the expanded rows it shares with the tile before (one
+//! row at stride 2, two at stride 1) instead of expanding them again.
 //!
 //! Its reference is the three layers run one after another ([`conv::pointwise`],
 //! [`conv::depthwise`], [`add`](crate::add)); the results are bit-identical because each element
@@ -246,27 +248,70 @@ fn run(x: ArrayView4<f32>, b: &Block, split: Split) -> Result<Array4<f32>> {
     Ok(Array4::from_shape_vec((n, oh, ow, b.cout), y).expect("length is the shape's size"))
 }
 
-/// Tasks of `tile` output rows of one image: each expands the input rows it reads, filters them
-/// and projects its rows. The tasks are chunks of `y`, so together they write every slot.
+/// Tiles of `tile` output rows, in runs of consecutive tiles of one image, each run a task: a tile
+/// expands the input rows it reads (but those the tile before it in the run already expanded),
+/// filters them and projects its rows. The runs are chunks of `y`, so together they write every
+/// slot. While the batch has an image for every core, a run is an image (a few a core at least);
+/// a smaller batch cuts each image into as many runs as cores ([`Split::choose`] made the tiles
+/// a whole number a core).
 fn by_row_tiles(xs: &[f32], b: &Block, tile: usize, y: &mut [MaybeUninit<f32>]) {
     let (out_image, cout, ow) = (b.image_sizes().1, b.cout, b.g.cols.out);
+    let (n, oh) = (b.g.n.max(1), b.g.rows.out.max(1));
+    let threads = rayon::current_num_threads().max(1);
+    let runs_per_image = match n < threads {
+        true => threads,
+        false => (4 * threads).div_ceil(n),
+    };
+    let tiles_per_run = oh.div_ceil(tile).div_ceil(runs_per_image).max(1);
     let tasks: Vec<(usize, usize, &mut [MaybeUninit<f32>])> = y
         .chunks_mut(out_image.max(1))
         .enumerate()
         .flat_map(|(img, out)| {
-            out.chunks_mut(tile * ow * cout)
+            out.chunks_mut(tiles_per_run * tile * ow * cout)
                 .enumerate()
-                .map(move |(t, o)| (img, t * tile, o))
+                .map(move |(r, o)| (img, r * tiles_per_run * tile, o))
         })
         .collect();
     tasks.into_par_iter().for_each_init(
         || (Vec::new(), Vec::new()),
-        |bufs: &mut (Slots, Slots), (img, oy0, out)| row_tile(xs, b, img, oy0, out, bufs),
+        |bufs: &mut (Slots, Slots), (img, oy0, out)| run_of_tiles(xs, b, img, oy0, tile, out, bufs),
     );
 }
 
 /// A tile's buffer: grown without being filled, every slot written before it is read.
 type Slots = Vec<MaybeUninit<f32>>;
+
+/// Output rows `oy0..` of image `img` into `out` (every slot written), `tile` rows at a time.
+fn run_of_tiles(
+    xs: &[f32],
+    b: &Block,
+    img: usize,
+    oy0: usize,
+    tile: usize,
+    out: &mut [MaybeUninit<f32>],
+    (ebuf, dbuf): &mut (Slots, Slots),
+) {
+    let (g, cexp) = (&b.g, b.cexp());
+    let (ow, w) = (g.cols.out, g.cols.input);
+    // Sized once for the largest tile, so neither buffer moves between the run's tiles.
+    let most_in = ((tile - 1) * g.stride + b.dw.kh).min(g.rows.input);
+    let mut bufs = TileBuffers {
+        expanded: crate::buffer::cache_aligned(ebuf, most_in * w * cexp),
+        filtered: crate::buffer::cache_aligned(dbuf, tile * ow * cexp),
+        rows: 0..0,
+    };
+    for (t, out) in out.chunks_mut(tile * ow * b.cout).enumerate() {
+        row_tile(xs, b, img, oy0 + t * tile, out, &mut bufs);
+    }
+}
+
+/// A run's buffers: its expanded input rows (`rows` of the image, from the start of `expanded`,
+/// all written) and its filtered rows.
+struct TileBuffers<'a> {
+    expanded: &'a mut [MaybeUninit<f32>],
+    filtered: &'a mut [MaybeUninit<f32>],
+    rows: Range<usize>,
+}
 
 /// Output rows `oy0..` of image `img` into `out` (every slot written).
 fn row_tile(
@@ -275,7 +320,7 @@ fn row_tile(
     img: usize,
     oy0: usize,
     out: &mut [MaybeUninit<f32>],
-    (ebuf, dbuf): &mut (Slots, Slots),
+    bufs: &mut TileBuffers,
 ) {
     let (g, cin, cexp, cout) = (&b.g, b.cin, b.cexp(), b.cout);
     let (h, w, ow, s) = (g.rows.input, g.cols.input, g.cols.out, g.stride);
@@ -286,15 +331,31 @@ fn row_tile(
     let last = h.min((oy0 + rows_out - 1) * s + b.dw.kh - before);
     let rows_in = last - first;
     let image = &xs[img * h * w * cin..][..h * w * cin];
-    let xin = &image[first * w * cin..][..rows_in * w * cin];
     let ein: &[f32] = match b.expand {
-        Some(e) => e.apply(
-            xin,
-            cin,
-            cexp,
-            crate::buffer::cache_aligned(ebuf, rows_in * w * cexp),
-        ),
-        None => xin,
+        Some(e) => {
+            let row = w * cexp;
+            // The rows the tile before expanded that this one reads again move to the front.
+            let kept = match bufs.rows.contains(&first) {
+                true => bufs.rows.end.min(last) - first,
+                false => 0,
+            };
+            if kept > 0 {
+                let from = (first - bufs.rows.start) * row;
+                bufs.expanded.copy_within(from..from + kept * row, 0);
+            }
+            let fresh = &image[(first + kept) * w * cin..last * w * cin];
+            e.apply(
+                fresh,
+                cin,
+                cexp,
+                &mut bufs.expanded[kept * row..rows_in * row],
+            );
+            bufs.rows = first..last;
+            // SAFETY: rows `..kept` were copied from rows a tile wrote (all its `rows`), the rest
+            // were just written by `apply`.
+            unsafe { crate::buffer::assume_init_mut(&mut bufs.expanded[..rows_in * row]) }
+        }
+        None => &image[first * w * cin..][..rows_in * w * cin],
     };
     let tg = ConvGeom {
         n: 1,
@@ -306,7 +367,7 @@ fn row_tile(
         },
         ..*g
     };
-    let d = crate::buffer::cache_aligned(dbuf, rows_out * ow * cexp);
+    let d = &mut bufs.filtered[..rows_out * ow * cexp];
     for (r, drow) in d.chunks_exact_mut(ow * cexp).enumerate() {
         conv::depthwise::forward_row(&tg, ein, b.dw.w, b.dw.bias, b.dw.act, r, drow);
     }
