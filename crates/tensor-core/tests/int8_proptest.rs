@@ -61,6 +61,23 @@ fn pointwise_case(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// The pooled means equal the reference's exactly (both sum integers, then round once).
+    #[test]
+    fn global_avg_pool_equals_reference(
+        n in 0usize..4, pixels in 1usize..70, c in 1usize..150,
+        scale in 1e-3f32..1.0, zero_point in 0i32..256, seed in any::<u64>(),
+    ) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let x: Vec<u8> = (0..n * pixels * c).map(|_| rng.gen()).collect();
+        let q = QParams { scale, zero_point };
+        let mut want = vec![0f32; n * c];
+        reference::global_avg_pool(&x, n, pixels, c, q, &mut want);
+        let mut got = vec![f32::NAN; n * c];
+        tensor_core::int8::pool::global_avg_pool(&x, n, pixels, c, q, &mut got).unwrap();
+        prop_assert_eq!(got, want);
+    }
+
     #[test]
     fn pointwise_equals_reference(
         rows in 0usize..20, k in 1usize..41, n in 1usize..70,
@@ -181,6 +198,22 @@ proptest! {
             prop_assert_eq!(&got, &want, "{:?}", isa);
         }
     }
+}
+
+/// The pooled mean is the mean of the dequantized codes, and the extents are checked.
+#[test]
+fn global_avg_pool_means_the_real_values() {
+    use tensor_core::int8::pool::global_avg_pool;
+    let q = QParams {
+        scale: 0.5,
+        zero_point: 10,
+    };
+    // One image, two pixels, two channels: codes (12, 10) and (16, 11).
+    let mut out = [0f32; 2];
+    global_avg_pool(&[12, 10, 16, 11], 1, 2, 2, q, &mut out).unwrap();
+    assert_eq!(out, [2.0, 0.25]); // ((2 + 6) / 2) * 0.5, ((0 + 1) / 2) * 0.5
+    let err = global_avg_pool(&[1, 2, 3], 1, 2, 2, q, &mut out).unwrap_err();
+    assert!(err.to_string().contains("average pool"), "{err}");
 }
 
 /// Layers wider than one tile (several column blocks, a partial last one), with multipliers all

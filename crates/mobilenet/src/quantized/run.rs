@@ -282,7 +282,11 @@ fn exec_step(isa: Isa, step: &QStep, ins: &[&Value]) -> Result<Value> {
 }
 
 /// A folded f32 op on its inputs as reals; its output encoded when something reads it as codes.
+/// Pooling codes reads them as they are ([`pooled`]).
 fn float_step(op: &crate::folded::Op, out_q: Option<QParams>, ins: &[&Value]) -> Result<Value> {
+    if let (crate::folded::Op::Gap, [Value::Q(x)], None) = (op, ins, out_q) {
+        return pooled(x).map(Value::F);
+    }
     let reals: Vec<Tensor> = ins.iter().map(|v| v.real()).collect::<Result<_>>()?;
     let refs: Vec<&Tensor> = reals.iter().collect();
     let y = exec(op, &refs)?;
@@ -290,6 +294,16 @@ fn float_step(op: &crate::folded::Op, out_q: Option<QParams>, ins: &[&Value]) ->
         Some(q) => Value::Q(quantize(&y, q)?),
         None => Value::F(y),
     })
+}
+
+/// The global average pool of codes: their exact sums scaled once, without a dequantized copy.
+fn pooled(x: &Codes) -> Result<Tensor> {
+    let [n, h, w, c] = x.shape;
+    let mut means = vec![0f32; n * c];
+    int8::pool::global_avg_pool(&x.data, n, h * w, c, x.q, &mut means)?;
+    Ok(Tensor::from_shape_vec(vec![n, c], means)
+        .map_err(|e| Error::Config(e.to_string()))?
+        .into_shared())
 }
 
 /// The residual sum of two code tensors of one shape.

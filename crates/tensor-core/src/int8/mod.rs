@@ -16,6 +16,7 @@ pub mod depthwise;
 mod depthwise_vnni;
 pub mod pack;
 pub mod pointwise;
+pub mod pool;
 pub mod quant;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]

@@ -1,7 +1,7 @@
 //! The plain integer kernels: loops as the definitions read, what the fast ones must equal exactly.
 
 use super::add::AddParams;
-use super::Requant;
+use super::{QParams, Requant};
 use crate::conv::ConvGeom;
 
 /// `out[r, c] = requant(bias[c] + sum_k (a[r, k] - zp_a) * w[k, c])` for `rows` rows; `a` is
@@ -72,6 +72,21 @@ pub fn add(a: &[u8], b: &[u8], p: &AddParams, out: &mut [u8]) {
     assert!(a.len() == b.len() && a.len() == out.len());
     for i in 0..a.len() {
         out[i] = p.apply(a[i], b[i]);
+    }
+}
+
+/// Mean real value of each channel of each image of `x` (`[n, pixels, c]` codes encoded by `q`):
+/// the codes summed one by one, then [`super::pool::mean`].
+pub fn global_avg_pool(x: &[u8], n: usize, pixels: usize, c: usize, q: QParams, out: &mut [f32]) {
+    assert!(x.len() == n * pixels * c && out.len() == n * c);
+    for i in 0..n {
+        for ch in 0..c {
+            let mut sum = 0u64;
+            for p in 0..pixels {
+                sum += x[(i * pixels + p) * c + ch] as u64;
+            }
+            out[i * c + ch] = super::pool::mean(sum, pixels, q);
+        }
     }
 }
 
