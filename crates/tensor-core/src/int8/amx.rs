@@ -300,6 +300,9 @@ unsafe fn multiply(panel: &Panel, cut: Cut, w0: *const i8, w1: *const i8, sums: 
 unsafe fn requantize(t: &Tile, sums: &Sums, unit: Unit) {
     let n = t.w.n;
     let e = super::x86::Epilogue::new(t.rq);
+    if unit.cols == 2 {
+        return requantize_pairs(t, sums, unit, &e);
+    }
     for j in 0..unit.cols {
         let col = (unit.b + j) * BLOCK;
         let bias = _mm512_loadu_si512(t.bias.as_ptr().add(col).cast());
@@ -312,6 +315,37 @@ unsafe fn requantize(t: &Tile, sums: &Sums, unit: Unit) {
                 unit.out.add(r * n + col),
                 n - col,
             );
+        }
+    }
+}
+
+/// [`requantize`] of a unit two blocks wide, two rows at a time.
+///
+/// # Safety
+/// As for [`requantize`], with `unit.cols == 2`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn requantize_pairs(t: &Tile, sums: &Sums, unit: Unit, e: &super::x86::Epilogue) {
+    let (n, col) = (t.w.n, unit.b * BLOCK);
+    let bias = |j: usize| _mm512_loadu_si512(t.bias.as_ptr().add(col + j * BLOCK).cast());
+    let mult = |j: usize| _mm512_loadu_ps(t.mult.as_ptr().add(col + j * BLOCK));
+    let (b, m) = ([bias(0), bias(1)], [mult(0), mult(1)]);
+    // Row `r`'s sums of block `j`, bias added.
+    let sum = |r: usize, j: usize| {
+        let s = _mm512_loadu_si512(sums.0.as_ptr().add(r * 2 * BLOCK + j * BLOCK).cast());
+        _mm512_add_epi32(s, b[j])
+    };
+    let mut r = 0;
+    while r + 1 < unit.rows {
+        let acc = [sum(r, 0), sum(r, 1), sum(r + 1, 0), sum(r + 1, 1)];
+        let out = unit.out.add(r * n + col);
+        e.store_two_rows(acc, [m[0], m[1], m[0], m[1]], out, out.add(n), n - col);
+        r += 2;
+    }
+    if r < unit.rows {
+        for j in 0..2 {
+            let at = col + j * BLOCK;
+            e.store(sum(r, j), m[j], unit.out.add(r * n + at), n - at);
         }
     }
 }

@@ -310,16 +310,8 @@ impl Requantize {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
     unsafe fn codes(&self, acc: [__m512i; 4]) -> __m512i {
-        let mut q = [_mm512_setzero_si512(); 4];
-        for j in 0..4 {
-            q[j] = self.e.codes(acc[j], self.mult[j]);
-        }
-        // Codes are in 0..=255, so both saturating packs are exact; being in-lane, they undo the
-        // unpacks' order.
-        _mm512_packus_epi16(
-            _mm512_packs_epi32(q[0], q[1]),
-            _mm512_packs_epi32(q[2], q[3]),
-        )
+        // Being in-lane, the packs undo the unpacks' order.
+        self.e.pack4(acc, self.mult)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The x86 integer kernels. Sums are exact, and requantization does the reference's operations in
-//! its order (`i32 -> f32`, multiply, clamp, round to nearest even, add the zero point), so every
+//! its order (`i32 -> f32`, multiply, clamp, round to nearest even, add the zero point), or, four
+//! vectors at a time, a shorter sequence proven to give the same codes ([`Epilogue`]), so every
 //! output equals [`super::reference`] bit for bit.
 
 use super::add::AddParams;
@@ -136,6 +137,38 @@ unsafe fn vnni_tile<const M: usize, const N: usize>(
         }
     }
     let e = Epilogue::new(t.rq);
+    let col0 = b0 * BLOCK;
+    if N == 4 {
+        // Four blocks: each row's 64 codes in one store.
+        let m: [__m512; 4] =
+            std::array::from_fn(|j| _mm512_loadu_ps(t.mult.as_ptr().add(col0 + j * BLOCK)));
+        for (r, row) in acc.iter().enumerate() {
+            if let Ok(row) = <[__m512i; 4]>::try_from(row.as_slice()) {
+                e.store4(row, m, out.add(r * n + col0), n - col0);
+            }
+        }
+        return;
+    }
+    if N == 2 && M >= 2 {
+        // Two blocks: two rows' 32 codes each by one pack.
+        let m = [0, 1, 0, 1].map(|j| _mm512_loadu_ps(t.mult.as_ptr().add(col0 + j * BLOCK)));
+        for r in (0..M - 1).step_by(2) {
+            if let (Ok(a), Ok(b)) = (
+                <[__m512i; 2]>::try_from(acc[r].as_slice()),
+                <[__m512i; 2]>::try_from(acc[r + 1].as_slice()),
+            ) {
+                let o = out.add(r * n + col0);
+                e.store_two_rows([a[0], a[1], b[0], b[1]], m, o, o.add(n), n - col0);
+            }
+        }
+        if M % 2 == 1 {
+            for j in 0..N {
+                let col = col0 + j * BLOCK;
+                e.store(acc[M - 1][j], m[j], out.add((M - 1) * n + col), n - col);
+            }
+        }
+        return;
+    }
     for j in 0..N {
         let col = (b0 + j) * BLOCK;
         let m = _mm512_loadu_ps(t.mult.as_ptr().add(col));
@@ -147,16 +180,26 @@ unsafe fn vnni_tile<const M: usize, const N: usize>(
 
 /// The requantization of 16 sums of one row (bias included) into codes, shared by the VNNI and
 /// AMX kernels: the reference's operations in its order.
+///
+/// Four vectors at a time ([`Epilogue::pack4`]) it takes XNNPACK's shorter route to the same
+/// codes: only the upper bound is applied in `f32` (`min(acc * m, hi - zp)`); after the rounding
+/// conversion, the zero point is added to 16-bit values (saturating) and the lower bound applied
+/// to the packed bytes. That is exact: the lower bound `lo - zp` is an integer, so clamping
+/// before or after rounding gives the same value; a sum far below it converts to `i32::MIN`
+/// (or saturates to `-32768`) and still lands on `lo`; and above, every value is at most
+/// `hi <= 255` once the zero point is back.
 pub(super) struct Epilogue {
     lo: __m512,
     hi: __m512,
     zp: __m512i,
+    zp16: __m512i,
+    lo8: __m512i,
 }
 
 impl Epilogue {
     /// # Safety
-    /// AVX-512 F must be present.
-    #[target_feature(enable = "avx512f")]
+    /// AVX-512 F and BW must be present.
+    #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
     pub(super) unsafe fn new(rq: &super::Requant) -> Epilogue {
         let (lo, hi) = rq.bounds();
@@ -164,6 +207,8 @@ impl Epilogue {
             lo: _mm512_set1_ps(lo),
             hi: _mm512_set1_ps(hi),
             zp: _mm512_set1_epi32(rq.zero_point),
+            zp16: _mm512_set1_epi16(rq.zero_point as i16),
+            lo8: _mm512_set1_epi8(rq.lo as i8),
         }
     }
 
@@ -176,6 +221,75 @@ impl Epilogue {
     pub(super) unsafe fn store(&self, acc: __m512i, m: __m512, out: *mut u8, valid: usize) {
         let q = self.codes(acc, m);
         _mm512_mask_cvtusepi32_storeu_epi8(out.cast(), first_lanes(valid), q);
+    }
+
+    /// The codes of four vectors of sums with their multipliers, packed into one vector of 64
+    /// bytes: 128-bit lane `i` holds lanes `4i..4i + 4` of `acc[0]`, `acc[1]`, `acc[2]`,
+    /// `acc[3]`, in that order (the in-lane packs' interleave).
+    ///
+    /// # Safety
+    /// AVX-512 F and BW must be present.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) unsafe fn pack4(&self, acc: [__m512i; 4], m: [__m512; 4]) -> __m512i {
+        let q: [__m512i; 4] = std::array::from_fn(|j| {
+            let y = _mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[j]), m[j]), self.hi);
+            _mm512_cvtps_epi32(y)
+        });
+        let lo = _mm512_adds_epi16(_mm512_packs_epi32(q[0], q[1]), self.zp16);
+        let hi = _mm512_adds_epi16(_mm512_packs_epi32(q[2], q[3]), self.zp16);
+        _mm512_max_epu8(_mm512_packus_epi16(lo, hi), self.lo8)
+    }
+
+    /// [`Epilogue::pack4`] of four vectors of one row (64 neighbouring columns), the first
+    /// `valid` (at most 64) stored at `out` in column order by one store.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW must be present; `out` writable for `valid.min(64)` bytes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) unsafe fn store4(
+        &self,
+        acc: [__m512i; 4],
+        m: [__m512; 4],
+        out: *mut u8,
+        valid: usize,
+    ) {
+        // Dword `d` of the row (four codes) is dword `4 (d % 4) + d / 4` of the pack.
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        let row = _mm512_permutexvar_epi32(order, self.pack4(acc, m));
+        let mask = match valid {
+            64.. => !0,
+            _ => (1u64 << valid) - 1,
+        };
+        _mm512_mask_storeu_epi8(out.cast(), mask, row);
+    }
+
+    /// [`Epilogue::pack4`] of two blocks of 16 columns of two rows (`acc` and `m`: row 0's
+    /// blocks, then row 1's), the first `valid` (at most 32) codes of each row stored at `out0`
+    /// and `out1`.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW must be present; `out0` and `out1` writable for `valid.min(32)` bytes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) unsafe fn store_two_rows(
+        &self,
+        acc: [__m512i; 4],
+        m: [__m512; 4],
+        out0: *mut u8,
+        out1: *mut u8,
+        valid: usize,
+    ) {
+        // The permutation of `store4`: each row's 32 codes end up in one half.
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        let rows = _mm512_permutexvar_epi32(order, self.pack4(acc, m));
+        let mask = match valid {
+            32.. => !0,
+            _ => (1u32 << valid) - 1,
+        };
+        _mm256_mask_storeu_epi8(out0.cast(), mask, _mm512_castsi512_si256(rows));
+        _mm256_mask_storeu_epi8(out1.cast(), mask, _mm512_extracti64x4_epi64::<1>(rows));
     }
 
     /// `acc` times the multipliers `m`, clamped, rounded (to nearest even), plus the zero point:
