@@ -70,6 +70,13 @@ pub struct Depthwise<'a> {
 /// Bytes of expanded rows a tile aims for (well inside a 1-2 MiB L2).
 const TILE_BYTES: usize = 256 * 1024;
 
+/// Output rows a core's run must have at batch 1 for rows to beat channel groups: a cut between
+/// runs expands the rows the kernel shares again (two of 3x3 at stride 1, 2/7 more for a run of
+/// 7), where channel groups pay a second parallel pass and a copy. On 14 x 14 maps (runs of 7,
+/// two cores) rows were 1.02x groups end to end (`e2e infer --batch 1`); on 7 x 7, with runs of
+/// 4 and 3 rows, groups stay.
+const MIN_RUN_ROWS: usize = 7;
+
 const OP: &str = "inverted_residual";
 
 fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
@@ -105,7 +112,8 @@ pub enum Split {
 
 impl Split {
     /// Rows of about [`TILE_BYTES`] of expanded values each while the batch keeps every core
-    /// busy. Otherwise (batch 1 on several cores) channel groups when one image's expanded
+    /// busy. Otherwise (batch 1 on several cores) rows again where the output rows part evenly
+    /// into runs of at least [`MIN_RUN_ROWS`], else channel groups when one image's expanded
     /// values, shared among the threads, fit the same budget, else a row count that gives each
     /// thread as many tiles as the next.
     ///
@@ -125,7 +133,8 @@ impl Split {
         if n >= threads || threads == 1 {
             return Split::Rows(by_bytes);
         }
-        if h * w * cexp * 4 <= TILE_BYTES * threads && cexp >= 16 * threads {
+        let even_runs = oh.is_multiple_of(threads) && oh / threads >= MIN_RUN_ROWS;
+        if !even_runs && h * w * cexp * 4 <= TILE_BYTES * threads && cexp >= 16 * threads {
             return Split::Channels(threads);
         }
         let per_thread = (n * per_image).div_ceil(threads);

@@ -312,9 +312,11 @@ fn small_batches_split_so_every_core_works() {
     // Batch 32: row tiles of about 256 KiB of expanded values (7x7x960: the whole image).
     assert_eq!(Split::choose(32, 7, 7, 7, 1, 960, 2), Split::Rows(7));
     assert_eq!(Split::choose(32, 56, 56, 56, 1, 144, 2), Split::Rows(8));
-    // Batch 1 on 2 cores: channel groups where one image's expanded values fit two budgets...
+    // Batch 1 on 2 cores: rows where they part into even runs of 7 or more...
+    assert_eq!(Split::choose(1, 14, 14, 14, 1, 384, 2), Split::Rows(7));
+    // ...else channel groups where one image's expanded values fit two budgets...
     assert_eq!(Split::choose(1, 7, 7, 7, 1, 960, 2), Split::Channels(2));
-    assert_eq!(Split::choose(1, 14, 14, 14, 1, 384, 2), Split::Channels(2));
+    assert_eq!(Split::choose(1, 14, 14, 7, 2, 576, 2), Split::Channels(2));
     // ...else row tiles, as many for each core: 28 rows by 11 would be 3 tiles, so 4 of 7.
     assert_eq!(Split::choose(1, 28, 28, 28, 1, 192, 2), Split::Rows(7));
     assert_eq!(Split::choose(1, 112, 112, 56, 2, 96, 2), Split::Rows(3));
