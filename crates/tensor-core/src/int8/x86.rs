@@ -241,6 +241,19 @@ impl Epilogue {
         _mm512_max_epu8(_mm512_packus_epi16(lo, hi), self.lo8)
     }
 
+    /// [`Epilogue::pack4`] with the interleave undone: bytes `16 j..16 j + 16` are the codes of
+    /// `acc[j]`, in lane order.
+    ///
+    /// # Safety
+    /// AVX-512 F and BW must be present.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn pack4_in_order(&self, acc: [__m512i; 4], m: [__m512; 4]) -> __m512i {
+        // Dword `d` of the result (four codes) is dword `4 (d % 4) + d / 4` of the pack.
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        _mm512_permutexvar_epi32(order, self.pack4(acc, m))
+    }
+
     /// [`Epilogue::pack4`] of four vectors of one row (64 neighbouring columns), the first
     /// `valid` (at most 64) stored at `out` in column order by one store.
     ///
@@ -255,9 +268,7 @@ impl Epilogue {
         out: *mut u8,
         valid: usize,
     ) {
-        // Dword `d` of the row (four codes) is dword `4 (d % 4) + d / 4` of the pack.
-        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        let row = _mm512_permutexvar_epi32(order, self.pack4(acc, m));
+        let row = self.pack4_in_order(acc, m);
         let mask = match valid {
             64.. => !0,
             _ => (1u64 << valid) - 1,
@@ -281,9 +292,8 @@ impl Epilogue {
         out1: *mut u8,
         valid: usize,
     ) {
-        // The permutation of `store4`: each row's 32 codes end up in one half.
-        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        let rows = _mm512_permutexvar_epi32(order, self.pack4(acc, m));
+        // Each row's 32 codes in one half.
+        let rows = self.pack4_in_order(acc, m);
         let mask = match valid {
             32.. => !0,
             _ => (1u32 << valid) - 1,
