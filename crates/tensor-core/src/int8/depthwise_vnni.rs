@@ -24,7 +24,7 @@
 //! taps are neighbouring columns too, so the same two passes compute that many outputs at once.
 
 use super::depthwise::Rows;
-use super::x86::Epilogue;
+use super::x86::{first_bytes, Epilogue};
 use crate::aligned::Aligned;
 use std::arch::x86_64::*;
 
@@ -106,15 +106,6 @@ impl Interleaved {
             bias,
             mult,
         }
-    }
-}
-
-/// The mask of the first `n` of 64 bytes (all of them for `n >= 64`).
-#[inline(always)]
-fn first_bytes(n: usize) -> __mmask64 {
-    match n {
-        64.. => !0,
-        _ => (1u64 << n) - 1,
     }
 }
 

@@ -15,6 +15,15 @@ fn first_lanes(n: usize) -> __mmask16 {
     ((1u32 << n.min(16)) - 1) as __mmask16
 }
 
+/// The mask of the first `n` of 64 bytes (all of them for `n >= 64`).
+#[inline(always)]
+pub(super) fn first_bytes(n: usize) -> __mmask64 {
+    match n {
+        64.. => !0,
+        _ => (1u64 << n) - 1,
+    }
+}
+
 /// Rows of a VNNI tile and blocks of 16 columns (6 x 4 = 24 of the 32 registers hold sums).
 const MR: usize = 6;
 const NR: usize = 4;
@@ -149,10 +158,12 @@ unsafe fn vnni_tile<const M: usize, const N: usize>(
         }
         return;
     }
-    if N == 2 && M >= 2 {
-        // Two blocks: two rows' 32 codes each by one pack.
+    // Rows from `single` on are stored a vector at a time.
+    let mut single = 0;
+    if N == 2 {
+        // Two blocks: two rows' 32 codes each by one pack; an odd last row alone.
         let m = [0, 1, 0, 1].map(|j| _mm512_loadu_ps(t.mult.as_ptr().add(col0 + j * BLOCK)));
-        for r in (0..M - 1).step_by(2) {
+        for r in (0..M.saturating_sub(1)).step_by(2) {
             if let (Ok(a), Ok(b)) = (
                 <[__m512i; 2]>::try_from(acc[r].as_slice()),
                 <[__m512i; 2]>::try_from(acc[r + 1].as_slice()),
@@ -161,18 +172,12 @@ unsafe fn vnni_tile<const M: usize, const N: usize>(
                 e.store_two_rows([a[0], a[1], b[0], b[1]], m, o, o.add(n), n - col0);
             }
         }
-        if M % 2 == 1 {
-            for j in 0..N {
-                let col = col0 + j * BLOCK;
-                e.store(acc[M - 1][j], m[j], out.add((M - 1) * n + col), n - col);
-            }
-        }
-        return;
+        single = M - M % 2;
     }
     for j in 0..N {
         let col = (b0 + j) * BLOCK;
         let m = _mm512_loadu_ps(t.mult.as_ptr().add(col));
-        for (r, row) in acc.iter().enumerate() {
+        for (r, row) in acc.iter().enumerate().skip(single) {
             e.store(row[j], m, out.add(r * n + col), n - col);
         }
     }
@@ -269,11 +274,7 @@ impl Epilogue {
         valid: usize,
     ) {
         let row = self.pack4_in_order(acc, m);
-        let mask = match valid {
-            64.. => !0,
-            _ => (1u64 << valid) - 1,
-        };
-        _mm512_mask_storeu_epi8(out.cast(), mask, row);
+        _mm512_mask_storeu_epi8(out.cast(), first_bytes(valid), row);
     }
 
     /// [`Epilogue::pack4`] of two blocks of 16 columns of two rows (`acc` and `m`: row 0's
@@ -294,10 +295,8 @@ impl Epilogue {
     ) {
         // Each row's 32 codes in one half.
         let rows = self.pack4_in_order(acc, m);
-        let mask = match valid {
-            32.. => !0,
-            _ => (1u32 << valid) - 1,
-        };
+        // The first `valid` of 32 bytes: the low half of the 64-byte mask.
+        let mask = first_bytes(valid.min(32)) as __mmask32;
         _mm256_mask_storeu_epi8(out0.cast(), mask, _mm512_castsi512_si256(rows));
         _mm256_mask_storeu_epi8(out1.cast(), mask, _mm512_extracti64x4_epi64::<1>(rows));
     }
